@@ -1,0 +1,172 @@
+"""The one binary convolution of the workbench.
+
+Every binary layer of every model is a :class:`BinaryConv2d`, so the op counter, the
+packed engine, the landscape tools and the quantizer find them by type.  It keeps the
+latent real-valued weights; the forward pass
+
+1. adds an optional learnable per-input-channel shift (ReActNet's RSign, BNext Info-RCP
+   step 1) and binarizes the input with an activation binarizer (paper Eq. 1);
+2. binarizes the weights progressively: ``clamp(w / tau, -1, 1)`` while the buffer
+   ``tau`` is above :data:`SIGN_THRESHOLD`, ``sign(w)`` after, with an identity
+   straight-through gradient to the latent ``w`` (optionally masked to ``|w| <= weight_clip``);
+3. optionally scales each output channel by ``alpha = mean |W|`` (XNOR-Net, Bi-Real);
+4. convolves.
+
+Padding convention: the *binarized* input is zero-padded (``pad_value = 0``), as the
+reference BNext, Bi-Real and ReActNet code does.  A zero cannot be stored in one bit,
+so the packed engine corrects the border outputs exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .binarizers import Binarizer, SignSTE, make_binarizer, sign
+
+#: below this temperature the weights are pure ``sign(w)``
+SIGN_THRESHOLD = 1e-6
+
+SCALES = ("none", "mean_abs", "mean_abs_detached")
+
+
+class BinaryConv2d(nn.Module):
+    """Binary 2-D convolution with latent real weights (see module docstring).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding: as ``nn.Conv2d``.
+        act_binarizer: activation binarizer (name or object); ``None`` keeps real inputs.
+        shift: add a learnable per-input-channel shift before binarizing (RSign).
+        scale: ``"none"`` (BNext, BinaryNet), ``"mean_abs"`` (XNOR-Net: alpha with gradient)
+            or ``"mean_abs_detached"`` (Bi-Real: alpha without gradient).
+        weight_clip: mask the weight gradient to ``|w| <= weight_clip`` (Bi-Real: 1.0).
+        init_std: if given, latent weights start as ``N(0, 1) * init_std`` (BNext: 1e-3).
+    """
+
+    pad_value: float = 0.0
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        *,
+        act_binarizer: str | Binarizer | None = "ste_sign",
+        shift: bool = False,
+        scale: str = "none",
+        weight_clip: float | None = None,
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = kernel_size // 2 if padding is None else padding
+        self.scale = scale
+        self.weight_clip = weight_clip
+        self.act_binarizer = make_binarizer(act_binarizer)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.shift = nn.Parameter(torch.zeros(1, in_channels, 1, 1)) if shift else None
+        self.register_buffer("tau", torch.tensor(0.0))
+        if init_std is None:
+            nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Conv2d's default
+        else:
+            nn.init.normal_(self.weight, 0.0, init_std)
+
+    # -- weights -------------------------------------------------------------------
+    def binary_weight(self) -> Tensor:
+        """Effective weight used by the forward pass (progressive binarization)."""
+        w = self.weight
+        tau = float(self.tau)
+        target = torch.clamp(w / tau, -1.0, 1.0) if tau > SIGN_THRESHOLD else sign(w)
+        if self.weight_clip is not None:
+            # gradient of clamp(w, -c, c): identity inside, zero outside
+            latent = torch.clamp(w, -self.weight_clip, self.weight_clip)
+        else:
+            latent = w
+        wb = latent + (target - latent).detach()
+        if self.scale != "none":
+            alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+            if self.scale == "mean_abs_detached":
+                alpha = alpha.detach()
+            wb = wb * alpha
+        return wb
+
+    @property
+    def is_fully_binary(self) -> bool:
+        """True when the forward uses pure ``sign(w)`` (tau at or below the threshold)."""
+        return float(self.tau) <= SIGN_THRESHOLD
+
+    # -- forward -------------------------------------------------------------------
+    def binarize_input(self, x: Tensor) -> Tensor:
+        if self.shift is not None:
+            x = x + self.shift
+        return x if self.act_binarizer is None else self.act_binarizer(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(self.binarize_input(x), self.binary_weight(), None, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        s += f", padding={self.padding}, scale={self.scale!r}, shift={self.shift is not None}"
+        if self.weight_clip is not None:
+            s += f", weight_clip={self.weight_clip}"
+        return s
+
+
+# -- model-wide helpers ----------------------------------------------------------------
+def binary_layers(model: nn.Module) -> Iterator[tuple[str, BinaryConv2d]]:
+    """All ``(name, BinaryConv2d)`` pairs of a model."""
+    for name, m in model.named_modules():
+        if isinstance(m, BinaryConv2d):
+            yield name, m
+
+
+def set_tau(model: nn.Module, tau: float) -> int:
+    """Set the progressive-binarization temperature of every binary layer; returns the count."""
+    if tau < 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    n = 0
+    for _, m in binary_layers(model):
+        m.tau.fill_(float(tau))
+        n += 1
+    return n
+
+
+def get_tau(model: nn.Module) -> float | None:
+    """The temperature shared by the binary layers (max over layers), ``None`` if there are none."""
+    taus = [float(m.tau) for _, m in binary_layers(model)]
+    return max(taus) if taus else None
+
+
+@torch.no_grad()
+def clip_latent_weights_(model: nn.Module, bound: float = 1.5) -> None:
+    """Clamp every latent binary weight to ``[-bound, bound]`` (reference training rule)."""
+    for _, m in binary_layers(model):
+        m.weight.clamp_(-bound, bound)
+
+
+def is_binary_weight(model: nn.Module, param_name: str) -> bool:
+    """True if ``param_name`` is the latent weight of a :class:`BinaryConv2d`."""
+    mod_name, _, leaf = param_name.rpartition(".")
+    return leaf == "weight" and isinstance(model.get_submodule(mod_name), BinaryConv2d)
+
+
+__all__ = [
+    "BinaryConv2d",
+    "SIGN_THRESHOLD",
+    "SignSTE",
+    "binary_layers",
+    "clip_latent_weights_",
+    "get_tau",
+    "is_binary_weight",
+    "set_tau",
+]
