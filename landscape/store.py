@@ -1,0 +1,398 @@
+"""The surface HDF5 schema, in one place: create, resume, write points, read and validate.
+
+Layout of a surface file (format ``landscape-surface``, version :data:`FORMAT_VERSION`)::
+
+    /                         attrs: format="landscape-surface", format_version=1, ndim (1|2),
+                                     settings (JSON, compared on reuse), one attribute per
+                                     setting (model, checkpoint_path, checkpoint_sha256, data,
+                                     subset_size, seed, normalization, ignore, ...),
+                                     package_version, created
+    /xcoordinates             (nx,)  float64
+    /ycoordinates             (ny,)  float64            (2D surfaces only)
+    /train_loss /train_acc    (nx,) or (nx, ny) float64, NaN where not (yet) computed
+    /test_loss  /test_acc     same
+    /done                     (nx,) or (nx, ny) uint8, 1 where every requested split is stored
+    /directions/x/<param>     float32, the x direction keyed by parameter (or buffer) name
+    /directions/y/<param>     float32 (2D surfaces only)
+    /trajectory/xcoordinates  optional projected training trajectory (PCA directions)
+    /metrics/<value name>     optional, attrs written by :mod:`landscape.metrics`
+
+Orientation: ``train_loss[i, j]`` is the value at ``(xcoordinates[i], ycoordinates[j])``; the
+reference tool of Li et al. (2018) declares ``(nx, ny)`` but fills ``[iy, ix]``, which scrambles
+non-square grids. Dataset names match that tool so its users' scripts read these files.
+
+Unlike the reference tool (which marks missing entries with -1 and so recomputes a genuine loss
+of 0 forever), missing entries are NaN and the ``done`` mask says what is stored. All datasets are
+allocated contiguously when the file is created (written to a temporary name, then renamed), so
+later writes only touch raw data: values are written and flushed before the ``done`` flag is set
+and flushed, and a process killed at any moment loses at most the points in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "landscape-surface"
+FORMAT_VERSION = 1
+VALUE_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
+SPLITS = ("train", "test")
+# Settings that do not change the values on the grid and are therefore not compared on reuse.
+VOLATILE_SETTINGS = frozenset({"checkpoint_path", "package_version", "created", "note"})
+
+
+class SurfaceFileError(ValueError):
+    """A file is missing, truncated, foreign, or does not follow the surface schema."""
+
+
+class SettingsMismatchError(ValueError):
+    """An existing surface file was made with different settings than the ones requested."""
+
+
+def package_version() -> str:
+    """Version of the installed workbench (``unknown`` when not installed)."""
+    try:
+        from importlib.metadata import version
+
+        return version("bnext-workbench")
+    except Exception:  # noqa: BLE001 - metadata lookup must never break a run
+        return "unknown"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for settings (numpy scalars, tuples and paths converted)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _attr_value(value: Any) -> Any:
+    """An HDF5-storable attribute: scalars stay, everything else becomes JSON text."""
+    if isinstance(value, bool | int | float | str) and not isinstance(value, np.generic):
+        return value
+    return json.dumps(_jsonable(value), sort_keys=True)
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two settings dicts, ignoring :data:`VOLATILE_SETTINGS`."""
+    old_j, new_j = _jsonable(old), _jsonable(new)
+    keys = (set(old_j) | set(new_j)) - VOLATILE_SETTINGS
+    return {k: (old_j.get(k), new_j.get(k)) for k in sorted(keys) if old_j.get(k) != new_j.get(k)}
+
+
+@dataclass
+class Surface:
+    """A surface read back from a file (values as numpy arrays, attrs decoded)."""
+
+    path: Path
+    xcoordinates: np.ndarray
+    ycoordinates: np.ndarray | None
+    values: dict[str, np.ndarray]
+    done: np.ndarray
+    settings: dict[str, Any]
+    attrs: dict[str, Any]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trajectory: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.ycoordinates is None else 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.done.shape)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    @property
+    def label(self) -> str:
+        """A short name for plots: the run folder and file stem."""
+        return f"{self.path.parent.name}/{self.path.stem}" if self.path.parent.name else self.path.stem
+
+    def available(self) -> list[str]:
+        """Value names that hold at least one computed entry."""
+        return [k for k, v in self.values.items() if np.isfinite(v).any()]
+
+
+def _fail(path: Path, what: str) -> SurfaceFileError:
+    return SurfaceFileError(f"{path}: {what}")
+
+
+def _open(path: Path, mode: str = "r") -> h5py.File:
+    """Open an HDF5 file, turning h5py/OS errors into :class:`SurfaceFileError`."""
+    if not path.exists():
+        raise _fail(path, "no such file")
+    if path.is_dir():
+        raise _fail(path, "is a directory, expected a landscape surface .h5 file")
+    try:
+        is_h5 = h5py.is_hdf5(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(path, f"cannot be read ({exc})") from None
+    if not is_h5:
+        raise _fail(path, "is not an HDF5 file (expected a landscape surface .h5 file)")
+    try:
+        return h5py.File(path, mode)
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError/KeyError/RuntimeError variants
+        raise _fail(
+            path, f"is a damaged or truncated HDF5 file and cannot be opened ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); delete it or pass overwrite"
+        ) from None
+
+
+def _check_layout(f: h5py.File, path: Path) -> None:
+    fmt = _decode_attr(f.attrs.get("format"))
+    if fmt != FORMAT:
+        hint = ""
+        if "xcoordinates" in f and "train_loss" in f:
+            hint = " (it looks like a surface from Li et al.'s reference tool, which has no format attribute)"
+        elif "xdirection" in f:
+            hint = " (it looks like a reference-tool direction file: use landscape.directions.read_reference)"
+        raise _fail(path, f"is not a landscape surface file: root attribute 'format' is {fmt!r}, "
+                          f"expected {FORMAT!r}{hint}")
+    version = _decode_attr(f.attrs.get("format_version"))
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise _fail(path, f"has format_version {version!r}; this package reads versions 1..{FORMAT_VERSION}")
+    for name in ("xcoordinates", "done", *VALUE_NAMES):
+        if name not in f or not isinstance(f[name], h5py.Dataset):
+            raise _fail(path, f"is incomplete: dataset '{name}' is missing")
+    nx = f["xcoordinates"].shape[0] if f["xcoordinates"].ndim == 1 else -1
+    if nx < 1:
+        raise _fail(path, "dataset 'xcoordinates' must be 1-D and non-empty")
+    if "ycoordinates" in f:
+        if f["ycoordinates"].ndim != 1 or f["ycoordinates"].shape[0] < 1:
+            raise _fail(path, "dataset 'ycoordinates' must be 1-D and non-empty")
+        shape: tuple[int, ...] = (nx, f["ycoordinates"].shape[0])
+    else:
+        shape = (nx,)
+    for name in ("done", *VALUE_NAMES):
+        if tuple(f[name].shape) != shape:
+            raise _fail(path, f"dataset '{name}' has shape {tuple(f[name].shape)}, expected {shape} "
+                              "(xcoordinates x ycoordinates)")
+
+
+def read_surface(path: str | os.PathLike[str]) -> Surface:
+    """Read and validate a surface file; raises :class:`SurfaceFileError` with a clear message."""
+    path = Path(path)
+    with _open(path) as f:
+        try:
+            _check_layout(f, path)
+            x = np.asarray(f["xcoordinates"][()], dtype=np.float64)
+            y = np.asarray(f["ycoordinates"][()], dtype=np.float64) if "ycoordinates" in f else None
+            values = {k: np.asarray(f[k][()], dtype=np.float64) for k in VALUE_NAMES}
+            done = np.asarray(f["done"][()]).astype(bool)
+            attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+            metrics = {}
+            if "metrics" in f:
+                for key, grp in f["metrics"].items():
+                    metrics[key] = {k: _decode_attr(v) for k, v in grp.attrs.items()}
+            trajectory = None
+            if "trajectory" in f and "xcoordinates" in f["trajectory"]:
+                t = f["trajectory"]
+                trajectory = np.stack([t["xcoordinates"][()], t["ycoordinates"][()]], axis=1)
+        except SurfaceFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - damaged data blocks surface as assorted errors
+            raise _fail(path, f"is damaged: reading it failed ({exc.__class__.__name__}: {exc})") from None
+    try:
+        settings = json.loads(attrs.get("settings", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        raise _fail(path, "root attribute 'settings' is not valid JSON") from None
+    return Surface(path, x, y, values, done, settings, attrs, metrics, trajectory)
+
+
+def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
+    """The directions stored in a surface file: ``{"x": {name: array}, "y": {...}}`` in stored order."""
+    path = Path(path)
+    with _open(path) as f:
+        _check_layout(f, path)
+        if "directions" not in f or "x" not in f["directions"]:
+            raise _fail(path, "has no 'directions/x' group")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for axis in ("x", "y"):
+            if axis in f["directions"]:
+                grp = f["directions"][axis]
+                names = json.loads(_decode_attr(grp.attrs.get("names", "null")) or "null") or list(grp.keys())
+                out[axis] = {n: np.asarray(grp[n][()]) for n in names}
+        info = {k: _decode_attr(v) for k, v in f["directions"].attrs.items()}
+    out["info"] = info  # type: ignore[assignment]
+    return out
+
+
+def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, Any]) -> None:
+    """Write smoothness metrics as attributes of group ``metrics/<key>`` (replacing old ones)."""
+    path = Path(path)
+    with _open(path, "r+") as f:
+        _check_layout(f, path)
+        grp = f.require_group("metrics").require_group(key)
+        for k in list(grp.attrs):
+            del grp.attrs[k]
+        for k, v in values.items():
+            grp.attrs[k] = _attr_value(v)
+
+
+class SurfaceWriter:
+    """An open surface file that takes computed points (see the module docstring for the layout)."""
+
+    def __init__(self, path: Path, handle: h5py.File):
+        self.path = path
+        self._f = handle
+        self._done = handle["done"]
+        self.shape = tuple(self._done.shape)
+        self.settings = json.loads(_decode_attr(handle.attrs["settings"]))
+
+    # ----------------------------------------------------------------- creation / reuse
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        settings: Mapping[str, Any],
+        xcoordinates: np.ndarray,
+        ycoordinates: np.ndarray | None,
+        directions: Mapping[str, Mapping[str, np.ndarray]],
+        direction_info: Mapping[str, Any] | None = None,
+        trajectory: np.ndarray | None = None,
+        mode: str = "resume",
+    ) -> SurfaceWriter:
+        """Create ``path`` or reuse it when its settings match.
+
+        ``mode``: ``resume`` (reuse a matching file, refuse a different one), ``overwrite``
+        (replace any existing file) or ``new`` (keep the existing file, write ``<stem>-N.h5``).
+        """
+        if mode not in ("resume", "overwrite", "new"):
+            raise ValueError(f"mode must be 'resume', 'overwrite' or 'new', got {mode!r}")
+        path = Path(path)
+        settings = _jsonable(dict(settings))
+        if path.exists():
+            if mode == "new":
+                stem, k = path.stem, 1
+                while (path.parent / f"{stem}-{k}{path.suffix}").exists():
+                    k += 1
+                path = path.parent / f"{stem}-{k}{path.suffix}"
+            elif mode == "resume":
+                existing = read_surface(path)
+                diff = settings_difference(existing.settings, settings)
+                if diff:
+                    lines = "\n".join(f"  {k}: file has {a!r}, requested {b!r}" for k, (a, b) in diff.items())
+                    raise SettingsMismatchError(
+                        f"{path} was computed with different settings:\n{lines}\n"
+                        "Refusing to mix them. Pass overwrite (CLI --overwrite) to replace the file, or "
+                        "new (CLI --new-file) to write a new file next to it."
+                    )
+                return cls(path, _open(path, "r+"))
+        cls._create(path, settings, xcoordinates, ycoordinates, directions, direction_info, trajectory)
+        return cls(path, _open(path, "r+"))
+
+    @staticmethod
+    def _create(
+        path: Path,
+        settings: dict[str, Any],
+        xcoordinates: np.ndarray,
+        ycoordinates: np.ndarray | None,
+        directions: Mapping[str, Mapping[str, np.ndarray]],
+        direction_info: Mapping[str, Any] | None,
+        trajectory: np.ndarray | None,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        x = np.asarray(xcoordinates, dtype=np.float64).reshape(-1)
+        shape: tuple[int, ...] = (x.size,)
+        if ycoordinates is not None:
+            y = np.asarray(ycoordinates, dtype=np.float64).reshape(-1)
+            shape = (x.size, y.size)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["ndim"] = len(shape)
+                f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+                for k, v in settings.items():
+                    f.attrs[k] = _attr_value(v)
+                f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+                f.create_dataset("xcoordinates", data=x)
+                if len(shape) == 2:
+                    f.create_dataset("ycoordinates", data=y)
+                for name in VALUE_NAMES:  # contiguous + written now: later writes touch raw data only
+                    f.create_dataset(name, data=np.full(shape, np.nan), fillvalue=np.nan)
+                f.create_dataset("done", data=np.zeros(shape, dtype=np.uint8))
+                grp = f.create_group("directions")
+                for k, v in (direction_info or {}).items():
+                    grp.attrs[k] = _attr_value(v)
+                for axis in ("x", "y")[: len(shape)]:
+                    if axis not in directions:
+                        raise ValueError(f"a {len(shape)}D surface needs a '{axis}' direction")
+                    sub = grp.create_group(axis)
+                    names = list(directions[axis])
+                    sub.attrs["names"] = json.dumps(names)
+                    for name in names:
+                        sub.create_dataset(name, data=np.asarray(directions[axis][name], dtype=np.float32))
+                if trajectory is not None:
+                    t = f.create_group("trajectory")
+                    t.create_dataset("xcoordinates", data=np.asarray(trajectory)[:, 0])
+                    t.create_dataset("ycoordinates", data=np.asarray(trajectory)[:, 1])
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    # ----------------------------------------------------------------- points
+    def pending(self) -> list[tuple[int, ...]]:
+        """Grid indices not yet stored, in row-major order (the ``done`` mask, not loss values)."""
+        done = np.asarray(self._done[()]).astype(bool)
+        return [tuple(int(i) for i in idx) for idx in np.argwhere(~done)]
+
+    def write(self, results: Iterable[tuple[tuple[int, ...], Mapping[str, float]]]) -> None:
+        """Store ``(index, {value_name: value})`` pairs: values first (flushed), then ``done`` (flushed)."""
+        results = list(results)
+        if not results:
+            return
+        for index, vals in results:
+            for name, value in vals.items():
+                if name not in VALUE_NAMES:
+                    raise KeyError(f"unknown value name {name!r}; expected one of {VALUE_NAMES}")
+                self._f[name][index] = float(value)
+        self._f.flush()
+        for index, _ in results:
+            self._done[index] = 1
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> SurfaceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,669 @@
+"""Grid specs, the evaluation engine, and resumable (optionally distributed) surface computation.
+
+Every grid point is evaluated as exactly ``loss(theta + x*dx + y*dy)`` (mean cross-entropy) and
+top-1 accuracy (percent) on fixed tensors, model in eval mode (Li et al. 2018, Sec. 4-5). The
+reference tool spends ~99% of its time in forward passes, so the engine makes the forward cheaper:
+
+* the evaluation subset is held as tensors on the device once; ``torch.inference_mode``;
+* weights are set in place from flat float32 buffers (``theta0``, ``dx``, ``dy``): the perturbed
+  parameters are views into one buffer computed by two fused ops per point, no copies of the model;
+* BatchNorm is folded into the preceding ``nn.Conv2d`` (exact types only, found in
+  ``nn.Sequential`` chains or by an ``torch.fx`` trace where a conv's only consumer is the BN) on a
+  copy that shares all other parameters; the folded weights are refreshed per point from the
+  current (possibly perturbed or recalibrated) conv/BN tensors and checked against the unfused
+  model once; large evaluation batches;
+* optional ``channels_last``, ``torch.compile``, a pluggable ``forward_factory`` (e.g. a bit-packed
+  XNOR engine for binary networks, called after the weights of each point are set), and, for GPUs,
+  ``points_per_forward > 1`` which evaluates several grid points per forward with
+  ``torch.func.functional_call`` + ``vmap`` (slower on CPU, so not the default).
+
+The user's model is left exactly as it was: original parameter tensors are re-attached (bitwise
+unchanged), buffers copied back, ``requires_grad`` and train/eval flags restored.
+
+Under ``torch.distributed`` (``torchrun``; gloo on CPU, nccl on CUDA) :func:`compute_surface`
+shards the pending points across ranks; rank 0 gathers each round and is the only writer.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .directions import Directions
+from .store import SurfaceWriter, package_version
+
+ForwardFactory = Callable[[nn.Module], Callable[[Tensor], Tensor]]
+EvalData = Mapping[str, tuple[Tensor, Tensor]]
+
+
+# ----------------------------------------------------------------------------- grid specs
+def parse_grid(spec: str | Sequence[float], name: str = "x") -> np.ndarray:
+    """Parse ``"min:max:num"`` into an inclusive ``np.linspace`` (as in Li et al.'s ``--x=-1:1:51``).
+
+    >>> parse_grid("-1:1:5").tolist()
+    [-1.0, -0.5, 0.0, 0.5, 1.0]
+    """
+    if not isinstance(spec, str):
+        arr = np.asarray(spec, dtype=np.float64).reshape(-1)
+        if arr.size == 0 or not np.isfinite(arr).all():
+            raise ValueError(f"{name} coordinates must be a non-empty list of finite numbers")
+        return arr
+    parts = spec.strip().split(":")
+    usage = f"grid spec {name}={spec!r} must be 'min:max:num', e.g. '-1:1:21'"
+    if len(parts) != 3:
+        raise ValueError(f"{usage} (got {len(parts)} field{'s' if len(parts) != 1 else ''})")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"{usage}: min and max must be numbers") from None
+    try:
+        num = int(parts[2])
+    except ValueError:
+        raise ValueError(f"{usage}: num must be a whole number of points") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{usage}: min and max must be finite")
+    if num < 1:
+        raise ValueError(f"{usage}: num must be at least 1")
+    if hi < lo:
+        raise ValueError(f"{usage}: min ({lo}) is larger than max ({hi})")
+    if num == 1 and hi != lo:
+        raise ValueError(f"{usage}: a single point needs min == max")
+    return np.linspace(lo, hi, num)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` or CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------- BN folding
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and type(bn) is nn.BatchNorm2d
+        and bn.track_running_stats
+        and bn.running_mean is not None
+        and conv.out_channels == bn.num_features
+    )
+
+
+def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Names of ``(Conv2d, BatchNorm2d)`` pairs where the BN directly and only consumes the conv.
+
+    Uses a ``torch.fx`` trace when the model traces (checks that each module is called once and
+    that the conv output has no other user); otherwise adjacent children of plain ``nn.Sequential``
+    containers. Subclasses (e.g. binary convolutions) are never folded.
+    """
+    modules = dict(model.named_modules())
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - untraceable models fall back to Sequential chains
+        graph = None
+    pairs: list[tuple[str, str]] = []
+    if graph is not None:
+        calls: dict[str, int] = {}
+        for node in graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
+        for node in graph.nodes:
+            if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+                continue
+            src = node.args[0]
+            if not isinstance(src, torch.fx.Node) or src.op != "call_module":
+                continue
+            conv, bn = modules.get(src.target), modules.get(node.target)
+            if conv is None or bn is None or not _foldable(conv, bn):
+                continue
+            if len(src.users) == 1 and calls[src.target] == 1 and calls[node.target] == 1:
+                pairs.append((src.target, node.target))
+        return pairs
+    for name, mod in modules.items():
+        if type(mod).forward is not nn.Sequential.forward or not isinstance(mod, nn.Sequential):
+            continue
+        kids = list(mod.named_children())
+        for (n1, m1), (n2, m2) in zip(kids, kids[1:]):
+            if _foldable(m1, m2):
+                prefix = f"{name}." if name else ""
+                pairs.append((prefix + n1, prefix + n2))
+    return pairs
+
+
+@dataclass
+class _FoldedPair:
+    conv: nn.Conv2d  # the original conv (weights move with the grid point)
+    bn: nn.BatchNorm2d  # the original BN
+    weight: Tensor  # folded conv weight in the copy
+    bias: Tensor  # folded conv bias in the copy
+
+    def refresh(self) -> None:
+        bn = self.bn
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        torch.mul(self.conv.weight, scale.reshape(-1, 1, 1, 1), out=self.weight)
+        shift = -bn.running_mean * scale
+        if self.conv.bias is not None:
+            shift = shift + self.conv.bias * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        self.bias.copy_(shift)
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[_FoldedPair]]:
+    """A copy of ``model`` with each foldable BN merged into its conv (eval-mode arithmetic).
+
+    The copy shares every other parameter and buffer with ``model`` (same tensor objects), so
+    in-place changes to ``model`` show through; call ``pair.refresh()`` after changing the conv or
+    BN tensors. Returns ``(copy, pairs)``; with no foldable pair the copy is ``model`` itself.
+    """
+    names = find_conv_bn_pairs(model)
+    if not names:
+        return model, []
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    fused = copy.deepcopy(model, memo)
+    pairs = []
+    for conv_name, bn_name in names:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        fconv = fused.get_submodule(conv_name)
+        w = nn.Parameter(torch.empty_like(conv.weight), requires_grad=False)
+        b = nn.Parameter(torch.empty(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device),
+                         requires_grad=False)
+        fconv.weight, fconv.bias = w, b
+        parent_name, _, child = bn_name.rpartition(".")
+        setattr(fused.get_submodule(parent_name) if parent_name else fused, child, nn.Identity())
+        pairs.append(_FoldedPair(conv, bn, w, b))
+    with torch.no_grad():
+        for p in pairs:
+            p.refresh()
+    return fused, pairs
+
+
+# ----------------------------------------------------------------------------- the engine
+@dataclass
+class _Entry:
+    name: str
+    target: Tensor  # parameter (rebound) or buffer (written in place)
+    is_param: bool
+    offset: int
+    numel: int
+    view: bool  # the parameter's data is a view into the flat work buffer
+
+
+class SurfaceEngine:
+    """Evaluates ``model`` at grid points ``theta + x*dx + y*dy``; use as a context manager.
+
+    ``data`` maps split names (``train``/``test``) to ``(inputs, targets)`` tensors. The model is
+    restored on :meth:`close` (also on exceptions inside ``with``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        directions: Directions,
+        data: EvalData,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 512,
+        fuse_bn: bool = True,
+        bn_recalibrate: bool = False,
+        calibration: Tensor | None = None,
+        forward_factory: ForwardFactory | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        points_per_forward: int = 1,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if points_per_forward < 1:
+            raise ValueError(f"points_per_forward must be >= 1, got {points_per_forward}")
+        if points_per_forward > 1 and (forward_factory is not None or bn_recalibrate):
+            raise ValueError("points_per_forward > 1 (vmap) cannot be combined with forward_factory or "
+                             "bn_recalibrate")
+        if not data:
+            raise ValueError("data must hold at least one split, e.g. {'train': (inputs, targets)}")
+        self.model = model
+        self.directions = directions
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.bn_recalibrate = bn_recalibrate
+        self.forward_factory = forward_factory
+        self.channels_last = channels_last
+        self.points_per_forward = int(points_per_forward)
+        self._opened = False
+        self._fuse = fuse_bn and forward_factory is None
+        self._compile = compile
+        self._raw_data = data
+        self._calibration = calibration
+        self.fused_pairs = 0
+
+    # ------------------------------------------------------------------ setup / teardown
+    def open(self) -> SurfaceEngine:
+        if self._opened:
+            return self
+        model = self.model
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            raise ValueError("the model has no parameters")
+        self._owns_copy = first.device != self.device
+        work = copy.deepcopy(model).to(self.device) if self._owns_copy else model
+        self.work = work
+        self._flags = [(m, m.training) for m in work.modules()]
+        self._grads = [(p, p.requires_grad) for p in work.parameters()]
+        self._saved_params = [(p, p.data) for p in work.parameters()]
+        self._saved_buffers = [(b, b.detach().clone()) for b in work.buffers()]
+        try:
+            self._setup(work)
+        except BaseException:
+            self._restore()
+            raise
+        self._opened = True
+        return self
+
+    def _setup(self, work: nn.Module) -> None:
+        work.eval()
+        if self.channels_last:
+            work.to(memory_format=torch.channels_last)
+        params = dict(work.named_parameters())
+        buffers = dict(work.named_buffers())
+        dirs = self.directions.axes()
+        entries, dx_parts, dy_parts, t0_parts = [], [], [], []
+        flat_dtype = torch.float32
+        for t in list(params.values()) + [b for b in buffers.values() if b.is_floating_point()]:
+            if t.is_floating_point():
+                flat_dtype = torch.promote_types(flat_dtype, t.dtype)
+        offset = 0
+        for name in self.directions.names:
+            if name in params:
+                target, is_param = params[name], True
+            elif name in buffers and buffers[name].is_floating_point():
+                target, is_param = buffers[name], False
+            else:
+                raise KeyError(f"direction entry {name!r} is not a floating parameter or buffer of the model")
+            dx = dirs["x"][name]
+            dy = dirs["y"][name] if "y" in dirs else None
+            if tuple(dx.shape) != tuple(target.shape) or (dy is not None and tuple(dy.shape) != tuple(target.shape)):
+                raise ValueError(f"direction entry {name!r} has shape {tuple(dx.shape)}, the model's is "
+                                 f"{tuple(target.shape)}")
+            if not bool(dx.any()) and (dy is None or not bool(dy.any())):
+                continue  # never moves: leave the original tensor in place
+            n = target.numel()
+            entries.append(_Entry(name, target, is_param, offset, n, False))
+            t0_parts.append(target.detach().reshape(-1).to(flat_dtype))
+            dx_parts.append(dx.reshape(-1).to(self.device, flat_dtype))
+            if dy is not None:
+                dy_parts.append(dy.reshape(-1).to(self.device, flat_dtype))
+            offset += n
+        self._entries = entries
+        empty = torch.zeros(0, dtype=flat_dtype, device=self.device)
+        self._theta0 = torch.cat(t0_parts) if t0_parts else empty
+        self._dx = torch.cat(dx_parts) if dx_parts else empty
+        self._dy = torch.cat(dy_parts) if dy_parts else None
+        self._flat = self._theta0.clone()
+        for e in entries:
+            chunk = self._flat[e.offset:e.offset + e.numel]
+            if e.is_param and e.target.dtype == flat_dtype and e.target.is_contiguous():
+                e.target.data = chunk.view(e.target.shape)
+                e.view = True
+            elif e.is_param:
+                e.target.data = e.target.data.clone()  # private storage; the original is re-attached later
+        self._data = {}
+        for split, (xs, ys) in self._raw_data.items():
+            if xs.shape[0] != ys.shape[0] or xs.shape[0] == 0:
+                raise ValueError(f"data split {split!r}: {xs.shape[0]} inputs vs {ys.shape[0]} targets")
+            xs = xs.to(self.device)
+            if self.channels_last and xs.dim() == 4:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+            self._data[split] = (xs, ys.to(self.device).long())
+        if self._calibration is not None:
+            self._calib = self._calibration.to(self.device)
+        elif self.bn_recalibrate:
+            self._calib = self._data.get("train", next(iter(self._data.values())))[0]
+        self._bns = [m for m in work.modules()
+                     if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self._forward: Callable[[Tensor], Tensor] = work
+        self._pairs: list[_FoldedPair] = []
+        if self._fuse and self.points_per_forward == 1:
+            self._setup_fusion(work)
+        if self._compile:
+            self._forward = torch.compile(self._forward)
+
+    def _setup_fusion(self, work: nn.Module) -> None:
+        try:
+            fused, pairs = fold_batchnorm(work)
+        except Exception as exc:  # noqa: BLE001 - folding is an optimization only
+            warnings.warn(f"BatchNorm folding skipped ({exc})", stacklevel=3)
+            return
+        if not pairs:
+            return
+        if self.channels_last:
+            fused.to(memory_format=torch.channels_last)
+        probe = next(iter(self._data.values()))[0][:16]
+        with torch.inference_mode():
+            ref = work(probe).float()
+            got = fused(probe).float()
+        tol = 1e-4 * max(1.0, float(ref.abs().max()))
+        if not torch.allclose(ref, got, rtol=0, atol=tol):
+            warnings.warn(f"BatchNorm folding changed the outputs by {float((ref - got).abs().max()):.3g}; "
+                          "evaluating without folding", stacklevel=3)
+            return
+        self._forward, self._pairs = fused, pairs
+        self.fused_pairs = len(pairs)
+
+    def _restore(self) -> None:
+        for p, data in getattr(self, "_saved_params", []):
+            p.data = data
+        with torch.no_grad():
+            for b, saved in getattr(self, "_saved_buffers", []):
+                b.copy_(saved)
+        for m, flag in getattr(self, "_flags", []):
+            m.training = flag
+        for p, flag in getattr(self, "_grads", []):
+            p.requires_grad_(flag)
+        for name in ("_flat", "_theta0", "_dx", "_dy", "_data", "_forward", "_pairs", "_entries", "_calib"):
+            self.__dict__.pop(name, None)
+
+    def close(self) -> None:
+        """Restore the model (weights, buffers, requires_grad, train/eval flags) and free buffers."""
+        if self._opened or hasattr(self, "_saved_params"):
+            self._restore()
+        self._opened = False
+
+    def __enter__(self) -> SurfaceEngine:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ evaluation
+    def set_point(self, x: float, y: float = 0.0) -> None:
+        """Write ``theta0 + x*dx + y*dy`` into the model's parameters (and moved buffers)."""
+        if not self._opened:
+            raise RuntimeError("SurfaceEngine is not open; use it as a context manager")
+        with torch.inference_mode():
+            torch.add(self._theta0, self._dx, alpha=float(x), out=self._flat)
+            if self._dy is not None:
+                self._flat.add_(self._dy, alpha=float(y))
+            for e in self._entries:
+                if not e.view:
+                    e.target.data.copy_(self._flat[e.offset:e.offset + e.numel].view(e.target.shape))
+            if self.bn_recalibrate:
+                self._recalibrate()
+            for pair in self._pairs:
+                pair.refresh()
+
+    def _recalibrate(self) -> None:
+        """Recompute BN running statistics at the current point (cumulative average over the set)."""
+        moms = []
+        for m in self._bns:
+            moms.append(m.momentum)
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            for s in range(0, self._calib.shape[0], self.batch_size):
+                self.work(self._calib[s:s + self.batch_size])
+        finally:
+            for m, mom in zip(self._bns, moms):
+                m.momentum = mom
+                m.eval()
+
+    def _measure(self, forward: Callable[[Tensor], Tensor]) -> dict[str, float]:
+        out = {}
+        for split, (xs, ys) in self._data.items():
+            loss = torch.zeros((), dtype=torch.float64, device=self.device)
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            for s in range(0, xs.shape[0], self.batch_size):
+                logits = forward(xs[s:s + self.batch_size]).float()
+                yb = ys[s:s + self.batch_size]
+                loss += F.cross_entropy(logits, yb, reduction="sum").double()
+                correct += (logits.argmax(dim=1) == yb).sum()
+            n = xs.shape[0]
+            out[f"{split}_loss"] = float(loss) / n
+            out[f"{split}_acc"] = 100.0 * float(correct) / n
+        return out
+
+    def evaluate(self, x: float, y: float = 0.0) -> dict[str, float]:
+        """``{'<split>_loss': mean cross-entropy, '<split>_acc': top-1 percent}`` at ``(x, y)``."""
+        self.set_point(x, y)
+        with torch.inference_mode():
+            forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
+            return self._measure(forward)
+
+    def evaluate_many(self, points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
+        """Evaluate several points; with ``points_per_forward > 1`` they share forwards via ``vmap``."""
+        if self.points_per_forward == 1 or len(points) == 1:
+            return [self.evaluate(*p) for p in points]
+        if not self._opened:
+            raise RuntimeError("SurfaceEngine is not open; use it as a context manager")
+        from torch.func import functional_call, vmap
+
+        k = len(points)
+        xs_ = torch.tensor([p[0] for p in points], dtype=self._theta0.dtype, device=self.device)
+        ys_ = torch.tensor([p[1] for p in points], dtype=self._theta0.dtype, device=self.device)
+        stacked = {}
+        with torch.inference_mode():
+            for e in self._entries:
+                sl = slice(e.offset, e.offset + e.numel)
+                flat = self._theta0[sl][None] + xs_[:, None] * self._dx[sl][None]
+                if self._dy is not None:
+                    flat = flat + ys_[:, None] * self._dy[sl][None]
+                stacked[e.name] = flat.reshape(k, *e.target.shape).to(e.target.dtype)
+            work = self.work
+
+            def one(params: dict[str, Tensor], xb: Tensor) -> Tensor:
+                return functional_call(work, params, (xb,))
+
+            batched = vmap(one, in_dims=(0, None))
+            results: list[dict[str, float]] = [{} for _ in points]
+            for split, (xs, ys) in self._data.items():
+                loss = torch.zeros(k, dtype=torch.float64, device=self.device)
+                correct = torch.zeros(k, dtype=torch.int64, device=self.device)
+                for s in range(0, xs.shape[0], self.batch_size):
+                    logits = batched(stacked, xs[s:s + self.batch_size]).float()  # (k, B, C)
+                    yb = ys[s:s + self.batch_size]
+                    ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
+                    loss += ce.view(k, -1).sum(dim=1).double()
+                    correct += (logits.argmax(dim=2) == yb[None]).sum(dim=1)
+                n = xs.shape[0]
+                for i in range(k):
+                    results[i][f"{split}_loss"] = float(loss[i]) / n
+                    results[i][f"{split}_acc"] = 100.0 * float(correct[i]) / n
+        return results
+
+
+# ----------------------------------------------------------------------------- grids
+def grid_points(xcoordinates: np.ndarray, ycoordinates: np.ndarray | None) -> list[tuple[int, ...]]:
+    """All grid indices in row-major order (``(i,)`` or ``(i, j)``)."""
+    if ycoordinates is None:
+        return [(i,) for i in range(len(xcoordinates))]
+    return [(i, j) for i in range(len(xcoordinates)) for j in range(len(ycoordinates))]
+
+
+def _coords(index: tuple[int, ...], xc: np.ndarray, yc: np.ndarray | None) -> tuple[float, float]:
+    return float(xc[index[0]]), float(yc[index[1]]) if yc is not None else 0.0
+
+
+def evaluate_grid(
+    model: nn.Module,
+    directions: Directions,
+    data: EvalData,
+    xcoordinates: np.ndarray | str,
+    ycoordinates: np.ndarray | str | None = None,
+    *,
+    progress: bool = False,
+    **engine_options: Any,
+) -> dict[str, np.ndarray]:
+    """Evaluate a whole grid in memory; returns ``{'<split>_loss': array, ...}`` of shape (nx[, ny])."""
+    xc = parse_grid(xcoordinates, "x")
+    yc = parse_grid(ycoordinates, "y") if ycoordinates is not None else None
+    _check_dims(directions, yc)
+    shape = (len(xc),) if yc is None else (len(xc), len(yc))
+    out = {f"{s}_{m}": np.full(shape, np.nan) for s in data for m in ("loss", "acc")}
+    points = grid_points(xc, yc)
+    from tqdm.auto import tqdm
+
+    with SurfaceEngine(model, directions, data, **engine_options) as engine:
+        k = engine.points_per_forward
+        bar = tqdm(total=len(points), disable=not progress, desc="landscape", unit="pt")
+        for s in range(0, len(points), k):
+            chunk = points[s:s + k]
+            for idx, vals in zip(chunk, engine.evaluate_many([_coords(i, xc, yc) for i in chunk])):
+                for name, v in vals.items():
+                    out[name][idx] = v
+            bar.update(len(chunk))
+        bar.close()
+    return out
+
+
+def _check_dims(directions: Directions, yc: np.ndarray | None) -> None:
+    if yc is None and directions.ndim == 2:
+        raise ValueError("2D directions need y coordinates (or pass 1D directions for a 1D surface)")
+    if yc is not None and directions.ndim == 1:
+        raise ValueError(f"y coordinates given but the {directions.kind!r} directions have no y direction")
+
+
+def tensor_sha256(*tensors: Tensor) -> str:
+    """SHA-256 of tensors' shapes and bytes (identifies the evaluation subset in the settings)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def surface_settings(
+    directions: Directions,
+    data: EvalData,
+    xcoordinates: np.ndarray,
+    ycoordinates: np.ndarray | None,
+    *,
+    bn_recalibrate: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The settings stored as root attributes and compared when a file is reused."""
+    settings: dict[str, Any] = {
+        "model": None, "checkpoint_path": None, "checkpoint_sha256": None, "data": None,
+        "subset_size": int(next(iter(data.values()))[0].shape[0]),
+        "seed": directions.info.get("seed"),
+    }
+    settings.update(dict(metadata or {}))
+    settings.update({
+        "direction_kind": directions.kind,
+        "normalization": directions.info.get("normalization"),
+        "ignore": directions.info.get("ignore"),
+        "directions_sha256": directions.fingerprint(),
+        "splits": sorted(data),
+        "samples": {s: int(xs.shape[0]) for s, (xs, _) in data.items()},
+        "data_sha256": {s: tensor_sha256(xs, ys) for s, (xs, ys) in data.items()},
+        "xcoordinates": [float(v) for v in xcoordinates],
+        "ycoordinates": None if ycoordinates is None else [float(v) for v in ycoordinates],
+        "bn_recalibrate": bool(bn_recalibrate),
+        "package_version": package_version(),
+    })
+    return settings
+
+
+def _dist_info() -> tuple[bool, int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def compute_surface(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    directions: Directions,
+    data: EvalData,
+    xcoordinates: np.ndarray | str,
+    ycoordinates: np.ndarray | str | None = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    mode: str = "resume",
+    progress: bool = True,
+    **engine_options: Any,
+) -> Path:
+    """Compute a surface into the HDF5 file ``path``, resuming and flushing as it goes.
+
+    Only points whose ``done`` flag is unset are evaluated; each is written (values flushed, then
+    the flag flushed) as soon as it is computed. ``mode`` is ``resume`` (refuse a file computed
+    with other settings), ``overwrite`` or ``new``. ``metadata`` adds root attributes (model spec,
+    checkpoint path and SHA-256, data spec, ...). Under ``torch.distributed`` points are sharded
+    across ranks and rank 0 writes. Returns the path written (differs from ``path`` for ``new``).
+    """
+    import torch.distributed as dist
+
+    xc = parse_grid(xcoordinates, "x")
+    yc = parse_grid(ycoordinates, "y") if ycoordinates is not None else None
+    _check_dims(directions, yc)
+    settings = surface_settings(directions, data, xc, yc, bn_recalibrate=engine_options.get("bn_recalibrate",
+                                                                                             False),
+                                metadata=metadata)
+    distributed, rank, world = _dist_info()
+    writer = None
+    status: list[Any] = [None]
+    if rank == 0:
+        try:
+            trajectory = directions.info.get("trajectory")
+            info = {k: v for k, v in directions.info.items() if k != "trajectory"}
+            writer = SurfaceWriter.open(path, settings=settings, xcoordinates=xc, ycoordinates=yc,
+                                        directions=directions.numpy(), direction_info=info,
+                                        trajectory=None if trajectory is None else np.asarray(trajectory),
+                                        mode=mode)
+            status = [("ok", writer.pending(), str(writer.path))]
+        except Exception as exc:
+            status = [("error", f"{exc.__class__.__name__}: {exc}", None)]
+            if distributed:
+                dist.broadcast_object_list(status, src=0)
+            raise
+    if distributed:
+        dist.broadcast_object_list(status, src=0)
+    state, pending, out_path = status[0]
+    if state == "error":
+        raise RuntimeError(f"rank 0 could not open the surface file: {pending}")
+    from tqdm.auto import tqdm
+
+    try:
+        shard = pending[rank::world]
+        k = int(engine_options.get("points_per_forward", 1))
+        rounds = math.ceil(math.ceil(len(pending) / world) / k) if pending else 0
+        if not pending:
+            return Path(out_path)
+        with SurfaceEngine(model, directions, data, **engine_options) as engine:
+            bar = tqdm(total=len(pending), disable=not progress or rank != 0, desc=f"landscape {Path(out_path).name}",
+                       unit="pt")
+            for r in range(rounds):
+                chunk = shard[r * k:(r + 1) * k]
+                values = engine.evaluate_many([_coords(i, xc, yc) for i in chunk]) if chunk else []
+                results = list(zip(chunk, values))
+                if distributed:
+                    gathered: list[Any] = [None] * world if rank == 0 else None  # type: ignore[assignment]
+                    dist.gather_object(results, gathered, dst=0)
+                    if rank == 0:
+                        results = [item for part in gathered for item in part]
+                if writer is not None:
+                    writer.write(results)
+                bar.update(len(results) if rank == 0 else 0)
+            bar.close()
+    finally:
+        if writer is not None:
+            writer.close()
+    if distributed:
+        dist.barrier()
+    return Path(out_path)
