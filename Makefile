@@ -1,0 +1,38 @@
+# One-command set-up: `make demo` and `make test` create .venv and install the project on first use.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench lab clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# pytest exits 5 when it collected nothing: an empty selection must fail, not pass.
+test: lint
+	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: $(STAMP)
+	$(PY) -m bnext.demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/landscape_speed.py
+	$(PY) benchmarks/packed_speed.py
+
+lab: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,lab]'
+	$(PY) -m ipykernel install --user --name bnext-workbench --display-name "BNext workbench (.venv)"
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs/*/
