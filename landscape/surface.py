@@ -427,7 +427,7 @@ class SurfaceEngine:
             loss = torch.zeros((), dtype=torch.float64, device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
             for s in range(0, xs.shape[0], self.batch_size):
-                logits = forward(xs[s:s + self.batch_size]).float()
+                logits = _as_float(forward(xs[s:s + self.batch_size]))
                 yb = ys[s:s + self.batch_size]
                 loss += F.cross_entropy(logits, yb, reduction="sum").double()
                 correct += (logits.argmax(dim=1) == yb).sum()
@@ -473,7 +473,7 @@ class SurfaceEngine:
                 loss = torch.zeros(k, dtype=torch.float64, device=self.device)
                 correct = torch.zeros(k, dtype=torch.int64, device=self.device)
                 for s in range(0, xs.shape[0], self.batch_size):
-                    logits = batched(stacked, xs[s:s + self.batch_size]).float()  # (k, B, C)
+                    logits = _as_float(batched(stacked, xs[s:s + self.batch_size]))  # (k, B, C)
                     yb = ys[s:s + self.batch_size]
                     ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
                     loss += ce.view(k, -1).sum(dim=1).double()
@@ -483,6 +483,11 @@ class SurfaceEngine:
                     results[i][f"{split}_loss"] = float(loss[i]) / n
                     results[i][f"{split}_acc"] = 100.0 * float(correct[i]) / n
         return results
+
+
+def _as_float(logits: Tensor) -> Tensor:
+    """Half-precision logits are promoted for the loss; float32/float64 are kept."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 # ----------------------------------------------------------------------------- grids
