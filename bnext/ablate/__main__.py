@@ -1,0 +1,70 @@
+"""``python -m bnext.ablate NOTEBOOK [--grid FILE.yaml] [name=[v1,v2] ...] [--out DIR] [--timeout S] [--jobs N]``.
+
+Runs the notebook once per grid point (papermill, one process each) into ``DIR/<run-id>/`` and
+writes ``DIR/summary.csv``, ``summary.md`` (the paper-style table, mean ± std over seeds) and
+``summary.png``. Exit status 0 when every point completed, 1 when some failed (recorded in their
+``failure.json``), 2 for a bad command line or grid (nothing was run).
+
+Example::
+
+    python -m bnext.ablate notebooks/module_ablation.ipynb \\
+        info_rcp=[true,false] elm_attention=[true,false] seed=[0,1,2] --out runs/module_ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .grid import GridError, load_grid_file, parse_assignments
+from .runner import run_sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bnext.ablate", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("notebook", help="notebook with a cell tagged 'parameters'")
+    p.add_argument("assignments", nargs="*", metavar="name=[v1,v2]",
+                   help="parameter values (YAML); a list is swept, a scalar is fixed; wrap a list in [] to "
+                        "pass it as one value")
+    p.add_argument("--grid", help="YAML file mapping parameter names to values or lists (command line wins)")
+    p.add_argument("--out", help="sweep folder (default runs/<notebook name>)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per run before it is killed")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    p.add_argument("--force", action="store_true", help="rerun points that already completed")
+    p.add_argument("--cwd", default=None, help="working directory of the kernels (default: the current one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        grid = load_grid_file(args.grid) if args.grid else {}
+        cli = parse_assignments(args.assignments)
+        grid.update(cli)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.notebook).stem
+        if args.jobs < 1:
+            raise GridError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.timeout is not None and args.timeout <= 0:
+            raise GridError(f"--timeout must be positive, got {args.timeout}")
+        report = run_sweep(args.notebook, grid, out, timeout=args.timeout, jobs=args.jobs, cwd=args.cwd,
+                           force=args.force, progress=not args.no_progress)
+    except GridError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = len(report.outcomes)
+    print(f"{n} run(s): {report.count('ok')} ran, {report.count('skipped')} already complete, "
+          f"{len(report.failed)} failed")
+    for o in report.failed:
+        where = o.failure.get("cell_index") if o.failure else None
+        print(f"  FAILED {o.run_id} ({o.status}{f', cell {where}' if where is not None else ''}): "
+              f"see {report.out / o.run_id / 'failure.json'}")
+    for kind, path in report.summary.items():
+        print(f"{kind}: {path}")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The ``result.json`` every notebook run writes, and small helpers to build it.
+
+Schema (``format: bnext-ablation-result``, ``version: 1``)::
+
+    {"format": "bnext-ablation-result", "version": 1,
+     "notebook": "module_ablation",          # which notebook (names the paper table)
+     "parameters": {...},                    # the notebook's parameters as it ran (the runner compares
+                                             # these with the grid point to skip completed runs)
+     "table": {"title": "Table 4 ...",       # how the paper lays the table out:
+               "index": ["info_rcp", "elm_attention"],   # row keys
+               "columns": ["top1"]},                     # metrics shown (mean +- std over seeds)
+     "rows": [{"info_rcp": true, "elm_attention": false, "top1": 91.2, ...}, ...],
+     "figures": {"name": "relative/path.png", ...},
+     "files": {...}, "seconds": 12.3, "created": "..."}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FORMAT = "bnext-ablation-result"
+VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready plain types (numpy/torch scalars, paths, tuples; non-finite floats -> None)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write JSON to a temp file in the same folder, then rename (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_plain(obj), fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def as_list(value: Any) -> list[Any]:
+    """A notebook parameter that may be one item or a list of items, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def write_result(
+    out_dir: str | os.PathLike[str],
+    *,
+    notebook: str,
+    parameters: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    index: Sequence[str],
+    columns: Sequence[str],
+    title: str = "",
+    figures: Mapping[str, str | os.PathLike[str]] | None = None,
+    files: Mapping[str, str | os.PathLike[str]] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``<out_dir>/result.json`` (see the module docstring); paths are stored relative to ``out_dir``."""
+    out_dir = Path(out_dir)
+    missing = [c for c in list(index) + list(columns) if rows and any(c not in r for r in rows)]
+    if missing:
+        raise ValueError(f"result rows lack the table column(s) {sorted(set(missing))}")
+
+    def rel(p: str | os.PathLike[str]) -> str:
+        p = Path(p)
+        try:
+            return str(p.resolve().relative_to(out_dir.resolve()))
+        except ValueError:
+            return str(p)
+
+    result = {
+        "format": FORMAT,
+        "version": VERSION,
+        "notebook": notebook,
+        "parameters": dict(parameters),
+        "table": {"title": title, "index": list(index), "columns": list(columns)},
+        "rows": [dict(r) for r in rows],
+        "figures": {k: rel(v) for k, v in (figures or {}).items()},
+        "files": {k: rel(v) for k, v in (files or {}).items()},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    return atomic_write_json(out_dir / "result.json", result)
+
+
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a ``result.json`` (clear error for a foreign or broken file)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable result.json ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an ablation result (expected format={FORMAT!r}, written by "
+                         f"bnext.ablate.write_result)")
+    if not isinstance(data.get("rows"), list) or not isinstance(data.get("parameters"), dict):
+        raise ValueError(f"{path}: result.json lacks 'rows' (list) or 'parameters' (mapping)")
+    return data
+
+
+def default_out_dir(ablation: str, out_dir: str | os.PathLike[str] | None = None, *,
+                    root: str | os.PathLike[str] = "runs") -> Path:
+    """``out_dir`` if given, else ``runs/<ablation>/<timestamp>`` (created)."""
+    if out_dir:
+        path = Path(out_dir)
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / ablation / stamp
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub Markdown table of ``rows`` (floats to 4 significant digits)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
