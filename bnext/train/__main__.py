@@ -1,0 +1,47 @@
+"""``python -m bnext.train --config FILE.yaml [key=value ...] [--resume]`` (also under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from .config import ConfigError, load_config, valid_keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, load the config, train; returns the exit status (2 for config errors)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bnext.train",
+        description="Train a workbench model (BNext recipe, paper section 5.1). Under torchrun: DDP.",
+        epilog="Overrides are dotted keys, e.g. train.epochs=3 model.options.info_rcp=false data.batch_size=64.",
+    )
+    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/last.pt")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--list-keys", action="store_true", help="list every config key and exit")
+    args = parser.parse_args(argv)
+    if args.list_keys:
+        print("\n".join(valid_keys()))
+        return 0
+    try:
+        overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+        cfg = load_config(args.config, overrides, allow_missing=args.print_config)
+        if args.print_config:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            return 0
+        from .runner import run
+
+        result = run(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: result[k] for k in ("name", "final_top1", "best_top1", "seconds", "output_dir")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
