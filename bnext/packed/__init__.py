@@ -1,0 +1,19 @@
+"""Packed 1-bit inference: bit-packed weights, an XNOR-popcount engine (numba) and a model file.
+
+- :func:`pack` turns a trained, fully binarized zoo model into a :class:`PackedModel`
+  (callable like the model); :func:`repack_` refreshes one in place.
+- :func:`save` / :func:`load` write and read the ``.bnx`` file (see ``docs/packed.md``).
+- CLI: ``python -m bnext.packed pack|info|bench``.
+"""
+
+from .layers import PackedBinaryConv2d, PackingError
+from .model import DEFAULT_THREADS, PackedModel, pack, repack_
+
+__all__ = [
+    "DEFAULT_THREADS",
+    "PackedBinaryConv2d",
+    "PackedModel",
+    "PackingError",
+    "pack",
+    "repack_",
+]

@@ -1,0 +1,170 @@
+"""``PackedBinaryConv2d``: the bit-packed replacement of a fully binarized :class:`BinaryConv2d`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..nn import BinaryConv2d
+from . import kernels
+from .bits import n_words, pack_signs
+
+
+class PackingError(ValueError):
+    """A model or layer cannot be turned into a packed (1-bit) one."""
+
+
+def check_packable(name: str, layer: BinaryConv2d) -> None:
+    """Raise :class:`PackingError` unless ``layer`` computes ``conv(sign(x + shift), sign(W) [* alpha])``."""
+    if not layer.is_fully_binary:
+        raise PackingError(
+            f"binary layer {name!r} is not fully binarized (tau={float(layer.tau):.3g}); the packed engine "
+            f"needs tau <= SIGN_THRESHOLD (set it with bnext.nn.set_tau(model, 0.0) after training)"
+        )
+    if layer.act_binarizer is None:
+        raise PackingError(
+            f"binary layer {name!r} has real-valued inputs (act_binarizer=None); only layers with binary "
+            f"activations can run as XNOR-popcount"
+        )
+
+
+def weight_signs(layer: BinaryConv2d) -> np.ndarray:
+    """Boolean ``(O, I, k, k)`` array, True where the effective weight is ``-1`` (sign(0) = +1)."""
+    return (layer.weight.detach().cpu() < 0).numpy()
+
+
+def layer_alpha(layer: BinaryConv2d) -> np.ndarray | None:
+    """Per-output-channel ``alpha = mean |W|`` exactly as the simulated layer computes it, or None."""
+    if layer.scale == "none":
+        return None
+    w = layer.weight.detach().cpu().float()
+    return w.abs().mean(dim=(1, 2, 3)).numpy().astype(np.float32)
+
+
+def kernel_weights(negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel-form weights and tap sums from the ``(O, I, k, k)`` sign bits.
+
+    Returns ``(wt, tapsum)``: ``wt`` 1-D uint64 tiles ``[O_pad/OT][k*k*words][OT]`` and
+    ``tapsum`` ``(k*k, O_pad)`` int64 with ``tapsum[tap, o] = sum_c sign(W[o, c, tap])``.
+    """
+    o, i, kh, kw = negative.shape
+    words = pack_signs(negative.transpose(0, 2, 3, 1))  # (O, k, k, Wd)
+    length = kh * kw * n_words(i)
+    o_pad = -(-o // kernels.OT) * kernels.OT
+    flat = np.zeros((o_pad, length), np.uint64)
+    flat[:o] = words.reshape(o, length)
+    wt = np.ascontiguousarray(flat.reshape(o_pad // kernels.OT, kernels.OT, length).transpose(0, 2, 1)).reshape(-1)
+    neg_per_tap = negative.sum(axis=1).reshape(o, kh * kw)  # (O, k*k) count of -1 per tap
+    tapsum = np.zeros((kh * kw, o_pad), np.int64)
+    tapsum[:, :o] = (i - 2 * neg_per_tap).T
+    return wt, tapsum
+
+
+class PackedBinaryConv2d(nn.Module):
+    """Binary convolution with 1-bit weights: ``conv(sign(x + shift), sign(W)) [* alpha]`` by XNOR-popcount.
+
+    Input and output are NCHW float32 tensors, so the real-valued modules around it run
+    unchanged; the input is binarized and packed on the fly (NHWC uint64 words), and the
+    zero padding of the binarized input is corrected exactly at the border.
+
+    Attributes (plain numpy, built at pack time): ``signs`` (O, I, k, k) bool storage form,
+    ``wt``/``tapsum`` kernel form, ``alpha`` (O,) or None, ``shift`` (I,) or None.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
+                 scale: str = "none") -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = int(kernel_size)
+        self.stride = int(stride)
+        self.padding = int(padding)
+        self.scale = scale
+        self.set_weights(np.zeros((self.out_channels, self.in_channels, self.kernel_size, self.kernel_size), bool),
+                         None if scale == "none" else np.ones(self.out_channels, np.float32), None)
+
+    @classmethod
+    def from_layer(cls, layer: BinaryConv2d, name: str = "") -> PackedBinaryConv2d:
+        """Pack a fully binarized :class:`BinaryConv2d` (raises :class:`PackingError` otherwise)."""
+        check_packable(name, layer)
+        packed = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                     layer.scale)
+        packed.load_from(layer, name)
+        return packed
+
+    def metadata(self) -> dict:
+        """Geometry of the layer as plain types (file header)."""
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding, "scale": self.scale, "shift": self.shift is not None}
+
+    # -- weights -------------------------------------------------------------------
+    def load_from(self, layer: BinaryConv2d, name: str = "") -> None:
+        """(Re)pack weights, alpha and shift from a fully binarized ``BinaryConv2d`` of the same shape."""
+        check_packable(name, layer)
+        shape = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        geometry = (layer.stride, layer.padding, layer.scale)
+        if tuple(layer.weight.shape) != shape or geometry != (self.stride, self.padding, self.scale):
+            raise PackingError(f"cannot repack layer {name!r} of shape {tuple(layer.weight.shape)}, "
+                               f"(stride, padding, scale)={geometry} into one of {shape}, "
+                               f"{(self.stride, self.padding, self.scale)}")
+        self.set_weights(weight_signs(layer), layer_alpha(layer),
+                         None if layer.shift is None else layer.shift.detach().cpu().float().numpy().reshape(-1))
+
+    def set_weights(self, negative: np.ndarray, alpha: np.ndarray | None, shift: np.ndarray | None) -> None:
+        """Install sign bits ``(O, I, k, k)`` (True = -1), optional alpha ``(O,)`` and shift ``(I,)``."""
+        shape = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        if negative.shape != shape:
+            raise PackingError(f"sign bits of shape {negative.shape} do not fit a layer of shape {shape}")
+        if (alpha is None) != (self.scale == "none"):
+            raise PackingError(f"alpha must be given exactly when scale != 'none' (scale={self.scale!r})")
+        self.signs = np.ascontiguousarray(negative, dtype=bool)
+        self.wt, self.tapsum = kernel_weights(self.signs)
+        self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
+        self.shift = None if shift is None else np.ascontiguousarray(shift, dtype=np.float32)
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes of the 1-bit weights (exactly O*I*k*k bits, rounded up to bytes)."""
+        return (self.signs.size + 7) // 8
+
+    # -- forward -------------------------------------------------------------------
+    def output_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return n, self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+
+    def pack_input(self, x: np.ndarray) -> np.ndarray:
+        """Binarize and pack an NCHW float32 array into the zero-bordered NHWC word buffer."""
+        n, c, h, w = x.shape
+        p = self.padding
+        xp = np.zeros((n, h + 2 * p, w + 2 * p, n_words(c)), np.uint64)
+        shift = self.shift if self.shift is not None else np.zeros(1, np.float32)
+        kernels.pack_input(x, shift, self.shift is not None, p, xp)
+        return xp
+
+    def conv_packed(self, xp: np.ndarray, h: int, w: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Run the XNOR-popcount kernel on a packed input of spatial size ``(h, w)``."""
+        n = xp.shape[0]
+        shape = self.output_shape(n, h, w)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        threads = kernels.numba_get_threads()
+        chunks = kernels.chunks_for(n * shape[2], self.tapsum.shape[1] // kernels.OT, threads)
+        alpha = self.alpha if self.alpha is not None else np.ones(1, np.float32)
+        kernels.binary_conv(xp, self.wt, self.tapsum, self.kernel_size, self.stride, self.padding, h, w,
+                            self.kernel_size * self.kernel_size * self.in_channels, alpha,
+                            self.alpha is not None, chunks, out)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        xn = x.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+        n, _, h, w = xn.shape
+        out = torch.empty(self.output_shape(n, h, w), dtype=torch.float32)
+        self.conv_packed(self.pack_input(xn), h, w, out.numpy())
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, scale={self.scale!r}, shift={self.shift is not None}, 1-bit")
