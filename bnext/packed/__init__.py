@@ -6,6 +6,7 @@
 - CLI: ``python -m bnext.packed pack|info|bench``.
 """
 
+from .fileformat import PackedFormatError, info, load, save
 from .layers import PackedBinaryConv2d, PackingError
 from .model import DEFAULT_THREADS, PackedModel, pack, repack_
 
@@ -13,7 +14,11 @@ __all__ = [
     "DEFAULT_THREADS",
     "PackedBinaryConv2d",
     "PackedModel",
+    "PackedFormatError",
     "PackingError",
+    "info",
+    "load",
     "pack",
     "repack_",
+    "save",
 ]

@@ -59,10 +59,11 @@ def popcount64(typingctx, x):
 
 @intrinsic
 def _tile(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride):
-    """Micro-kernel: ``out[o_off + j*o_stride + c] = K - 2 * sum_l popcount(a[a_off + j*a_stride + l] ^ b[b_off + l*OT + c])``.
+    """Micro-kernel: ``out[o_off + j*o_stride + c] = K - 2 * sum_l popcount(a_j[l] ^ b[b_off + l*OT + c])``.
 
-    for ``j < PB`` pixels and ``c < OT`` channels; the ``PB * NV`` accumulators stay in
-    vector registers for the whole loop over ``l < length``; results are stored as float32.
+    with ``a_j[l] = a[a_off + j*a_stride + l]``, for ``j < PB`` pixels and ``c < OT`` channels;
+    the ``PB * NV`` accumulators stay in vector registers for the whole loop over
+    ``l < length``; results are stored as float32.
     """
     sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride)
 
@@ -164,7 +165,7 @@ def pack_input(x, shift, use_shift, pad, xp):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def binary_conv(xp, wt, tapsum, k, stride, pad, in_h, in_w, k_total, alpha, use_alpha, n_chunks, out):  # pragma: no cover
+def binary_conv(xp, wt, tapsum, k, stride, pad, in_h, in_w, k_total, alpha, use_alpha, n_chunks, out):
     """XNOR-popcount convolution of packed ``xp`` with kernel-form weights ``wt`` into NCHW float32 ``out``.
 
     Args:
