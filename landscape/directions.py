@@ -170,7 +170,9 @@ def _state(obj: nn.Module | Mapping[str, Tensor], include_buffers: bool) -> dict
         if include_buffers:
             named.update({n: b for n, b in obj.named_buffers() if b.is_floating_point()})
         return {n: t.detach().float().cpu() for n, t in named.items()}
-    return {n: t.detach().float().cpu() for n, t in obj.items() if torch.is_tensor(t) and t.is_floating_point()}
+    return {
+        n: t.detach().float().cpu() for n, t in obj.items() if torch.is_tensor(t) and t.is_floating_point()
+    }
 
 
 def _difference(a: Mapping[str, Tensor], b: Mapping[str, Tensor], names: list[str], what: str) -> dict:
@@ -194,8 +196,12 @@ def interpolation_direction(
     """
     a = _state(model_a, include_buffers)
     b = _state(model_b, include_buffers)
-    return Directions(_difference(a, b, list(a), "interpolation"), None, "interpolate",
-                      {"normalization": "none", "ignore": "none", "include_buffers": include_buffers})
+    return Directions(
+        _difference(a, b, list(a), "interpolation"),
+        None,
+        "interpolate",
+        {"normalization": "none", "ignore": "none", "include_buffers": include_buffers},
+    )
 
 
 def plane_directions(
@@ -209,8 +215,9 @@ def plane_directions(
     a = _state(model_a, include_buffers)
     dx = _difference(a, _state(model_b, include_buffers), list(a), "plane")
     dy = _difference(a, _state(model_c, include_buffers), list(a), "plane")
-    d = Directions(dx, dy, "plane", {"normalization": "none", "ignore": "none",
-                                      "include_buffers": include_buffers})
+    d = Directions(
+        dx, dy, "plane", {"normalization": "none", "ignore": "none", "include_buffers": include_buffers}
+    )
     d.info["cosine_xy"] = d.cosine()
     return d
 
@@ -263,8 +270,11 @@ def load_trajectory(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
                 raw = obj.attrs.get("names")
                 if raw is None:
                     raise ValueError(f"{path}: flat dataset '{key}' needs a 'names' attribute")
-                names = json.loads(raw) if isinstance(raw, str | bytes) else [
-                    n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+                names = (
+                    json.loads(raw)
+                    if isinstance(raw, str | bytes)
+                    else [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+                )
                 shapes_raw = obj.attrs.get("shapes")
                 if shapes_raw is None:
                     raise ValueError(f"{path}: flat dataset '{key}' needs a 'shapes' attribute")
@@ -273,7 +283,7 @@ def load_trajectory(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
                 off = 0
                 for n, s in zip(names, shapes):
                     size = int(np.prod(s)) if len(s) else 1
-                    series[n] = data[:, off:off + size].reshape(data.shape[0], *[int(v) for v in s])
+                    series[n] = data[:, off : off + size].reshape(data.shape[0], *[int(v) for v in s])
                     off += size
                 if off != data.shape[1]:
                     raise ValueError(f"{path}: names/shapes cover {off} values, dataset has {data.shape[1]}")
@@ -295,8 +305,10 @@ def load_trajectory(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
                 _collect2(f[g])
                 snaps.append(entry)
             if not snaps:
-                raise ValueError(f"{path}: no trajectory found (expected 'params/<name>' datasets of shape "
-                                 "(T, ...), a flat 'weights' (T, P) dataset, or one group per snapshot)")
+                raise ValueError(
+                    f"{path}: no trajectory found (expected 'params/<name>' datasets of shape "
+                    "(T, ...), a flat 'weights' (T, P) dataset, or one group per snapshot)"
+                )
             for n in snaps[0]:
                 series[n] = np.stack([s[n] for s in snaps])
     lengths = {v.shape[0] for v in series.values()}
@@ -326,7 +338,9 @@ def pca_directions(
     params = dict(model.named_parameters())
     missing = [n for n in params if n not in series]
     if missing:
-        raise KeyError(f"trajectory lacks parameters of the model: {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise KeyError(
+            f"trajectory lacks parameters of the model: {missing[:5]}{'...' if len(missing) > 5 else ''}"
+        )
     t = next(iter(series.values())).shape[0]
     if t < 3:
         raise ValueError(f"PCA directions need at least 3 snapshots, the trajectory has {t}")
@@ -335,7 +349,9 @@ def pca_directions(
         final = p.detach().float().cpu().numpy().reshape(-1)
         snap = np.asarray(series[n], dtype=np.float32).reshape(t, -1)
         if snap.shape[1] != final.size:
-            raise ValueError(f"trajectory entry {n!r} has {snap.shape[1]} values per snapshot, model has {final.size}")
+            raise ValueError(
+                f"trajectory entry {n!r} has {snap.shape[1]} values per snapshot, model has {final.size}"
+            )
         diff = snap - final[None, :]
         if p.dim() <= 1 and bias_bn == "ignore":
             diff = np.zeros_like(diff)
@@ -358,14 +374,23 @@ def pca_directions(
     def _unflat(v: np.ndarray) -> dict[str, Tensor]:
         out, off = {}, 0
         for n, shape, size in layout:
-            out[n] = torch.from_numpy(v[off:off + size].astype(np.float32).reshape(shape))
+            out[n] = torch.from_numpy(v[off : off + size].astype(np.float32).reshape(shape))
             off += size
         return out
 
     ratio = (evals[:2] / evals.sum()).tolist() if evals.sum() > 0 else [0.0, 0.0]
-    return Directions(_unflat(comps[0]), _unflat(comps[1]), "pca",
-                      {"normalization": "none", "ignore": bias_bn, "explained_variance_ratio": ratio,
-                       "trajectory": proj.tolist(), "snapshots": int(t)})
+    return Directions(
+        _unflat(comps[0]),
+        _unflat(comps[1]),
+        "pca",
+        {
+            "normalization": "none",
+            "ignore": bias_bn,
+            "explained_variance_ratio": ratio,
+            "trajectory": proj.tolist(),
+            "snapshots": int(t),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- reference-tool files
@@ -401,22 +426,27 @@ def read_reference(path: str | os.PathLike[str], model: nn.Module) -> Directions
                 names = list(states)
                 targets = states
             else:
-                raise ValueError(f"{path}: '{key}' has {count} datasets; the model has {len(params)} parameters "
-                                 f"and {len(states)} state_dict entries")
+                raise ValueError(
+                    f"{path}: '{key}' has {count} datasets; the model has {len(params)} parameters "
+                    f"and {len(states)} state_dict entries"
+                )
             d = {}
             for i, n in enumerate(names):
                 if str(i) not in grp:
                     raise ValueError(f"{path}: '{key}/{i}' is missing")
                 arr = np.asarray(grp[str(i)][()])
                 if tuple(arr.shape) != tuple(targets[n].shape):
-                    raise ValueError(f"{path}: '{key}/{i}' has shape {arr.shape}, model entry {n!r} has "
-                                     f"{tuple(targets[n].shape)} (another model, or another parameter order?)")
+                    raise ValueError(
+                        f"{path}: '{key}/{i}' has shape {arr.shape}, model entry {n!r} has "
+                        f"{tuple(targets[n].shape)} (another model, or another parameter order?)"
+                    )
                 if torch.is_tensor(targets[n]) and not targets[n].is_floating_point():
                     continue
                 d[n] = torch.from_numpy(arr.astype(np.float32))
             axes[axis] = d
-    out = Directions(axes["x"], axes.get("y"), "file", {"normalization": "file", "ignore": "file",
-                                                          "source": str(path)})
+    out = Directions(
+        axes["x"], axes.get("y"), "file", {"normalization": "file", "ignore": "file", "source": str(path)}
+    )
     if out.y is not None:
         out.info["cosine_xy"] = out.cosine()
     return out
@@ -429,8 +459,10 @@ def write_reference(directions: Directions, path: str | os.PathLike[str], model:
     params = dict(model.named_parameters())
     extra = [n for n in directions.names if n not in params]
     if extra:
-        raise ValueError(f"directions move non-parameters {extra[:3]} (buffers); the reference tool's "
-                         "parameter-order files cannot hold them")
+        raise ValueError(
+            f"directions move non-parameters {extra[:3]} (buffers); the reference tool's "
+            "parameter-order files cannot hold them"
+        )
     with h5py.File(path, "w") as f:
         for axis, key in (("x", "xdirection"), ("y", "ydirection")):
             d = directions.axes().get(axis)
@@ -447,5 +479,9 @@ def write_reference(directions: Directions, path: str | os.PathLike[str], model:
 def directions_from_arrays(stored: Mapping[str, Any], kind: str = "stored") -> Directions:
     """Rebuild :class:`Directions` from :func:`landscape.store.read_directions` output."""
     x = {n: torch.from_numpy(np.asarray(a, np.float32)) for n, a in stored["x"].items()}
-    y = {n: torch.from_numpy(np.asarray(a, np.float32)) for n, a in stored["y"].items()} if "y" in stored else None
+    y = (
+        {n: torch.from_numpy(np.asarray(a, np.float32)) for n, a in stored["y"].items()}
+        if "y" in stored
+        else None
+    )
     return Directions(x, y, kind, dict(stored.get("info", {})))

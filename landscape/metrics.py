@@ -84,9 +84,7 @@ def hessian_eigenvalues(
     return mean - rad, mean + rad
 
 
-def convexity_map(
-    f: np.ndarray, x: np.ndarray, y: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def convexity_map(f: np.ndarray, x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(convex, finite)`` boolean maps over interior points (see the module docstring)."""
     lmin, lmax = hessian_eigenvalues(f, x, y)
     finite = np.isfinite(lmin) & np.isfinite(lmax)
@@ -164,8 +162,13 @@ def basin(
     ex, ey = _cell_widths(x), _cell_widths(y)
     area = float((np.outer(ex, ey) * seen).sum())
     edge = seen[0, :].any() or seen[-1, :].any() or seen[:, 0].any() or seen[:, -1].any()
-    out.update({"basin_area": area, "basin_diameter": float(2 * np.sqrt(area / np.pi)),
-                "basin_truncated": bool(truncated or t3 or t4 or edge)})
+    out.update(
+        {
+            "basin_area": area,
+            "basin_diameter": float(2 * np.sqrt(area / np.pi)),
+            "basin_truncated": bool(truncated or t3 or t4 or edge),
+        }
+    )
     return out
 
 
@@ -177,7 +180,9 @@ def _cell_widths(c: np.ndarray) -> np.ndarray:
     return np.diff(edges)
 
 
-def surface_metrics(surface: Surface, key: str = "train_loss", *, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+def surface_metrics(
+    surface: Surface, key: str = "train_loss", *, delta: float = DEFAULT_DELTA
+) -> dict[str, Any]:
     """All metrics of one value array of a surface."""
     if key not in surface.values:
         raise KeyError(f"{surface.path}: no value {key!r}; available: {surface.available()}")

@@ -129,8 +129,14 @@ def _overlay(ax: Any, surface: Surface) -> None:
         ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="trajectory")
 
 
-def plot_contour(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None,
-                 levels: np.ndarray | None = None, log: bool = False) -> Path:
+def plot_contour(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    levels: np.ndarray | None = None,
+    log: bool = False,
+) -> Path:
     """Contour lines with labels (Li et al. Fig. 2 / the paper's Fig. 2 style)."""
     _need_2d(surface, "a contour plot")
     key = key or _default_key(surface)
@@ -150,8 +156,14 @@ def plot_contour(surface: Surface, out: str | os.PathLike[str], *, key: str | No
     return Path(out)
 
 
-def plot_contourf(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None,
-                  levels: np.ndarray | None = None, log: bool = False) -> Path:
+def plot_contourf(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    levels: np.ndarray | None = None,
+    log: bool = False,
+) -> Path:
     """Filled contours with a colour bar."""
     _need_2d(surface, "a filled contour plot")
     key = key or _default_key(surface)
@@ -159,8 +171,9 @@ def plot_contourf(surface: Surface, out: str | os.PathLike[str], *, key: str | N
     X, Y = _grid(surface)
     fig = _figure(figsize=(6, 5))
     ax = fig.add_subplot()
-    cs = ax.contourf(X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="viridis",
-                     extend="both")
+    cs = ax.contourf(
+        X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="viridis", extend="both"
+    )
     fig.colorbar(cs, ax=ax, label=key)
     _overlay(ax, surface)
     ax.set_aspect("equal", adjustable="box")
@@ -170,8 +183,15 @@ def plot_contourf(surface: Surface, out: str | os.PathLike[str], *, key: str | N
     return Path(out)
 
 
-def plot_heatmap(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None,
-                 vmin: float | None = None, vmax: float | None = None, log: bool = False) -> Path:
+def plot_heatmap(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    log: bool = False,
+) -> Path:
     """Heatmap, one cell per grid point (NaN cells blank)."""
     _need_2d(surface, "a heatmap")
     key = key or _default_key(surface)
@@ -188,8 +208,14 @@ def plot_heatmap(surface: Surface, out: str | os.PathLike[str], *, key: str | No
     return Path(out)
 
 
-def plot_3d(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False,
-            zmax: float | None = None) -> Path:
+def plot_3d(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    log: bool = False,
+    zmax: float | None = None,
+) -> Path:
     """3D surface PNG via ``fig.add_subplot(projection="3d")`` (renders with current matplotlib)."""
     _need_2d(surface, "a 3D plot")
     key = key or _default_key(surface)
@@ -215,21 +241,37 @@ def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False
     _need_2d(surface, "a plotly surface")
     key = key or _default_key(surface)
     z = _value(surface, key, log)
-    fig = go.Figure(go.Surface(x=surface.xcoordinates, y=surface.ycoordinates, z=z.T, colorscale="Viridis",
-                               colorbar={"title": key}))
-    fig.update_layout(title=_title(surface, key), scene={"xaxis_title": "x", "yaxis_title": "y",
-                                                           "zaxis_title": key})
+    fig = go.Figure(
+        go.Surface(
+            x=surface.xcoordinates,
+            y=surface.ycoordinates,
+            z=z.T,
+            colorscale="Viridis",
+            colorbar={"title": key},
+        )
+    )
+    fig.update_layout(
+        title=_title(surface, key), scene={"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": key}
+    )
     return fig
 
 
-def plot_html(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False) -> Path:
+def plot_html(
+    surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False
+) -> Path:
     """Interactive, self-contained HTML (``include_plotlyjs=True``: opens offline)."""
     plotly_figure(surface, key=key, log=log).write_html(str(out), include_plotlyjs=True, full_html=True)
     return Path(out)
 
 
-def plot_plotly_png(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False,
-                    fallback: str | os.PathLike[str] | None = None) -> Path:
+def plot_plotly_png(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    log: bool = False,
+    fallback: str | os.PathLike[str] | None = None,
+) -> Path:
     """Static plotly PNG when kaleido (and its browser) work; else a message and the matplotlib 3D PNG."""
     try:
         import kaleido  # noqa: F401
@@ -238,16 +280,26 @@ def plot_plotly_png(surface: Surface, out: str | os.PathLike[str], *, key: str |
         return Path(out)
     except Exception as exc:  # noqa: BLE001 - missing kaleido, or kaleido without a browser
         reason = "kaleido is not installed" if isinstance(exc, ImportError) else f"kaleido failed ({exc})"
-        fallback = Path(fallback) if fallback is not None else Path(out).with_name(Path(out).stem + "_mpl.png")
+        fallback = (
+            Path(fallback) if fallback is not None else Path(out).with_name(Path(out).stem + "_mpl.png")
+        )
         if not fallback.exists():
             plot_3d(surface, fallback, key=key, log=log)
-        print(f"static plotly PNG skipped: {reason} (pip install kaleido for it); "
-              f"the matplotlib 3D PNG is at {fallback}")
+        print(
+            f"static plotly PNG skipped: {reason} (pip install kaleido for it); "
+            f"the matplotlib 3D PNG is at {fallback}"
+        )
         return fallback
 
 
-def write_vts(surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False,
-              zscale: float = 1.0) -> Path:
+def write_vts(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    log: bool = False,
+    zscale: float = 1.0,
+) -> Path:
     """VTK XML StructuredGrid (ASCII ``.vts``) for ParaView: points ``(x, y, zscale*value)``.
 
     Points are ordered with x fastest (VTK's i index), so point ``i + nx*j`` is ``f[i, j]``; every
@@ -265,19 +317,32 @@ def write_vts(surface: Surface, out: str | os.PathLike[str], *, key: str | None 
         return repr(float(v)) if math.isfinite(v) else "nan"
 
     extent = f"0 {nx - 1} 0 {ny - 1} 0 0"
-    lines = ['<?xml version="1.0"?>',
-             '<VTKFile type="StructuredGrid" version="0.1" byte_order="LittleEndian">',
-             f'  <StructuredGrid WholeExtent="{extent}">', f'    <Piece Extent="{extent}">',
-             f'      <PointData Scalars="{escape(key)}">']
+    lines = [
+        '<?xml version="1.0"?>',
+        '<VTKFile type="StructuredGrid" version="0.1" byte_order="LittleEndian">',
+        f'  <StructuredGrid WholeExtent="{extent}">',
+        f'    <Piece Extent="{extent}">',
+        f'      <PointData Scalars="{escape(key)}">',
+    ]
     for name in surface.available():
         vals = surface.values[name].reshape(nx, ny)
         lines.append(f'        <DataArray type="Float64" Name="{escape(name)}" format="ascii">')
         lines.append(" ".join(fmt(vals[i, j]) for j in range(ny) for i in range(nx)))
         lines.append("        </DataArray>")
-    lines += ["      </PointData>", "      <Points>",
-              '        <DataArray type="Float64" NumberOfComponents="3" format="ascii">']
+    lines += [
+        "      </PointData>",
+        "      <Points>",
+        '        <DataArray type="Float64" NumberOfComponents="3" format="ascii">',
+    ]
     lines.append(" ".join(f"{fmt(x[i])} {fmt(y[j])} {fmt(z2[i, j])}" for j in range(ny) for i in range(nx)))
-    lines += ["        </DataArray>", "      </Points>", "    </Piece>", "  </StructuredGrid>", "</VTKFile>", ""]
+    lines += [
+        "        </DataArray>",
+        "      </Points>",
+        "    </Piece>",
+        "  </StructuredGrid>",
+        "</VTKFile>",
+        "",
+    ]
     out.write_text("\n".join(lines))
     return out
 
@@ -312,10 +377,13 @@ def plot_all(
         if kind == "1d":
             written[kind] = plot_1d(surface, out_dir / f"{stem}_1d.png", log=log)
         elif kind == "contour":
-            written[kind] = plot_contour(surface, out_dir / f"{stem}_contour.png", key=key, levels=levels, log=log)
+            written[kind] = plot_contour(
+                surface, out_dir / f"{stem}_contour.png", key=key, levels=levels, log=log
+            )
         elif kind == "contourf":
-            written[kind] = plot_contourf(surface, out_dir / f"{stem}_contourf.png", key=key, levels=levels,
-                                          log=log)
+            written[kind] = plot_contourf(
+                surface, out_dir / f"{stem}_contourf.png", key=key, levels=levels, log=log
+            )
         elif kind == "heatmap":
             written[kind] = plot_heatmap(surface, out_dir / f"{stem}_heatmap.png", key=key, log=log)
         elif kind == "3d":
@@ -323,16 +391,28 @@ def plot_all(
         elif kind == "html":
             written[kind] = plot_html(surface, out_dir / f"{stem}_3d.html", key=key, log=log)
         elif kind == "plotly_png":
-            written[kind] = plot_plotly_png(surface, out_dir / f"{stem}_plotly.png", key=key, log=log,
-                                            fallback=out_dir / f"{stem}_3d.png")
+            written[kind] = plot_plotly_png(
+                surface, out_dir / f"{stem}_plotly.png", key=key, log=log, fallback=out_dir / f"{stem}_3d.png"
+            )
         elif kind == "vts":
             written[kind] = write_vts(surface, out_dir / f"{stem}.vts", key=key, log=log)
     compute_and_store(surface.path, **({} if delta is None else {"delta": delta}))
     return written
 
 
-METRIC_COLUMNS = ("label", "value", "min", "max", "roughness", "convexity_share", "basin_threshold",
-                  "basin_width_x", "basin_width_y", "basin_diameter", "basin_truncated")
+METRIC_COLUMNS = (
+    "label",
+    "value",
+    "min",
+    "max",
+    "roughness",
+    "convexity_share",
+    "basin_threshold",
+    "basin_width_x",
+    "basin_width_y",
+    "basin_diameter",
+    "basin_truncated",
+)
 
 
 def _fmt(v: Any) -> str:

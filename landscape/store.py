@@ -165,8 +165,9 @@ def _open(path: Path, mode: str = "r") -> h5py.File:
         return h5py.File(path, mode)
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError/KeyError/RuntimeError variants
         raise _fail(
-            path, f"is a damaged or truncated HDF5 file and cannot be opened ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); delete it or pass overwrite"
+            path,
+            f"is a damaged or truncated HDF5 file and cannot be opened ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); delete it or pass overwrite",
         ) from None
 
 
@@ -178,8 +179,10 @@ def _check_layout(f: h5py.File, path: Path) -> None:
             hint = " (it looks like a surface from Li et al.'s reference tool, which has no format attribute)"
         elif "xdirection" in f:
             hint = " (it looks like a reference-tool direction file: use landscape.directions.read_reference)"
-        raise _fail(path, f"is not a landscape surface file: root attribute 'format' is {fmt!r}, "
-                          f"expected {FORMAT!r}{hint}")
+        raise _fail(
+            path,
+            f"is not a landscape surface file: root attribute 'format' is {fmt!r}, expected {FORMAT!r}{hint}",
+        )
     version = _decode_attr(f.attrs.get("format_version"))
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise _fail(path, f"has format_version {version!r}; this package reads versions 1..{FORMAT_VERSION}")
@@ -197,8 +200,11 @@ def _check_layout(f: h5py.File, path: Path) -> None:
         shape = (nx,)
     for name in ("done", *VALUE_NAMES):
         if tuple(f[name].shape) != shape:
-            raise _fail(path, f"dataset '{name}' has shape {tuple(f[name].shape)}, expected {shape} "
-                              "(xcoordinates x ycoordinates)")
+            raise _fail(
+                path,
+                f"dataset '{name}' has shape {tuple(f[name].shape)}, expected {shape} "
+                "(xcoordinates x ycoordinates)",
+            )
 
 
 def read_surface(path: str | os.PathLike[str]) -> Surface:

@@ -180,8 +180,10 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[_FoldedPair]]:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         fconv = fused.get_submodule(conv_name)
         w = nn.Parameter(torch.empty_like(conv.weight), requires_grad=False)
-        b = nn.Parameter(torch.empty(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device),
-                         requires_grad=False)
+        b = nn.Parameter(
+            torch.empty(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device),
+            requires_grad=False,
+        )
         fconv.weight, fconv.bias = w, b
         parent_name, _, child = bn_name.rpartition(".")
         setattr(fused.get_submodule(parent_name) if parent_name else fused, child, nn.Identity())
@@ -231,8 +233,9 @@ class SurfaceEngine:
         if points_per_forward < 1:
             raise ValueError(f"points_per_forward must be >= 1, got {points_per_forward}")
         if points_per_forward > 1 and (forward_factory is not None or bn_recalibrate):
-            raise ValueError("points_per_forward > 1 (vmap) cannot be combined with forward_factory or "
-                             "bn_recalibrate")
+            raise ValueError(
+                "points_per_forward > 1 (vmap) cannot be combined with forward_factory or bn_recalibrate"
+            )
         if not data:
             raise ValueError("data must hold at least one split, e.g. {'train': (inputs, targets)}")
         self.model = model
@@ -295,9 +298,13 @@ class SurfaceEngine:
                 raise KeyError(f"direction entry {name!r} is not a floating parameter or buffer of the model")
             dx = dirs["x"][name]
             dy = dirs["y"][name] if "y" in dirs else None
-            if tuple(dx.shape) != tuple(target.shape) or (dy is not None and tuple(dy.shape) != tuple(target.shape)):
-                raise ValueError(f"direction entry {name!r} has shape {tuple(dx.shape)}, the model's is "
-                                 f"{tuple(target.shape)}")
+            if tuple(dx.shape) != tuple(target.shape) or (
+                dy is not None and tuple(dy.shape) != tuple(target.shape)
+            ):
+                raise ValueError(
+                    f"direction entry {name!r} has shape {tuple(dx.shape)}, the model's is "
+                    f"{tuple(target.shape)}"
+                )
             if not bool(dx.any()) and (dy is None or not bool(dy.any())):
                 continue  # never moves: leave the original tensor in place
             n = target.numel()
@@ -314,7 +321,7 @@ class SurfaceEngine:
         self._dy = torch.cat(dy_parts) if dy_parts else None
         self._flat = self._theta0.clone()
         for e in entries:
-            chunk = self._flat[e.offset:e.offset + e.numel]
+            chunk = self._flat[e.offset : e.offset + e.numel]
             if e.is_param and e.target.dtype == flat_dtype and e.target.is_contiguous():
                 e.target.data = chunk.view(e.target.shape)
                 e.view = True
@@ -332,8 +339,11 @@ class SurfaceEngine:
             self._calib = self._calibration.to(self.device)
         elif self.bn_recalibrate:
             self._calib = self._data.get("train", next(iter(self._data.values())))[0]
-        self._bns = [m for m in work.modules()
-                     if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self._bns = [
+            m
+            for m in work.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         self._forward: Callable[[Tensor], Tensor] = work
         self._pairs: list[_FoldedPair] = []
         if self._fuse and self.points_per_forward == 1:
@@ -357,8 +367,11 @@ class SurfaceEngine:
             got = fused(probe).float()
         tol = 1e-4 * max(1.0, float(ref.abs().max()))
         if not torch.allclose(ref, got, rtol=0, atol=tol):
-            warnings.warn(f"BatchNorm folding changed the outputs by {float((ref - got).abs().max()):.3g}; "
-                          "evaluating without folding", stacklevel=3)
+            warnings.warn(
+                f"BatchNorm folding changed the outputs by {float((ref - got).abs().max()):.3g}; "
+                "evaluating without folding",
+                stacklevel=3,
+            )
             return
         self._forward, self._pairs = fused, pairs
         self.fused_pairs = len(pairs)
@@ -399,7 +412,7 @@ class SurfaceEngine:
                 self._flat.add_(self._dy, alpha=float(y))
             for e in self._entries:
                 if not e.view:
-                    e.target.data.copy_(self._flat[e.offset:e.offset + e.numel].view(e.target.shape))
+                    e.target.data.copy_(self._flat[e.offset : e.offset + e.numel].view(e.target.shape))
             if self.bn_recalibrate:
                 self._recalibrate()
             for pair in self._pairs:
@@ -415,7 +428,7 @@ class SurfaceEngine:
             m.train()
         try:
             for s in range(0, self._calib.shape[0], self.batch_size):
-                self.work(self._calib[s:s + self.batch_size])
+                self.work(self._calib[s : s + self.batch_size])
         finally:
             for m, mom in zip(self._bns, moms):
                 m.momentum = mom
@@ -427,8 +440,8 @@ class SurfaceEngine:
             loss = torch.zeros((), dtype=torch.float64, device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
             for s in range(0, xs.shape[0], self.batch_size):
-                logits = _as_float(forward(xs[s:s + self.batch_size]))
-                yb = ys[s:s + self.batch_size]
+                logits = _as_float(forward(xs[s : s + self.batch_size]))
+                yb = ys[s : s + self.batch_size]
                 loss += F.cross_entropy(logits, yb, reduction="sum").double()
                 correct += (logits.argmax(dim=1) == yb).sum()
             n = xs.shape[0]
@@ -473,8 +486,8 @@ class SurfaceEngine:
                 loss = torch.zeros(k, dtype=torch.float64, device=self.device)
                 correct = torch.zeros(k, dtype=torch.int64, device=self.device)
                 for s in range(0, xs.shape[0], self.batch_size):
-                    logits = _as_float(batched(stacked, xs[s:s + self.batch_size]))  # (k, B, C)
-                    yb = ys[s:s + self.batch_size]
+                    logits = _as_float(batched(stacked, xs[s : s + self.batch_size]))  # (k, B, C)
+                    yb = ys[s : s + self.batch_size]
                     ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
                     loss += ce.view(k, -1).sum(dim=1).double()
                     correct += (logits.argmax(dim=2) == yb[None]).sum(dim=1)
@@ -525,7 +538,7 @@ def evaluate_grid(
         k = engine.points_per_forward
         bar = tqdm(total=len(points), disable=not progress, desc="landscape", unit="pt")
         for s in range(0, len(points), k):
-            chunk = points[s:s + k]
+            chunk = points[s : s + k]
             for idx, vals in zip(chunk, engine.evaluate_many([_coords(i, xc, yc) for i in chunk])):
                 for name, v in vals.items():
                     out[name][idx] = v
@@ -562,24 +575,29 @@ def surface_settings(
 ) -> dict[str, Any]:
     """The settings stored as root attributes and compared when a file is reused."""
     settings: dict[str, Any] = {
-        "model": None, "checkpoint_path": None, "checkpoint_sha256": None, "data": None,
+        "model": None,
+        "checkpoint_path": None,
+        "checkpoint_sha256": None,
+        "data": None,
         "subset_size": int(next(iter(data.values()))[0].shape[0]),
         "seed": directions.info.get("seed"),
     }
     settings.update(dict(metadata or {}))
-    settings.update({
-        "direction_kind": directions.kind,
-        "normalization": directions.info.get("normalization"),
-        "ignore": directions.info.get("ignore"),
-        "directions_sha256": directions.fingerprint(),
-        "splits": sorted(data),
-        "samples": {s: int(xs.shape[0]) for s, (xs, _) in data.items()},
-        "data_sha256": {s: tensor_sha256(xs, ys) for s, (xs, ys) in data.items()},
-        "xcoordinates": [float(v) for v in xcoordinates],
-        "ycoordinates": None if ycoordinates is None else [float(v) for v in ycoordinates],
-        "bn_recalibrate": bool(bn_recalibrate),
-        "package_version": package_version(),
-    })
+    settings.update(
+        {
+            "direction_kind": directions.kind,
+            "normalization": directions.info.get("normalization"),
+            "ignore": directions.info.get("ignore"),
+            "directions_sha256": directions.fingerprint(),
+            "splits": sorted(data),
+            "samples": {s: int(xs.shape[0]) for s, (xs, _) in data.items()},
+            "data_sha256": {s: tensor_sha256(xs, ys) for s, (xs, ys) in data.items()},
+            "xcoordinates": [float(v) for v in xcoordinates],
+            "ycoordinates": None if ycoordinates is None else [float(v) for v in ycoordinates],
+            "bn_recalibrate": bool(bn_recalibrate),
+            "package_version": package_version(),
+        }
+    )
     return settings
 
 
@@ -617,9 +635,14 @@ def compute_surface(
     xc = parse_grid(xcoordinates, "x")
     yc = parse_grid(ycoordinates, "y") if ycoordinates is not None else None
     _check_dims(directions, yc)
-    settings = surface_settings(directions, data, xc, yc, bn_recalibrate=engine_options.get("bn_recalibrate",
-                                                                                             False),
-                                metadata=metadata)
+    settings = surface_settings(
+        directions,
+        data,
+        xc,
+        yc,
+        bn_recalibrate=engine_options.get("bn_recalibrate", False),
+        metadata=metadata,
+    )
     distributed, rank, world = _dist_info()
     writer = None
     status: list[Any] = [None]
@@ -627,10 +650,16 @@ def compute_surface(
         try:
             trajectory = directions.info.get("trajectory")
             info = {k: v for k, v in directions.info.items() if k != "trajectory"}
-            writer = SurfaceWriter.open(path, settings=settings, xcoordinates=xc, ycoordinates=yc,
-                                        directions=directions.numpy(), direction_info=info,
-                                        trajectory=None if trajectory is None else np.asarray(trajectory),
-                                        mode=mode)
+            writer = SurfaceWriter.open(
+                path,
+                settings=settings,
+                xcoordinates=xc,
+                ycoordinates=yc,
+                directions=directions.numpy(),
+                direction_info=info,
+                trajectory=None if trajectory is None else np.asarray(trajectory),
+                mode=mode,
+            )
             status = [("ok", writer.pending(), str(writer.path))]
         except Exception as exc:
             status = [("error", f"{exc.__class__.__name__}: {exc}", None)]
@@ -651,10 +680,14 @@ def compute_surface(
         if not pending:
             return Path(out_path)
         with SurfaceEngine(model, directions, data, **engine_options) as engine:
-            bar = tqdm(total=len(pending), disable=not progress or rank != 0, desc=f"landscape {Path(out_path).name}",
-                       unit="pt")
+            bar = tqdm(
+                total=len(pending),
+                disable=not progress or rank != 0,
+                desc=f"landscape {Path(out_path).name}",
+                unit="pt",
+            )
             for r in range(rounds):
-                chunk = shard[r * k:(r + 1) * k]
+                chunk = shard[r * k : (r + 1) * k]
                 values = engine.evaluate_many([_coords(i, xc, yc) for i in chunk]) if chunk else []
                 results = list(zip(chunk, values))
                 if distributed:

@@ -33,8 +33,17 @@ def main() -> None:
         time.sleep(delay)
         return m
 
-    compute_surface(out, model, directions, data, "-1:1:6", "-0.5:1:5", forward_factory=slow, progress=False,
-                    metadata={"model": {"name": "tiny-cnn"}})
+    compute_surface(
+        out,
+        model,
+        directions,
+        data,
+        "-1:1:6",
+        "-0.5:1:5",
+        forward_factory=slow,
+        progress=False,
+        metadata={"model": {"name": "tiny-cnn"}},
+    )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     print("finished", flush=True)

@@ -105,8 +105,10 @@ def _trajectory(cnn, t=8):
     series = {}
     for n, p in cnn.named_parameters():
         keep = p.dim() > 1
-        steps = [p.detach() + (3.0 * (t - 1 - k) * u[n] + 0.5 * np.sin(k) * (k < t - 1) * v[n]) * keep
-                 for k in range(t)]
+        steps = [
+            p.detach() + (3.0 * (t - 1 - k) * u[n] + 0.5 * np.sin(k) * (k < t - 1) * v[n]) * keep
+            for k in range(t)
+        ]
         series[n] = torch.stack(steps).numpy()
     return series, u, v
 

@@ -56,9 +56,16 @@ def test_surface_metrics_and_storage(tmp_path):
     from landscape.store import SurfaceWriter, read_surface
 
     path = tmp_path / "s.h5"
-    with SurfaceWriter.open(path, settings={}, xcoordinates=X, ycoordinates=Y, directions={"x": {}, "y": {}}) as w:
-        w.write([((i, j), {"train_loss": XX[i, j] ** 2 + YY[i, j] ** 2, "train_acc": 50.0})
-                 for i in range(len(X)) for j in range(len(Y))])
+    with SurfaceWriter.open(
+        path, settings={}, xcoordinates=X, ycoordinates=Y, directions={"x": {}, "y": {}}
+    ) as w:
+        w.write(
+            [
+                ((i, j), {"train_loss": XX[i, j] ** 2 + YY[i, j] ** 2, "train_acc": 50.0})
+                for i in range(len(X))
+                for j in range(len(Y))
+            ]
+        )
     result = metrics.compute_and_store(path)
     assert list(result) == ["train_loss"]
     stored = read_surface(path).metrics["train_loss"]

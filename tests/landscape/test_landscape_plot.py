@@ -13,15 +13,36 @@ Y = np.linspace(-0.5, 1.5, 6)  # non-square, asymmetric
 
 
 def _surface(path, scale=1.0, y=Y):
-    with SurfaceWriter.open(path, settings={"scale": scale}, xcoordinates=X, ycoordinates=y,
-                            directions={"x": {}, "y": {}}, trajectory=np.array([[0.5, 0.5], [0.0, 0.0]])) as w:
+    with SurfaceWriter.open(
+        path,
+        settings={"scale": scale},
+        xcoordinates=X,
+        ycoordinates=y,
+        directions={"x": {}, "y": {}},
+        trajectory=np.array([[0.5, 0.5], [0.0, 0.0]]),
+    ) as w:
         if y is None:
-            w.write([((i,), {"train_loss": scale * X[i] ** 2 + 0.1, "train_acc": 90 - 10 * X[i] ** 2})
-                     for i in range(len(X))])
+            w.write(
+                [
+                    ((i,), {"train_loss": scale * X[i] ** 2 + 0.1, "train_acc": 90 - 10 * X[i] ** 2})
+                    for i in range(len(X))
+                ]
+            )
         else:
-            w.write([((i, j), {"train_loss": scale * (X[i] ** 2 + 2 * (Y[j] - 0.2) ** 2) + X[i] + 0.1,
-                               "train_acc": 50.0, "test_loss": X[i] ** 2 + Y[j] ** 2})
-                     for i in range(len(X)) for j in range(len(Y))])
+            w.write(
+                [
+                    (
+                        (i, j),
+                        {
+                            "train_loss": scale * (X[i] ** 2 + 2 * (Y[j] - 0.2) ** 2) + X[i] + 0.1,
+                            "train_acc": 50.0,
+                            "test_loss": X[i] ** 2 + Y[j] ** 2,
+                        },
+                    )
+                    for i in range(len(X))
+                    for j in range(len(Y))
+                ]
+            )
     return path
 
 
@@ -80,8 +101,9 @@ def test_one_dimensional_plot(tmp_path):
 
 def test_compare_panel_and_table(tmp_path):
     paths = [_surface(tmp_path / f"s{k}.h5", scale=s) for k, s in enumerate((0.5, 1.0, 3.0))]
-    out, rows = plot.compare(paths, tmp_path / "cmp" / "panel.png", labels=["a", "b", "c"],
-                             levels=plot.parse_levels("0:6:0.5"))
+    out, rows = plot.compare(
+        paths, tmp_path / "cmp" / "panel.png", labels=["a", "b", "c"], levels=plot.parse_levels("0:6:0.5")
+    )
     assert out.exists() and _ink(out) > 0.05
     assert [r["label"] for r in rows] == ["a", "b", "c"]
     table = out.with_suffix(".md").read_text()

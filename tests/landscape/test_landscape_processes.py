@@ -22,14 +22,21 @@ def _env(**extra):
 
 
 def _run(out, delay=0.0, **env):
-    return subprocess.run([sys.executable, str(SCRIPT), str(out), str(delay)], env=_env(**env), check=True,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), str(delay)],
+        env=_env(**env),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _kill_after(out, points, delay):
     """Start the script and SIGKILL it once it has started ``points`` grid points."""
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), str(delay)], env=_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(out), str(delay)], env=_env(), stdout=subprocess.PIPE, text=True
+    )
     seen = 0
     for line in proc.stdout:
         seen += line.startswith("point")
@@ -77,10 +84,18 @@ def test_two_gloo_ranks_equal_single_process(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "dist.h5"
-    procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r),
-                                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
-             for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(
+                RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+            ),
+        )
+        for r in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     # each rank evaluated about half of the 30 points

@@ -13,8 +13,14 @@ DIRS = {"x": {"w": np.ones((2, 3), np.float32)}, "y": {"w": np.zeros((2, 3), np.
 
 
 def _open(path, mode="resume", settings=None, y=Y):
-    return SurfaceWriter.open(path, settings=settings or {"seed": 1, "model": {"name": "m"}}, xcoordinates=X,
-                              ycoordinates=y, directions=DIRS, mode=mode)
+    return SurfaceWriter.open(
+        path,
+        settings=settings or {"seed": 1, "model": {"name": "m"}},
+        xcoordinates=X,
+        ycoordinates=y,
+        directions=DIRS,
+        mode=mode,
+    )
 
 
 def test_create_layout_and_roundtrip(tmp_path):

@@ -23,8 +23,15 @@ XS, YS = "-1:0.5:4", "-0.4:1.2:5"  # non-square and asymmetric
 
 @pytest.mark.parametrize(
     "spec, match",
-    [("1:2", "2 fields"), ("a:1:3", "must be numbers"), ("0:1:2.5", "whole number"), ("0:1:0", "at least 1"),
-     ("1:0:3", "larger than max"), ("0:1:1", "min == max"), ("0:inf:3", "finite")],
+    [
+        ("1:2", "2 fields"),
+        ("a:1:3", "must be numbers"),
+        ("0:1:2.5", "whole number"),
+        ("0:1:0", "at least 1"),
+        ("1:0:3", "larger than max"),
+        ("0:1:1", "min == max"),
+        ("0:inf:3", "finite"),
+    ],
 )
 def test_parse_grid_errors(spec, match):
     with pytest.raises(ValueError, match=match):
@@ -164,7 +171,14 @@ def test_compute_surface_resume_and_refuse(cnn, data, tmp_path):
     assert s.complete and s.settings["model"] == {"name": "tiny"}
     for k in full:
         np.testing.assert_allclose(s.values[k], full[k], atol=1e-6)
-    assert set(s.settings) >= {"seed", "normalization", "ignore", "subset_size", "data_sha256", "checkpoint_sha256"}
+    assert set(s.settings) >= {
+        "seed",
+        "normalization",
+        "ignore",
+        "subset_size",
+        "data_sha256",
+        "checkpoint_sha256",
+    }
     # simulate lost points: clear some done flags, rerun fills only those
     import h5py
 
@@ -175,12 +189,23 @@ def test_compute_surface_resume_and_refuse(cnn, data, tmp_path):
     assert len(calls) == 5
     np.testing.assert_allclose(read_surface(path).values["train_loss"], full["train_loss"], atol=1e-6)
     with pytest.raises(SettingsMismatchError, match="directions_sha256"):
-        compute_surface(path, cnn, random_directions(cnn, seed=9), data, XS, YS, metadata=meta, progress=False)
+        compute_surface(
+            path, cnn, random_directions(cnn, seed=9), data, XS, YS, metadata=meta, progress=False
+        )
     with pytest.raises(SettingsMismatchError, match="data_sha256"):
-        compute_surface(path, cnn, d, {"train": data["train"], "test": data["train"]}, XS, YS, metadata=meta,
-                        progress=False)
-    new = compute_surface(path, cnn, random_directions(cnn, seed=9), data, XS, YS, metadata=meta, mode="new",
-                          progress=False)
+        compute_surface(
+            path,
+            cnn,
+            d,
+            {"train": data["train"], "test": data["train"]},
+            XS,
+            YS,
+            metadata=meta,
+            progress=False,
+        )
+    new = compute_surface(
+        path, cnn, random_directions(cnn, seed=9), data, XS, YS, metadata=meta, mode="new", progress=False
+    )
     assert new.name == "surf-1.h5" and read_surface(new).complete
 
 
