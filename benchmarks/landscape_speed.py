@@ -72,19 +72,22 @@ def reference_loop(
 
 
 def packed_factory(model: nn.Module, probe: torch.Tensor):
-    """``bnext.packed.pack`` as a forward factory, or ``(None, reason)`` when unavailable."""
+    """The CLI's packed forward factory (``bnext.packed``), or ``(None, reason)`` when unavailable."""
     try:
-        from bnext.packed import pack
+        from landscape.__main__ import PackedForward
+
+        factory = PackedForward()
     except ImportError as exc:
         return None, f"bnext.packed not available ({exc})"
     try:
         with torch.inference_mode():
-            err = float((pack(model)(probe) - model.eval()(probe)).abs().max())
+            ref = model.eval()(probe)
+            err = float((factory(model)(probe) - ref).abs().max())
     except Exception as exc:  # noqa: BLE001
         return None, f"bnext.packed.pack failed ({exc.__class__.__name__}: {exc})"
-    if err > 1e-4:
+    if err > 1e-4 * max(1.0, float(ref.abs().max())):
         return None, f"packed forward differs by {err:.3g}"
-    return (lambda m: pack(m)), "packed XNOR forward"
+    return factory, "packed XNOR forward"
 
 
 def bench(name: str, args: argparse.Namespace) -> dict[str, float]:

@@ -105,12 +105,30 @@ def _has_binary_layers(model: nn.Module) -> bool:
     return any(isinstance(m, BinaryConv2d) for m in model.modules())
 
 
+class PackedForward:
+    """Forward factory over ``bnext.packed``: packs once, then refreshes in place (``repack_``) per point."""
+
+    def __init__(self) -> None:
+        from bnext import packed
+
+        self._pack = packed.pack
+        self._repack = getattr(packed, "repack_", None)
+        self._packed: Any = None
+
+    def __call__(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        if self._packed is None or self._repack is None:
+            self._packed = self._pack(model)
+        else:
+            self._repack(self._packed, model)
+        return self._packed
+
+
 def packed_forward_factory(
     model: nn.Module, probe: Tensor, *, required: bool
 ) -> Callable[[nn.Module], Callable[[Tensor], Tensor]] | None:
-    """``bnext.packed.pack`` as a forward factory when it exists and matches the model on ``probe``."""
+    """A :class:`PackedForward` when ``bnext.packed`` exists and matches the model on ``probe``."""
     try:
-        from bnext.packed import pack
+        factory = PackedForward()
     except ImportError as exc:
         if required:
             raise SystemExit(f"--forward packed: bnext.packed is not available ({exc})") from None
@@ -118,7 +136,7 @@ def packed_forward_factory(
     try:
         with torch.inference_mode():
             ref = model.eval()(probe)
-            got = pack(model)(probe)
+            got = factory(model)(probe)
         err = float((ref - got).abs().max())
     except Exception as exc:  # noqa: BLE001
         if required:
@@ -131,7 +149,7 @@ def packed_forward_factory(
             raise SystemExit(f"--forward packed: {msg}")
         warnings.warn(f"{msg}; using the torch forward", stacklevel=2)
         return None
-    return lambda m: pack(m)
+    return factory
 
 
 def _default_out(args: argparse.Namespace, kind: str, ndim: int) -> Path:
