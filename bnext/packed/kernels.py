@@ -26,12 +26,21 @@ alpha multiply, which must round exactly like torch's.
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+# numba's OpenMP pool spin-waits after every parallel region; next to torch's own OpenMP pool on
+# a small machine the two steal each other's cores (measured on 2 cores: the float model ran 3-6x
+# slower beside an omp-layer numba pool).  The workqueue layer sleeps when idle.  An explicit
+# NUMBA_THREADING_LAYER wins; nothing changes once numba has launched its threads.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 #: output pixels per micro-tile
 PB = 4

@@ -1,0 +1,117 @@
+"""CLI of the packed engine.
+
+``python -m bnext.packed pack CHECKPOINT -o model.bnx``   checkpoint (bnext.models.save) -> packed file
+``python -m bnext.packed info model.bnx [--json]``        sizes and binary layers of a packed file
+``python -m bnext.packed bench [--model bnext18 --input-size 224 --batch 1 --threads 2]``
+                                                          packed vs simulated time and ratio
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MIB = 2**20
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .. import models
+    from ..nn import binary_layers, set_tau
+    from ..nn.binary_conv import SIGN_THRESHOLD
+    from . import PackingError, pack, save
+
+    try:
+        model = models.load(args.checkpoint)
+    except models.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    taus = [float(m.tau) for _, m in binary_layers(model)]
+    if args.binarize and taus and max(taus) > SIGN_THRESHOLD:
+        print(f"note: tau was {max(taus):.3g}; setting it to 0 (pure sign weights) before packing", file=sys.stderr)
+        set_tau(model, 0.0)
+    try:
+        packed = pack(model.eval())
+    except PackingError as e:
+        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".bnx")
+    save(packed, out)
+    ckpt_mib = Path(args.checkpoint).stat().st_size / MIB
+    print(f"wrote {out}: {out.stat().st_size / MIB:.2f} MiB (checkpoint {ckpt_mib:.2f} MiB), "
+          f"{sum(1 for _ in packed.packed_layers())} binary layers")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import PackedFormatError, info
+
+    try:
+        summary = info(args.file)
+    except PackedFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    spec = summary["spec"]
+    b = summary["bytes"]
+    print(f"{summary['path']}: {summary['file_mib']:.3f} MiB ({summary['file_bytes']:,} bytes), "
+          f"{summary['arrays']} arrays")
+    print(f"model {spec['name']} num_classes={spec['num_classes']} input_size={spec['input_size']} "
+          f"options={spec['options']} quant_spec={summary['quant_spec']}")
+    print(f"payload: binary {b.get('binary', 0) / MIB:.3f} MiB, quantized {b.get('quant', 0) / MIB:.3f} MiB, "
+          f"real {b.get('real', 0) / MIB:.3f} MiB")
+    print(f"{'binary layer':<40} {'in':>5} {'out':>5} {'k':>2} {'s':>2} {'scale':<18} {'shift':<5} {'KiB':>8}")
+    for layer in summary["layers"]:
+        kib = layer["in_channels"] * layer["out_channels"] * layer["kernel_size"] ** 2 / 8 / 1024
+        print(f"{layer['name']:<40} {layer['in_channels']:>5} {layer['out_channels']:>5} {layer['kernel_size']:>2} "
+              f"{layer['stride']:>2} {layer['scale']:<18} {str(layer['shift']):<5} {kib:>8.1f}")
+    for q in summary["quantized"]:
+        print(f"quantized {q['name']}: {q['bits']} bit, shape {q['shape']}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import cpu_model, model_benchmark, set_threads
+
+    set_threads(args.threads)
+    r = model_benchmark(args.model, args.input_size, args.batch, args.width, repeats=args.repeats,
+                        threads=args.threads)
+    print(f"CPU: {cpu_model()}, threads: {args.threads}")
+    print(f"{r['model']} @{r['input_size']} batch {r['batch']} width {r['width']}: simulated fp32 "
+          f"{r['simulated_ms']:.2f} ms, packed {r['packed_ms']:.2f} ms, ratio {r['ratio']:.2f}x "
+          f"(best of {args.repeats}; max rel. logit diff {r['max_rel_diff']:.1e})")
+    print(f"weights: float {r['weights_float_mib']:.2f} MiB, packed {r['weights_packed_mib']:.2f} MiB "
+          f"(binary convs {r['binary_float_mib']:.2f} -> {r['binary_packed_mib']:.3f} MiB); "
+          f"pack() {r['pack_ms']:.1f} ms")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bnext.packed", description="Packed 1-bit inference engine.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="pack a checkpoint into a .bnx file")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", help="output path (default: checkpoint name with .bnx)")
+    p.add_argument("--binarize", action="store_true", help="set tau to 0 first if the model is not fully binary")
+    p.set_defaults(fn=_cmd_pack)
+    p = sub.add_parser("info", help="describe a .bnx file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_cmd_info)
+    p = sub.add_parser("bench", help="time the packed model against the simulated one")
+    p.add_argument("--model", default="bnext18")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(fn=_cmd_bench)
+    args = ap.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

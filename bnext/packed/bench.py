@@ -1,0 +1,125 @@
+"""Timing helpers shared by ``python -m bnext.packed bench`` and ``benchmarks/packed_speed.py``.
+
+Every figure is the best of several repeats (the machine may be shared); the float
+reference runs under ``torch.inference_mode`` with the same thread count.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..nn import BinaryConv2d, set_tau
+from . import kernels
+from .layers import PackedBinaryConv2d
+from .model import pack
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (falls back to ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def best_time(fn: Callable[[], Any], repeats: int = 10, min_seconds: float = 0.0) -> float:
+    """Best wall time of ``fn()`` in seconds over ``repeats`` calls (at least ``min_seconds`` in total)."""
+    fn()  # warm-up (compilation, allocator)
+    best = float("inf")
+    start = time.perf_counter()
+    n = 0
+    while n < repeats or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        n += 1
+    return best
+
+
+def set_threads(threads: int) -> None:
+    """Same thread count for torch and numba."""
+    torch.set_num_threads(threads)
+    kernels.set_threads(threads)
+
+
+@torch.inference_mode()
+def layer_benchmark(cin: int, cout: int, size: int, stride: int = 1, kernel_size: int = 3, batch: int = 1,
+                    repeats: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Binary conv layer: packed kernel vs ``F.conv2d`` fp32 on the same shape.
+
+    ``packed_ms`` times the XNOR-popcount kernel on an already packed input (what a layer
+    costs when it receives packed bits); ``packed_e2e_ms`` adds binarizing and packing the
+    NCHW float input and writing NCHW float output (what one layer costs inside a
+    float model).  ``torch_ms`` is ``F.conv2d`` on float tensors of the same shape.
+    """
+    g = torch.Generator().manual_seed(seed)
+    layer = BinaryConv2d(cin, cout, kernel_size, stride).eval()
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g))
+    x = torch.randn(batch, cin, size, size, generator=g)
+    w = layer.weight.detach().clone()
+    packed = PackedBinaryConv2d.from_layer(layer)
+    xn = x.numpy()
+    xp = packed.pack_input(xn)
+    out = np.empty(packed.output_shape(batch, size, size), np.float32)
+    t_torch = best_time(lambda: F.conv2d(x, w, None, stride, layer.padding), repeats)
+    t_kernel = best_time(lambda: packed.conv_packed(xp, size, size, out), repeats)
+    t_e2e = best_time(lambda: packed(x), repeats)
+    t_pack = best_time(lambda: packed.pack_input(xn), repeats)
+    return {
+        "shape": f"{cin}->{cout} k{kernel_size} s{stride} @{size}x{size}",
+        "batch": batch,
+        "torch_ms": t_torch * 1e3,
+        "packed_ms": t_kernel * 1e3,
+        "pack_input_ms": t_pack * 1e3,
+        "packed_e2e_ms": t_e2e * 1e3,
+        "ratio": t_torch / t_kernel,
+        "ratio_e2e": t_torch / t_e2e,
+    }
+
+
+@torch.inference_mode()
+def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: float = 1.0,
+                    num_classes: int | None = None, repeats: int = 5, threads: int = 2) -> dict[str, Any]:
+    """End to end: packed model vs the simulated model (fp32, eval, ``inference_mode``)."""
+    from ..models import create
+
+    num_classes = num_classes or (1000 if input_size > 64 else 10)
+    model = create(name, num_classes=num_classes, input_size=input_size, width=width).eval()
+    set_tau(model, 0.0)
+    packed = pack(model, threads=threads)
+    x = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    t_pack = best_time(lambda: pack(model, threads=threads), 1)
+    t_sim = best_time(lambda: model(x), repeats)
+    t_packed = best_time(lambda: packed(x), repeats)
+    ref, out = model(x), packed(x)
+    rel = float((ref - out).abs().max() / ref.abs().max().clamp_min(1e-30))
+    binary_float = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, BinaryConv2d))
+    real = sum(p.numel() * p.element_size() for p in model.parameters()) - binary_float
+    mem = packed.weight_bytes()
+    return {
+        "model": name,
+        "input_size": input_size,
+        "batch": batch,
+        "width": width,
+        "simulated_ms": t_sim * 1e3,
+        "packed_ms": t_packed * 1e3,
+        "ratio": t_sim / t_packed,
+        "pack_ms": t_pack * 1e3,
+        "max_rel_diff": rel,
+        "weights_float_mib": (binary_float + real) / 2**20,
+        "weights_packed_mib": mem["total"] / 2**20,
+        "binary_float_mib": binary_float / 2**20,
+        "binary_packed_mib": mem["binary"] / 2**20,
+    }

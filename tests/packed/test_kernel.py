@@ -1,0 +1,115 @@
+"""Per-layer exactness of the XNOR-popcount kernel against float +-1 convolutions."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnext.nn import BinaryConv2d, sign
+from bnext.packed import PackedBinaryConv2d, PackingError
+from bnext.packed.bits import pack_signs, popcount_words
+from bnext.packed.kernels import set_threads
+
+CASES = [
+    # cin, cout, k, stride, h, w, batch
+    (1, 1, 3, 1, 5, 5, 1),
+    (13, 27, 3, 1, 9, 7, 2),
+    (27, 13, 3, 2, 8, 8, 1),
+    (64, 64, 3, 1, 6, 6, 1),
+    (65, 70, 3, 2, 11, 12, 3),
+    (130, 33, 3, 2, 7, 7, 2),
+    (27, 13, 1, 1, 5, 6, 2),
+    (70, 100, 1, 2, 7, 9, 2),
+    (256, 256, 3, 1, 14, 14, 1),
+    (32, 16, 3, 1, 2, 3, 1),
+]
+
+
+def _layer(cin, cout, k, stride, scale="none", shift=False, seed=0):
+    torch.manual_seed(seed)
+    layer = BinaryConv2d(cin, cout, k, stride, scale=scale, shift=shift).eval()
+    with torch.no_grad():
+        if shift:
+            layer.shift.normal_()
+        layer.weight.view(-1)[::7] = 0.0  # sign(0) = +1 must pack to a clear bit
+    return layer
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,h,w,batch", CASES)
+def test_kernel_matches_float_conv_with_zero_padding(cin, cout, k, stride, h, w, batch):
+    layer = _layer(cin, cout, k, stride)
+    x = torch.randn(batch, cin, h, w)
+    x.view(-1)[::11] = 0.0  # sign(0) = +1
+    ref = F.conv2d(sign(x), sign(layer.weight), None, stride, k // 2)  # zero-padded +-1 conv
+    packed = PackedBinaryConv2d.from_layer(layer)
+    with torch.inference_mode():
+        out = packed(x)
+    assert out.shape == ref.shape
+    assert torch.equal(out, ref)
+
+
+def test_kernel_matches_popcount_oracle_without_border():
+    """Interior outputs equal K - 2 * popcount(x XOR w) computed with np.bitwise_count."""
+    cin, cout, k = 70, 5, 3
+    layer = _layer(cin, cout, k, 1)
+    x = torch.randn(1, cin, 6, 6)
+    xb = pack_signs((x[0] < 0).permute(1, 2, 0).numpy())  # (H, W, words)
+    wb = pack_signs((layer.weight < 0).permute(0, 2, 3, 1).numpy())  # (O, k, k, words)
+    packed = PackedBinaryConv2d.from_layer(layer)
+    out = packed(x)[0]
+    for o in range(cout):
+        for i in range(1, 5):
+            for j in range(1, 5):
+                patch = xb[i - 1:i + 2, j - 1:j + 2]
+                expected = k * k * cin - 2 * int(popcount_words(patch ^ wb[o]).sum())
+                assert out[o, i, j].item() == expected
+
+
+@pytest.mark.parametrize("scale", ["mean_abs", "mean_abs_detached"])
+def test_scaled_layer_close_to_simulated(scale):
+    layer = _layer(40, 24, 3, 2, scale=scale, shift=True)
+    x = torch.randn(2, 40, 9, 9)
+    with torch.inference_mode():
+        ref = layer(x)
+        out = PackedBinaryConv2d.from_layer(layer)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_shift_is_added_before_sign_exactly():
+    layer = _layer(20, 8, 3, 1, shift=True)
+    x = torch.randn(1, 20, 7, 7)
+    with torch.no_grad():
+        x[0, :, 3, 3] = -layer.shift.view(-1)  # x + shift == 0 exactly -> +1
+    with torch.inference_mode():
+        assert torch.equal(PackedBinaryConv2d.from_layer(layer)(x), layer(x))
+
+
+def test_thread_count_does_not_change_results():
+    layer = _layer(96, 40, 3, 1)
+    packed = PackedBinaryConv2d.from_layer(layer)
+    x = torch.randn(2, 96, 10, 10)
+    try:
+        set_threads(1)
+        one = packed(x)
+        set_threads(2)
+        two = packed(x)
+    finally:
+        set_threads(2)
+    assert torch.equal(one, two)
+
+
+def test_refuses_layer_not_fully_binary():
+    layer = BinaryConv2d(8, 8, 3)
+    layer.tau.fill_(0.5)
+    with pytest.raises(PackingError, match="not fully binarized"):
+        PackedBinaryConv2d.from_layer(layer, "blocks.0.conv")
+    real_in = BinaryConv2d(8, 8, 3, act_binarizer=None)
+    with pytest.raises(PackingError, match="real-valued inputs"):
+        PackedBinaryConv2d.from_layer(real_in)
+
+
+def test_packed_weight_bytes():
+    layer = _layer(13, 27, 3, 1)
+    packed = PackedBinaryConv2d.from_layer(layer)
+    assert packed.packed_bytes == (13 * 27 * 9 + 7) // 8
+    np.testing.assert_array_equal(packed.signs, (layer.weight < 0).numpy())
