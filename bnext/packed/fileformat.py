@@ -26,7 +26,9 @@ Header::
 
 ``load`` rebuilds the model with ``bnext.models.create(**spec)`` (then
 ``bnext.quant.quantize(model, quant_spec)`` if quantized), loads ``state/*`` strictly,
-sets the dequantized weights, and installs the 1-bit layers.
+sets the dequantized weights ``q * scale + offset`` (and, for ``bnext.quant`` layers, a
+weight quantizer that keeps them: Eq. 6 applied again to a dequantized weight would not
+give the same codes), and installs the 1-bit layers.
 """
 
 from __future__ import annotations
@@ -60,6 +62,34 @@ class PackedFormatError(ValueError):
 def quantized_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules that export quantized weights (``bnext.quant`` layers: ``export_quantized_weight()``)."""
     return [(n, m) for n, m in model.named_modules() if callable(getattr(m, "export_quantized_weight", None))]
+
+
+class FrozenQuantizedWeight(nn.Module):
+    """Weight quantizer of a loaded quantized layer: the weight already holds ``q * scale + offset``.
+
+    Re-quantizing a dequantized weight with Eq. 6 is not idempotent (the per-channel abs-mean
+    changes), so a loaded layer uses its stored codes exactly: this module passes the weight
+    through and keeps the codes (plain attributes, not state) for :func:`save`.
+    """
+
+    def __init__(self, q: torch.Tensor, bits: int, scale: torch.Tensor, offset: torch.Tensor,
+                 granularity: str = "tensor") -> None:
+        super().__init__()
+        self.bits = int(bits)
+        self.granularity = granularity  # what bnext.quant's layers read from their quantizer
+        self.codes = {"q": q, "bits": int(bits), "scale": scale, "offset": offset}
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def export(self) -> dict:
+        return dict(self.codes)
+
+
+def quantized_codes(module: nn.Module) -> dict:
+    """``dict(q, bits, scale, offset)`` of a quantized layer: the stored codes of a loaded one, else its export."""
+    frozen = getattr(module, "weight_quantizer", None)
+    return frozen.export() if isinstance(frozen, FrozenQuantizedWeight) else module.export_quantized_weight()
 
 
 def _requantize(model: nn.Module, quant_spec: str) -> nn.Module:
@@ -101,7 +131,7 @@ def _arrays(packed: PackedModel) -> tuple[dict[str, Any], dict[str, np.ndarray]]
             n_real += layer.shift.nbytes
     quantized = []
     for name, m in quantized_modules(packed.model):
-        export = m.export_quantized_weight()
+        export = quantized_codes(m)
         bits = int(export["bits"])
         q = export["q"].detach().cpu().numpy()
         arrays[f"quant/{name}.q"] = pack_uint(q, bits)
@@ -284,8 +314,13 @@ def _load_quantized(path: Path, model: nn.Module, name: str, meta: dict, arrays:
     scale = torch.from_numpy(arrays[f"quant/{name}.scale"].astype(np.float32))
     offset = torch.from_numpy(arrays[f"quant/{name}.offset"].astype(np.float32))
     view = (-1,) + (1,) * (len(shape) - 1)
-    deq = torch.from_numpy(q.astype(np.float32)) * scale.view(view) + offset.view(view)
+    q_t = torch.from_numpy(q.astype(np.uint8))
+    deq = q_t.to(torch.float32) * scale.view(view) + offset.view(view)  # float32 multiply, then add
     weight.copy_(deq.to(weight.dtype))
+    quantizer = getattr(module, "weight_quantizer", None)
+    if isinstance(quantizer, nn.Module):
+        module.weight_quantizer = FrozenQuantizedWeight(q_t, int(meta["bits"]), scale, offset,
+                                                        getattr(quantizer, "granularity", "tensor"))
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:
