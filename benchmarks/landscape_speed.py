@@ -90,6 +90,24 @@ def packed_factory(model: nn.Module, probe: torch.Tensor):
     return factory, "packed XNOR forward"
 
 
+def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
+    """Set BN running statistics from the subset (cumulative average), as after training.
+
+    A freshly initialized network in eval mode has identity BN statistics, so activations and logits
+    explode through the residual stages (losses ~1e4-1e6 for binary models), which makes the
+    comparison meaningless; calibrating once at the centre gives a well-conditioned model to time.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch_size):
+            model(x[s : s + batch_size])
+    model.eval()
+
+
 def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
     import bnext.models
     from bnext.data import load_tensors
@@ -100,6 +118,7 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
     x, y = load_tensors("digits", "train", input_size=32)
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[: args.samples].sort().values
     x, y = x[idx].contiguous(), y[idx]
+    calibrate_bn(model, x)
     dirs = random_directions(model, seed=0, normalization="filter", bias_bn="ignore")
     xs = parse_grid(f"-1:1:{args.grid}")
     ys = parse_grid(f"-1:1:{args.grid}")
@@ -110,11 +129,13 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
         factory, label = packed_factory(model, x[:8])
         if factory is not None:
             opts_engine["forward_factory"] = factory
+            opts_engine["channels_last"] = False  # the packed model owns its layout
         else:
             print(
                 f"[{name}] {label}: the engine runs the float model (the 5x target needs the packed engine)"
             )
             label = "torch forward (no packed engine)"
+            opts_engine["fuse_bn"] = False  # folding changes rounding, which flips signs in binary nets
 
     print(
         f"[{name}] {sum(p.numel() for p in model.parameters()):,} parameters, {len(x)} samples, "

@@ -217,7 +217,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
             f"({'drop --y' if d.ndim == 1 else 'add --y'})"
         )
     forward_factory = None
-    if args.forward == "packed" or (args.forward == "auto" and _has_binary_layers(model)):
+    binary = _has_binary_layers(model)
+    if args.forward == "packed" or (args.forward == "auto" and binary):
         probe = next(iter(data.values()))[0][:8]
         forward_factory = packed_forward_factory(model, probe, required=args.forward == "packed")
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
@@ -242,7 +243,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=device,
         batch_size=args.batch_size,
-        fuse_bn=not args.no_fuse_bn,
+        fuse_bn=not (args.no_fuse_bn or binary),
         bn_recalibrate=args.bn_recalibrate,
         forward_factory=forward_factory,
         channels_last=args.channels_last,
@@ -368,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default cuda if available)")
     c.add_argument("--batch-size", type=int, default=512, help="evaluation batch size (default 512)")
-    c.add_argument("--no-fuse-bn", action="store_true", help="do not fold BatchNorm into convolutions")
+    c.add_argument(
+        "--no-fuse-bn",
+        action="store_true",
+        help="do not fold BatchNorm into convolutions (never folded for models with binary layers)",
+    )
     c.add_argument("--bn-recalibrate", action="store_true", help="recompute BN statistics at every point")
     c.add_argument(
         "--forward",
