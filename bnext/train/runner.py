@@ -112,9 +112,14 @@ def _build_distiller(cfg: Config, num_classes: int, device: torch.device, epochs
 
     kd = cfg.kd
 
+    cache: dict[tuple, Any] = {}  # BNext-L uses ConvNeXt-T as strong teacher and assistant: build it once
+
     def teacher(t: Any) -> Any:
-        return build_teacher(t.arch, t.weights, num_classes=t.num_classes or num_classes, accuracy=t.accuracy,
-                             device=device, channels_last=cfg.channels_last)
+        key = (t.arch, str(t.weights), t.num_classes, t.accuracy)
+        if key not in cache:
+            cache[key] = build_teacher(t.arch, t.weights, num_classes=t.num_classes or num_classes,
+                                       accuracy=t.accuracy, device=device, channels_last=cfg.channels_last)
+        return cache[key]
 
     try:
         strong = teacher(kd.strong)
@@ -295,6 +300,9 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         if "kd_loss" in tr:
             row["kd_loss"] = tr["kd_loss"]
             row["assistant"] = distiller.assistant
+        if ctx.distributed:  # evaluate (and save) with rank 0's BatchNorm statistics on every process
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, 0)
         if done % cfg.train.eval_every == 0 or done == epochs:
             te = all_reduce_metrics(evaluate(model, data.test, device=device, channels_last=cfg.channels_last), ctx)
             row.update(test_loss=te["loss"], test_top1=te["top1"], test_top5=te["top5"])
