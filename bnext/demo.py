@@ -1,0 +1,249 @@
+"""The main job (``make demo``): the paper's Fig. 2 on the embedded digits data, on a laptop CPU.
+
+    python -m bnext.demo [--quick] [--out runs/demo] [--jobs 2] [--models KEY ...] [--fresh]
+
+Trains the seven Fig. 2 models (ResNet-18 real-valued, BinaryNet-18, Bi-Real-18, Real2Binary-18,
+BNext-18 with Info-RCP only, ELM-Attention only, and both) at a CPU-friendly width, computes a 2D
+filter-normalized loss landscape of each (random directions, biases/BN ignored, on a fixed subset
+of the training images) and writes to ``runs/demo/``:
+
+* ``fig2_contours.png`` — all seven landscapes side by side, shared contour levels of log(loss)
+  (Fig. 2 a-g); ``fig6_surfaces.png`` — the same as 3D surfaces with one z range;
+* ``<model>/landscape_3d.png`` and ``landscape_3d.html`` (interactive, opens offline), and
+  ``landscape_contour.png`` per model;
+* ``<model>/landscape.h5`` — the grids (landscape store schema; ``python -m landscape plot`` reads them);
+* ``table.md`` / ``table.csv`` — test accuracy and smoothness metrics per model (also printed);
+* ``timings.json`` — seconds per stage.
+
+Budget: at most 10 minutes on 2 CPU cores; the default settings take about 3-4 minutes on an idle
+2-core machine. The models are independent, so they run in ``--jobs`` worker processes (default 2,
+one torch thread each, which beats one process with two threads for models this small and
+degrades gracefully on a loaded machine). Reruns reuse finished parts: a trained model with the
+same recipe is not retrained, a surface file only gets its missing points, figures of unchanged
+surfaces are not redrawn. ``--quick`` is a seconds-long smoke version for tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting are ruinous on a shared or loaded 2-core machine (measured
+# here: ~100x slower forwards with 2 busy threads); must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import queue as _queue  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the demo trains and evaluates (the budget knobs)."""
+
+    width: float = 0.25  # channel multiplier of every model (ResNet-18 widths x 0.25)
+    input_size: int = 16  # digits are 8x8; upsampled to 16x16
+    epochs: int = 5
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    grid: str = "-1:1:11"  # x and y: 11 x 11 points
+    samples: int = 200  # training images per grid point (fixed seeded subset)
+
+    def train_kwargs(self, threads: int) -> dict[str, Any]:
+        return {"width": self.width, "input_size": self.input_size, "epochs": self.epochs,
+                "batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch, "threads": threads,
+                "data": "digits", "base": _base_config(), "overrides": ("trajectory.every=0",)}
+
+    def landscape_kwargs(self) -> dict[str, Any]:
+        return {"x": self.grid, "y": self.grid, "samples": self.samples, "splits": ("train",),
+                "normalization": "filter", "bias_bn": "ignore", "device": "cpu", "forward": "torch"}
+
+
+FULL = Settings()
+QUICK = Settings(width=0.0625, input_size=8, epochs=1, batch_size=64, steps_per_epoch=3, grid="-1:1:5", samples=64)
+PLOTS = ("contour", "3d", "html")
+
+
+def _base_config() -> str | None:
+    """The shipped short digits recipe (optimizer, schedules) when present; budget knobs are set here."""
+    path = Path(__file__).resolve().parent.parent / "configs" / "digits_demo.yaml"
+    return str(path) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------- worker side
+_STAGES: Any = None
+
+
+def _init_worker(stages: Any, threads: int) -> None:
+    global _STAGES
+    _STAGES = stages
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _job(variant: Any, out_dir: str, settings: Settings, threads: int) -> tuple[dict[str, Any], dict[str, float]]:
+    from .ablate import figures, tasks
+
+    watch = tasks.Stopwatch()
+
+    def stage(name: str) -> None:
+        if _STAGES is not None:
+            _STAGES.put(name)
+
+    row = figures.run_variant(variant, out_dir, train=settings.train_kwargs(threads),
+                              landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch, stage=stage)
+    return row, watch.seconds
+
+
+# ----------------------------------------------------------------------------- main side
+# heavy models first so the two workers finish together
+_COST_ORDER = ("bnext18", "bnext18_info_rcp", "real2binary18", "bnext18_elm", "bireal18", "binarynet18", "resnet18")
+
+
+def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None, jobs: int = 2,
+             threads: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Train, landscape and plot every selected Fig. 2 model, then the panel and the table."""
+    from tqdm.auto import tqdm
+
+    from .ablate import figures, tasks
+
+    variants = figures.select(keys)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    watch = tasks.Stopwatch()
+    bar = tqdm(total=2 * len(variants) + 1, desc="demo", unit="stage", disable=not progress, dynamic_ncols=True)
+    rows: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    started: set[str] = set()
+
+    def on_stage(name: str) -> None:
+        if name in started:
+            return
+        # a stage message means the previous stage of that model is done
+        kind, _, key = name.partition(" ")
+        if kind == "landscape":
+            bar.update(1)
+        started.add(name)
+        bar.set_postfix_str(name)
+
+    if jobs <= 1:
+        for v in variants:
+            try:
+                rows[v.key] = figures.run_variant(v, out_dir, train=settings.train_kwargs(threads),
+                                                  landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch,
+                                                  stage=on_stage)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the other models
+                errors[v.key] = f"{exc.__class__.__name__}: {exc}"
+            bar.update(2 if v.key in errors and f"landscape {v.key}" not in started else 1)
+    else:
+        ctx = mp.get_context("spawn")
+        stages = ctx.Queue()
+        order = sorted(variants, key=lambda v: _COST_ORDER.index(v.key) if v.key in _COST_ORDER else -1)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(stages, threads)) as pool:
+            futures = {pool.submit(_job, v, str(out_dir), settings, threads): v for v in order}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                while True:
+                    try:
+                        on_stage(stages.get_nowait())
+                    except _queue.Empty:
+                        break
+                for fut in done:
+                    v = futures[fut]
+                    try:
+                        row, seconds = fut.result()
+                        rows[v.key] = row
+                        for k, s in seconds.items():
+                            watch.seconds[k] = watch.seconds.get(k, 0.0) + s
+                    except Exception as exc:  # noqa: BLE001
+                        errors[v.key] = f"{exc.__class__.__name__}: {exc}"
+                    bar.update(2 if v.key in errors and f"landscape {v.key}" not in started else 1)
+    ordered = [rows[v.key] for v in variants if v.key in rows]
+    bar.set_postfix_str("panels")
+    out: dict[str, Any] = {"panel": None, "panel_3d": None, "table": None}
+    if ordered:
+        with watch("panels"):
+            out = figures.panels(ordered, out_dir, log=True)
+    bar.update(1)
+    bar.close()
+    return {"rows": ordered, "errors": errors, **out, "seconds": dict(watch.seconds)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bnext.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny models, 1 short epoch, 5x5 grid (a smoke test)")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo_quick with --quick)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="models trained in parallel worker processes (default: 2 on a 2-core machine)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per job (default 1 with several jobs, else all cores)")
+    p.add_argument("--models", nargs="+", default=None, metavar="KEY",
+                   help="subset of: resnet18 binarynet18 bireal18 real2binary18 bnext18_info_rcp bnext18_elm bnext18")
+    p.add_argument("--fresh", action="store_true", help="delete the output folder first (no reuse)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    settings = QUICK if args.quick else FULL
+    out_dir = Path(args.out or ("runs/demo_quick" if args.quick else "runs/demo"))
+    if args.fresh and out_dir.exists():
+        shutil.rmtree(out_dir)
+    jobs = max(1, args.jobs)
+    threads = args.threads or (1 if jobs > 1 else max(1, os.cpu_count() or 1))
+    from .ablate import figures
+
+    try:
+        figures.select(args.models)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"BNext workbench demo: Fig. 2 models on digits ({'quick' if args.quick else 'full'}: width "
+          f"{settings.width}, {settings.input_size}x{settings.input_size} inputs, {settings.epochs} epochs, "
+          f"{settings.grid} grid on {settings.samples} training images; {jobs} job(s) x {threads} thread(s))",
+          flush=True)
+    result = run_demo(out_dir, settings, keys=args.models, jobs=jobs, threads=threads,
+                      progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    timings = {"wall_seconds": round(wall, 2), "settings": asdict(settings), "jobs": jobs, "threads": threads,
+               "stages": {k: round(v, 2) for k, v in result["seconds"].items()}}
+    (out_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+    from .ablate.figures import format_table
+
+    print()
+    if result["rows"]:
+        print("Test accuracy (%) and smoothness of the train-loss landscape (roughness: lower is smoother;")
+        print("convexity_share: share of locally convex grid points; basin widths in direction units):")
+        print(format_table(result["rows"]))
+        print()
+        print(f"Fig. 2 contour panel (log loss, shared levels): {result['panel']}")
+        print(f"3D surfaces side by side (shared z range):      {result['panel_3d']}")
+        print(f"3D surface per model:  {out_dir}/<model>/landscape_3d.png and landscape_3d.html (interactive)")
+        print(f"grids (HDF5):          {out_dir}/<model>/landscape.h5")
+        print(f"table:                 {result['table']['markdown']} and {result['table']['csv']}")
+    for key, err in result["errors"].items():
+        print(f"FAILED {key}: {err}", file=sys.stderr)
+    reused = sum(bool(r.get("reused")) for r in result["rows"])
+    print(f"total wall time {wall:.0f} s ({reused} of {len(result['rows'])} trained models reused); "
+          f"stage times in {out_dir / 'timings.json'}")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    # run the importable module's main, so worker processes unpickle bnext.demo objects, not __main__ ones
+    from bnext.demo import main as _main
+
+    raise SystemExit(_main())
