@@ -27,19 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 
-from landscape.directions import random_directions
+from landscape.directions import Directions, random_directions
 from landscape.surface import evaluate_grid, parse_grid
 
 
 def reference_loop(
     model: nn.Module,
-    dirs,
+    dirs: Directions,
     x: torch.Tensor,
     y: torch.Tensor,
     xs: np.ndarray,
     ys: np.ndarray,
     batch_size: int = 128,
+    progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Li et al.'s evaluation loop: perturb from stored directions, DataLoader batch 128, accumulate."""
     params = list(model.parameters())
@@ -51,8 +53,10 @@ def reference_loop(
     loss_map = np.full((len(xs), len(ys)), np.nan)
     acc_map = np.full_like(loss_map, np.nan)
     model.eval()
+    bar = tqdm(total=len(xs) * len(ys), desc="reference loop", unit="pt", leave=False, disable=not progress)
     for i, a in enumerate(xs):
         for j, b in enumerate(ys):
+            bar.update()
             changes = [d0 * float(a) + d1 * float(b) for d0, d1 in zip(dx, dy)]
             for p, w, d in zip(params, weights, changes):
                 p.data = w + d.type(w.dtype)
@@ -66,6 +70,7 @@ def reference_loop(
                     total += inputs.size(0)
             loss_map[i, j] = total_loss / total
             acc_map[i, j] = 100.0 * correct / total
+    bar.close()
     for p, w in zip(params, weights):
         p.data = w
     return {"train_loss": loss_map, "train_acc": acc_map}
@@ -143,12 +148,12 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
         flush=True,
     )
     t0 = time.perf_counter()
-    ref = reference_loop(model, dirs, x, y, xs, ys)
+    ref = reference_loop(model, dirs, x, y, xs, ys, progress=not args.no_progress)
     t_ref = time.perf_counter() - t0
     print(f"[{name}] (a) reference loop: {t_ref:.1f} s, {n / t_ref:.3f} points/s", flush=True)
     t0 = time.perf_counter()
     got = evaluate_grid(
-        model, dirs, {"train": (x, y)}, xs, ys, device="cpu", progress=args.progress, **opts_engine
+        model, dirs, {"train": (x, y)}, xs, ys, device="cpu", progress=not args.no_progress, **opts_engine
     )
     t_eng = time.perf_counter() - t0
     print(
@@ -184,7 +189,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also torch.compile the engine's forward")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--no-packed", action="store_true", help="do not use bnext.packed for binary models")
-    p.add_argument("--progress", action="store_true", help="tqdm progress for the engine")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = {m: bench(m, args) for m in args.models.split(",") if m}

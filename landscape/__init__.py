@@ -1,0 +1,28 @@
+"""Loss landscapes of any ``torch.nn.Module`` (Li et al. 2018, "Visualizing the Loss Landscape of
+Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: only the CLI
+(``python -m landscape``) imports ``bnext``.
+
+Modules: :mod:`~landscape.directions` (random filter-normalized, interpolation, PCA, reference-tool
+files), :mod:`~landscape.surface` (grid specs, evaluation engine, resumable and sharded compute),
+:mod:`~landscape.store` (the HDF5 schema), :mod:`~landscape.metrics` (roughness, convexity share,
+basin width), :mod:`~landscape.plot` (figures, HTML, VTS, comparisons).
+
+Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_version=1``):
+``xcoordinates`` (nx,), ``ycoordinates`` (ny,) for 2D, ``train_loss``/``train_acc``/``test_loss``/
+``test_acc`` of shape (nx,) or (nx, ny) with NaN where not computed, a ``done`` mask,
+``directions/x/<param>`` and ``directions/y/<param>``, and root attributes for the settings (model
+spec, checkpoint path and SHA-256, data spec, subset size, seed, normalization, ignore rule, package
+version, ...). ``train_loss[i, j]`` is the value at ``(xcoordinates[i], ycoordinates[j])``. See
+:mod:`landscape.store` and ``docs/landscape.md``.
+
+Typical use::
+
+    from landscape.directions import random_directions
+    from landscape.surface import compute_surface
+    d = random_directions(model, seed=0)                      # filter-normalized, BN/bias ignored
+    compute_surface("runs/x/landscape.h5", model, d, {"train": (images, labels)}, "-1:1:21", "-1:1:21")
+"""
+
+from .store import FORMAT, FORMAT_VERSION, Surface, SurfaceFileError, read_surface
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Surface", "SurfaceFileError", "read_surface"]
