@@ -226,7 +226,6 @@ def cmd_compute(args: argparse.Namespace) -> int:
     meta.update(
         {
             "data": data_spec,
-            "subset_size": args.subset,
             "forward": "packed" if forward_factory is not None else "torch",
         }
     )

@@ -47,7 +47,8 @@ FORMAT_VERSION = 1
 VALUE_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
 SPLITS = ("train", "test")
 # Settings that do not change the values on the grid and are therefore not compared on reuse.
-VOLATILE_SETTINGS = frozenset({"checkpoint_path", "package_version", "created", "note"})
+# The forward (torch or an exact packed engine) and the free-text note do not either.
+VOLATILE_SETTINGS = frozenset({"checkpoint_path", "package_version", "created", "note", "forward"})
 
 
 class SurfaceFileError(ValueError):
