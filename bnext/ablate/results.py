@@ -129,13 +129,16 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def default_out_dir(ablation: str, out_dir: str | os.PathLike[str] | None = None, *,
-                    root: str | os.PathLike[str] = "runs") -> Path:
-    """``out_dir`` if given, else ``runs/<ablation>/<timestamp>`` (created)."""
+                    root: str | os.PathLike[str] | None = None) -> Path:
+    """``out_dir`` if given (see :func:`bnext.ablate.paths.output_path`), else ``<root>/<ablation>/<timestamp>``
+    with ``root`` the repository's ``runs/`` (created)."""
+    from .paths import output_path, runs_root
+
     if out_dir:
-        path = Path(out_dir)
+        path = output_path(out_dir)
     else:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / ablation / stamp
+        path = Path(root if root is not None else runs_root()) / ablation / stamp
     path.mkdir(parents=True, exist_ok=True)
     return path
 

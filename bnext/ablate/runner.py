@@ -133,10 +133,13 @@ def execute_point(
     atomic_write_json(spec_path, spec)
     log = run_dir / "log.txt"
     start = time.monotonic()
+    env = dict(os.environ)
+    # busy-waiting OpenMP threads make small models crawl on a shared 2-core machine (see bnext.demo)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(log, "wb") as fh:
         proc = subprocess.Popen([python or sys.executable, "-m", "bnext.ablate.worker", str(spec_path)],
                                 stdout=fh, stderr=subprocess.STDOUT, cwd=str(cwd or Path.cwd()),
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

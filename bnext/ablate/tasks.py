@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .paths import resolve_path, runs_root
+
 #: config keys that do not change what a run computes (ignored when deciding to reuse a run)
 VOLATILE_CONFIG_KEYS = ("progress", "resume", "threads", "output_dir", "name")
 
@@ -51,7 +53,7 @@ def train_config(
     then dotted ``overrides`` (``"optim.lr=2e-3"``). Arguments left ``None`` keep the base value."""
     from bnext.train import Config, load_config
 
-    cfg = load_config(base, allow_missing=True) if base else Config()
+    cfg = load_config(resolve_path(base), allow_missing=True) if base else Config()
     d = cfg.to_dict()
     d["name"] = Path(out_dir).name
     d["output_dir"] = str(out_dir)
@@ -137,6 +139,47 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def augmentation_rows(model: str, augmentations: Sequence[str], out_dir: str | os.PathLike[str], *,
+                      train_kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Table 6: train ``model`` once per augmentation spec (``standard``, ``mixup``, ``randaugment+mixup``,
+    ...); rows ``{"augmentation", "top1", "delta_top1" (vs the first row), "final_top1", "train_seconds"}``."""
+    rows = []
+    for aug in augmentations:
+        kwargs = {**dict(train_kwargs), "augment": aug}
+        result = train(train_config(model, out_dir=Path(out_dir) / aug.replace("+", "_"), **kwargs))
+        rows.append({"augmentation": aug, "top1": result["best_top1"], "final_top1": result.get("final_top1"),
+                     "train_seconds": result.get("seconds"), "checkpoint": result["checkpoint"]})
+    for r in rows:
+        r["delta_top1"] = r["top1"] - rows[0]["top1"]
+    return rows
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], out: str | os.PathLike[str], *,
+              xlabel: str = "test top-1 (%)", title: str = "") -> Path:
+    """Horizontal bar chart (one bar per table row) as PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 0.42 * len(labels) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh(range(len(labels)), values, color="tab:blue", alpha=0.85)
+    ax.set_yticks(range(len(labels)), list(labels), fontsize=8)
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.savefig(out, dpi=110)
+    return Path(out)
+
+
+def torch_device(device: str | None = "auto") -> str:
+    """``auto``/None -> ``cuda`` when available else ``cpu``; anything else unchanged."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 # ----------------------------------------------------------------------------- evaluation
 def eval_tensors(
     data: str = "digits", split: str = "test", *, input_size: int = 32, data_root: str | None = None,
@@ -218,7 +261,7 @@ def compute_landscape(
     seed: int = 0,
     normalization: str = "filter",
     bias_bn: str = "ignore",
-    device: str | None = "cpu",
+    device: str | None = "cpu",  # "auto"/None: CUDA when available
     batch_size: int = 512,
     forward: str = "torch",
     progress: bool = False,
@@ -251,6 +294,7 @@ def compute_landscape(
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    device = None if device in (None, "auto") else device
     kwargs = dict(metadata=meta, progress=progress, device=device, batch_size=batch_size, forward_factory=factory)
     try:
         return compute_surface(out, model, dirs, tensors, x, y, mode="resume", **kwargs)
@@ -361,34 +405,7 @@ class Stopwatch:
         return sum(self.seconds.values())
 
 
-# ----------------------------------------------------------------------------- paths
-def repo_root() -> Path | None:
-    """The source checkout holding this package (with ``pyproject.toml``), or None when installed elsewhere."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else None
-
-
-def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
-    """``path`` as given when it exists (or is absolute), else relative to the repository root.
-
-    Notebooks run with their own folder as working directory in JupyterLab and with the repository
-    root under ``python -m bnext.ablate``; ``configs/...`` and ``runs/...`` work in both.
-    """
-    if path is None or str(path) == "":
-        return None
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    root = repo_root()
-    return root / p if root is not None else p
-
-
-def runs_root() -> Path:
-    """``<repo>/runs`` in a source checkout, else ``./runs``."""
-    root = repo_root()
-    return root / "runs" if root is not None else Path("runs")
-
-
+# ----------------------------------------------------------------------------- browsing surfaces
 def find_surfaces(root: str | os.PathLike[str] | None = None) -> list[Path]:
     """Every ``*.h5`` surface file under ``root`` (default ``runs/``), newest first; trajectories skipped."""
     from landscape.store import SurfaceFileError, read_surface
@@ -461,7 +478,7 @@ def quantization_table(
     lr: float = 1e-7,
     batch_size: int = 128,
     calib_batches: int | None = 8,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
     """Table 7 on a trained checkpoint: top-1 under each I-S-E-O spec (``bnext.quant.table7``).
 
@@ -471,6 +488,7 @@ def quantization_table(
     from bnext.models import load
     from bnext.quant import TABLE7_SPECS, table7
 
+    device = torch_device(device)
     model = load(checkpoint).eval()
     size = model.spec["input_size"]
     xtr, ytr = eval_tensors(data, "train", input_size=size, data_root=data_root)
@@ -575,3 +593,18 @@ def kd_student_runs(
                      "top1": result["best_top1"], "final_top1": result.get("final_top1"),
                      "checkpoint": result["checkpoint"]})
     return rows
+
+
+def table8_rows() -> list[dict[str, Any]]:
+    """Paper Table 8: KC of the torchvision teachers (builders on the meta device; nothing downloaded)."""
+    from bnext.kd import TABLE8, teacher_table
+
+    return [{"teacher": t.arch, "params": t.params, "top1": t.accuracy, "kc": t.kc, "paper_kc": TABLE8.get(t.arch)}
+            for t in teacher_table()]
+
+
+def checkpoint_model(checkpoint: str | os.PathLike[str]) -> str:
+    """The registry name stored in a workbench checkpoint."""
+    from bnext.models import read_checkpoint
+
+    return str(read_checkpoint(checkpoint)["model"])
