@@ -66,200 +66,330 @@ def popcount64(typingctx, x):
     return sig, codegen
 
 
-@intrinsic
-def _tile(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride):
-    """Micro-kernel: ``out[o_off + j*o_stride + c] = K - 2 * sum_l popcount(a_j[l] ^ b[b_off + l*OT + c])``.
+def _emit_popcount_loop(builder, aptr, a_stride, bptr, length):
+    """Emit the register-blocked XNOR-popcount loop; returns the ``PB * NV`` ``<8 x i64>`` sums (pixel-major)."""
+    vty = ir.VectorType(_I64, 8)
+    ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), "llvm.ctpop.v8i64")
+    zero = ir.Constant(vty, None)
+    undef = ir.Constant(vty, ir.Undefined)
+    splat0 = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
 
-    with ``a_j[l] = a[a_off + j*a_stride + l]``, for ``j < PB`` pixels and ``c < OT`` channels;
-    the ``PB * NV`` accumulators stay in vector registers for the whole loop over
-    ``l < length``; results are stored as float32.
+    pre = builder.basic_block
+    loop = builder.append_basic_block("tile.loop")
+    after = builder.append_basic_block("tile.after")
+    builder.cbranch(builder.icmp_signed(">", length, ir.Constant(_I64, 0)), loop, after)
+
+    builder.position_at_end(loop)
+    l_ = builder.phi(_I64)
+    l_.add_incoming(ir.Constant(_I64, 0), pre)
+    accs = []
+    for _ in range(PB * NV):
+        p = builder.phi(vty)
+        p.add_incoming(zero, pre)
+        accs.append(p)
+    lb = builder.mul(l_, ir.Constant(_I64, OT))
+    bvecs = []
+    for v in range(NV):
+        p = builder.gep(bptr, [builder.add(lb, ir.Constant(_I64, 8 * v))])
+        bvecs.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=8))
+    new = []
+    for j in range(PB):
+        p = builder.gep(aptr, [builder.add(builder.mul(a_stride, ir.Constant(_I64, j)), l_)])
+        word = builder.load(p, align=8)
+        av = builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(_I32, 0)), undef, splat0)
+        for v in range(NV):
+            new.append(builder.add(accs[j * NV + v], builder.call(ctpop, [builder.xor(av, bvecs[v])])))
+    l_next = builder.add(l_, ir.Constant(_I64, 1))
+    end = builder.basic_block
+    l_.add_incoming(l_next, end)
+    for p, n in zip(accs, new):
+        p.add_incoming(n, end)
+    builder.cbranch(builder.icmp_signed("<", l_next, length), loop, after)
+
+    builder.position_at_end(after)
+    results = []
+    for i in range(PB * NV):
+        r = builder.phi(vty)
+        r.add_incoming(zero, pre)
+        r.add_incoming(new[i], end)
+        results.append(r)
+    return results
+
+
+def _emit_outputs(builder, results, k_total):
+    """``float(K - 2 * sum)`` as ``<8 x float>`` vectors, pixel-major like ``results``."""
+    vty = ir.VectorType(_I64, 8)
+    fty = ir.VectorType(ir.FloatType(), 8)
+    undef = ir.Constant(vty, ir.Undefined)
+    kvec = builder.shuffle_vector(builder.insert_element(undef, k_total, ir.Constant(_I32, 0)), undef,
+                                  ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+    one = ir.Constant(vty, [1] * 8)
+    return [builder.sitofp(builder.sub(kvec, builder.shl(r, one)), fty) for r in results]
+
+
+def _data_ptr(context, builder, arytype, value, offset):
+    return builder.gep(context.make_array(arytype)(context, builder, value).data, [offset])
+
+
+@intrinsic
+def _tile_rows(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride):
+    """Micro-kernel, row-major store: ``out[o_off + j*o_stride + c] = K - 2 * sum_l popcount(a_j[l] ^ w_c[l])``.
+
+    ``a_j[l] = a[a_off + j*a_stride + l]`` (pixel ``j < PB``), ``w_c[l] = b[b_off + l*OT + c]``
+    (channel ``c < OT``); the ``PB * NV`` accumulators stay in vector registers for the
+    whole receptive field.
     """
     sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride)
 
     def codegen(context, builder, signature, args):
         a_, a_off_, a_st_, b_, b_off_, len_, k_, out_, o_off_, o_st_ = args
-        aptr = builder.gep(context.make_array(signature.args[0])(context, builder, a_).data, [a_off_])
-        bptr = builder.gep(context.make_array(signature.args[3])(context, builder, b_).data, [b_off_])
-        optr = builder.gep(context.make_array(signature.args[7])(context, builder, out_).data, [o_off_])
-        vty = ir.VectorType(_I64, 8)
+        tys = signature.args
+        aptr = _data_ptr(context, builder, tys[0], a_, a_off_)
+        bptr = _data_ptr(context, builder, tys[3], b_, b_off_)
+        optr = _data_ptr(context, builder, tys[7], out_, o_off_)
         fty = ir.VectorType(ir.FloatType(), 8)
-        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), "llvm.ctpop.v8i64")
-        zero = ir.Constant(vty, None)
-        undef = ir.Constant(vty, ir.Undefined)
-        splat0 = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
-
-        pre = builder.basic_block
-        loop = builder.append_basic_block("tile.loop")
-        after = builder.append_basic_block("tile.after")
-        builder.cbranch(builder.icmp_signed(">", len_, ir.Constant(_I64, 0)), loop, after)
-
-        builder.position_at_end(loop)
-        l_ = builder.phi(_I64)
-        l_.add_incoming(ir.Constant(_I64, 0), pre)
-        accs = []
-        for _ in range(PB * NV):
-            p = builder.phi(vty)
-            p.add_incoming(zero, pre)
-            accs.append(p)
-        lb = builder.mul(l_, ir.Constant(_I64, OT))
-        bvecs = []
-        for v in range(NV):
-            p = builder.gep(bptr, [builder.add(lb, ir.Constant(_I64, 8 * v))])
-            bvecs.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=8))
-        new = []
-        for j in range(PB):
-            p = builder.gep(aptr, [builder.add(builder.mul(a_st_, ir.Constant(_I64, j)), l_)])
-            word = builder.load(p, align=8)
-            av = builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(_I32, 0)), undef, splat0)
-            for v in range(NV):
-                new.append(builder.add(accs[j * NV + v], builder.call(ctpop, [builder.xor(av, bvecs[v])])))
-        l_next = builder.add(l_, ir.Constant(_I64, 1))
-        end = builder.basic_block
-        l_.add_incoming(l_next, end)
-        for p, n in zip(accs, new):
-            p.add_incoming(n, end)
-        builder.cbranch(builder.icmp_signed("<", l_next, len_), loop, after)
-
-        builder.position_at_end(after)
-        results = []
-        for i in range(PB * NV):
-            r = builder.phi(vty)
-            r.add_incoming(zero, pre)
-            r.add_incoming(new[i], end)
-            results.append(r)
-        kvec = builder.shuffle_vector(builder.insert_element(undef, k_, ir.Constant(_I32, 0)), undef, splat0)
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, a_st_, bptr, len_), k_)
         for j in range(PB):
             for v in range(NV):
-                y = builder.sub(kvec, builder.shl(results[j * NV + v], ir.Constant(vty, [1] * 8)))
-                yf = builder.sitofp(y, fty)
                 off = builder.add(builder.mul(o_st_, ir.Constant(_I64, j)), ir.Constant(_I64, 8 * v))
-                builder.store(yf, builder.bitcast(builder.gep(optr, [off]), fty.as_pointer()), align=4)
+                builder.store(ys[j * NV + v], builder.bitcast(builder.gep(optr, [off]), fty.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
+@intrinsic
+def _tile_nchw(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_off, c_stride, alpha, alpha_off,
+               corr, corr_offs):
+    """Micro-kernel, NCHW store: ``(K - 2 P - corr) * alpha`` transposed in registers.
+
+    Like :func:`_tile_rows`; pixel ``j`` subtracts ``corr[corr_offs[j] + alpha_off + c]`` (its
+    border correction, 0 inside the image) and multiplies by ``alpha[alpha_off + c]``; channel
+    ``c``'s ``PB`` consecutive pixels go to ``out[o_off + c*c_stride : ... + PB]``.
+    """
+    sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, out, o_off, c_stride, alpha, alpha_off,
+                     corr, corr_offs)
+
+    def codegen(context, builder, signature, args):
+        a_, a_off_, a_st_, b_, b_off_, len_, k_, out_, o_off_, c_st_, al_, al_off_, co_, coffs_ = args
+        tys = signature.args
+        aptr = _data_ptr(context, builder, tys[0], a_, a_off_)
+        bptr = _data_ptr(context, builder, tys[3], b_, b_off_)
+        optr = _data_ptr(context, builder, tys[7], out_, o_off_)
+        alptr = _data_ptr(context, builder, tys[10], al_, al_off_)
+        coptr = _data_ptr(context, builder, tys[12], co_, al_off_)
+        offptr = _data_ptr(context, builder, tys[13], coffs_, ir.Constant(_I64, 0))
+        fty = ir.VectorType(ir.FloatType(), 8)
+        pty = ir.VectorType(ir.FloatType(), PB)
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, a_st_, bptr, len_), k_)
+        offs = [builder.load(builder.gep(offptr, [ir.Constant(_I64, j)])) for j in range(PB)]
+        for v in range(NV):
+            av = builder.load(builder.bitcast(builder.gep(alptr, [ir.Constant(_I64, 8 * v)]), fty.as_pointer()),
+                              align=4)
+            cols = []
+            for j in range(PB):  # pixel j, channels 8v..8v+7
+                cp = builder.gep(coptr, [builder.add(offs[j], ir.Constant(_I64, 8 * v))])
+                cv = builder.load(builder.bitcast(cp, fty.as_pointer()), align=4)
+                cols.append(builder.fmul(builder.fsub(ys[j * NV + v], cv), av))
+            while len(cols) > 1:  # concatenate: element 8*j + lane
+                n = cols[0].type.count
+                mask = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
+                cols = [builder.shuffle_vector(cols[i], cols[i + 1], mask) for i in range(0, len(cols), 2)]
+            allv = cols[0]
+            for lane in range(8):
+                mask = ir.Constant(ir.VectorType(_I32, PB), [8 * j + lane for j in range(PB)])
+                col = builder.shuffle_vector(allv, ir.Constant(allv.type, ir.Undefined), mask)
+                off = builder.mul(c_st_, ir.Constant(_I64, 8 * v + lane))
+                builder.store(col, builder.bitcast(builder.gep(optr, [off]), pty.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
+    height = x.shape[2]
+    width = x.shape[3]
+    channels = x.shape[1]
+    n = r // height
+    h = r % height
+    zero = np.float32(0.0)
+    for wd in range(xp.shape[3]):
+        for w in range(width):
+            tmp[w] = 0
+        c0 = wd * 64
+        for cc in range(min(64, channels - c0)):
+            c = c0 + cc
+            bit = np.uint64(1) << np.uint64(cc)
+            if use_shift:
+                sh = shift[c]
+                for w in range(width):
+                    if not (x[n, c, h, w] + sh >= zero):
+                        tmp[w] |= bit
+            else:
+                for w in range(width):
+                    if not (x[n, c, h, w] >= zero):
+                        tmp[w] |= bit
+        for w in range(width):
+            xp[n, h + pad, w + pad, wd] = tmp[w]
+
+
 @njit(parallel=True, cache=True)
-def pack_input(x, shift, use_shift, pad, xp):  # pragma: no cover - compiled
+def _pack_input_parallel(x, shift, use_shift, pad, xp):
+    for r in prange(x.shape[0] * x.shape[2]):
+        _pack_row(x, shift, use_shift, pad, xp, r, np.empty(x.shape[3], np.uint64))
+
+
+@njit(cache=True)
+def _pack_input_serial(x, shift, use_shift, pad, xp):
+    tmp = np.empty(x.shape[3], np.uint64)
+    for r in range(x.shape[0] * x.shape[2]):
+        _pack_row(x, shift, use_shift, pad, xp, r, tmp)
+
+
+#: inputs with fewer elements are packed on one thread (a parallel launch costs more than it saves)
+PARALLEL_PACK_MIN = 1 << 19
+
+
+def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: np.ndarray) -> None:
     """Binarize ``sign(x + shift)`` of NCHW float32 ``x`` into the zero-bordered NHWC words ``xp``.
 
     ``xp`` must be zero-initialised (its border is never written).  A bit is set where
-    ``not (x + shift >= 0)``, which is ``sign(...) = -1`` exactly as torch computes it.
+    ``not (x + shift >= 0)``: ``sign(...) = -1`` exactly as torch computes it (float32 add).
     """
-    n_img, channels, height, width = x.shape
-    n_words = xp.shape[3]
-    zero = np.float32(0.0)
-    for r in prange(n_img * height):
-        n = r // height
-        h = r % height
-        tmp = np.empty(width, np.uint64)
-        for wd in range(n_words):
-            for w in range(width):
-                tmp[w] = 0
-            c0 = wd * 64
-            for cc in range(min(64, channels - c0)):
-                c = c0 + cc
-                bit = np.uint64(1) << np.uint64(cc)
-                if use_shift:
-                    sh = shift[c]
-                    for w in range(width):
-                        if not (x[n, c, h, w] + sh >= zero):
-                            tmp[w] |= bit
-                else:
-                    for w in range(width):
-                        if not (x[n, c, h, w] >= zero):
-                            tmp[w] |= bit
-            for w in range(width):
-                xp[n, h + pad, w + pad, wd] = tmp[w]
+    fn = _pack_input_parallel if x.size >= PARALLEL_PACK_MIN else _pack_input_serial
+    fn(x, shift, use_shift, pad, xp)
+
+
+@njit(cache=True)
+def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
+               hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs):
+    """One task of :func:`binary_conv`: output row ``task // n_chunks``, channel chunk ``task % n_chunks``."""
+    plane = h_out * w_out
+    length = k * k * n_words
+    n_tiles = wt.shape[0] // (length * OT)
+    tiles_per_chunk = (n_tiles + n_chunks - 1) // n_chunks
+    direct = k == 1 and stride == 1  # 1x1 stride 1: a block's words are contiguous, no gather
+    row = task // n_chunks
+    chunk = task % n_chunks
+    n = row // h_out
+    oh = row % h_out
+    t0 = chunk * tiles_per_chunk
+    t1 = min(n_tiles, t0 + tiles_per_chunk)
+    roff = row_off[oh]
+    ow0 = 0
+    while ow0 < w_out:
+        # the last block is shifted left to end at w_out (a few pixels computed twice) so that
+        # every block is full; only images narrower than PB take the scalar path
+        if ow0 + PB > w_out and w_out >= PB:
+            ow0 = w_out - PB
+        nb = min(PB, w_out - ow0)
+        if direct and nb == PB:
+            src = xf
+            a_off = ((n * hp + oh + pad) * wp + ow0 + pad) * n_words
+            a_stride = n_words
+        else:
+            for j in range(nb):
+                iw0 = (ow0 + j) * stride
+                for ki in range(k):
+                    s0 = ((n * hp + oh * stride + ki) * wp + iw0) * n_words
+                    d0 = j * length + ki * k * n_words
+                    for i in range(k * n_words):
+                        abuf[d0 + i] = xf[s0 + i]
+            src = abuf
+            a_off = 0
+            a_stride = length
+        for j in range(nb):
+            coffs[j] = roff + col_off[ow0 + j]
+        for t in range(t0, t1):
+            if nb == PB and (t + 1) * OT <= n_out:
+                _tile_nchw(src, a_off, a_stride, wt, t * length * OT, length, k_total,
+                           of, (n * n_out + t * OT) * plane + oh * w_out + ow0, plane, alpha, t * OT, corr, coffs)
+                continue
+            _tile_rows(src, a_off, a_stride, wt, t * length * OT, length, k_total, res, 0, OT)
+            for j in range(nb):
+                for c in range(min(OT, n_out - t * OT)):
+                    o = t * OT + c
+                    v = res[j * OT + c] - corr[coffs[j] + o]
+                    of[(n * n_out + o) * plane + oh * w_out + ow0 + j] = v * alpha[o]
+        ow0 += PB
 
 
 @njit(parallel=True, cache=True)
-def binary_conv(xp, wt, tapsum, k, stride, pad, in_h, in_w, k_total, alpha, use_alpha, n_chunks, out):
+def _binary_conv_parallel(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, out):
+    _, hp, wp, n_words = xp.shape
+    n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    xf = xp.reshape(xp.size)
+    of = out.reshape(out.size)
+    length = k * k * n_words
+    for task in prange(out.shape[0] * h_out * n_chunks):
+        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
+                   hp, wp, n_words, n_out, h_out, w_out, np.zeros(PB * length, np.uint64),
+                   np.empty(PB * OT, np.float32), np.zeros(PB, np.int64))
+
+
+@njit(cache=True)
+def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, out):
+    _, hp, wp, n_words = xp.shape
+    n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    xf = xp.reshape(xp.size)
+    of = out.reshape(out.size)
+    length = k * k * n_words
+    abuf = np.zeros(PB * length, np.uint64)
+    res = np.empty(PB * OT, np.float32)
+    coffs = np.zeros(PB, np.int64)
+    for task in range(out.shape[0] * h_out * n_chunks):
+        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
+                   hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs)
+
+
+def border_correction(tapsum: np.ndarray, k: int, stride: int, pad: int, in_h: int, in_w: int,
+                      h_out: int, w_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact zero-padding correction as a small table: ``(corr, row_off, col_off)``.
+
+    With ``+1`` padding a tap that falls outside the image adds ``tapsum[tap, o]`` (the sum
+    of that tap's weight signs); output pixel ``(oh, ow)`` must subtract
+    ``corr[row_off[oh] + col_off[ow] + o]``.  Rows (columns) are grouped by which kernel rows
+    (columns) are valid, so the table has a few entries per border class (zero inside).
+    """
+    o_pad = tapsum.shape[1]
+    ki = np.arange(k)
+    row_valid = ((np.arange(h_out)[:, None] * stride - pad + ki) >= 0) & (
+        (np.arange(h_out)[:, None] * stride - pad + ki) < in_h)
+    col_valid = ((np.arange(w_out)[:, None] * stride - pad + ki) >= 0) & (
+        (np.arange(w_out)[:, None] * stride - pad + ki) < in_w)
+    row_cls, row_idx = np.unique(row_valid, axis=0, return_inverse=True)
+    col_cls, col_idx = np.unique(col_valid, axis=0, return_inverse=True)
+    invalid = ~(row_cls[:, None, :, None] & col_cls[None, :, None, :])  # (rc, cc, ki, kj)
+    table = invalid.reshape(len(row_cls) * len(col_cls), k * k).astype(np.int64) @ tapsum  # (rc*cc, o_pad)
+    corr = np.zeros(table.size + o_pad, np.float32)  # + one zero row (the tile may read a full OT block)
+    corr[: table.size] = table.reshape(-1)
+    row_off = (row_idx.reshape(-1) * len(col_cls) * o_pad).astype(np.int64)
+    col_off = (col_idx.reshape(-1) * o_pad).astype(np.int64)
+    return corr, row_off, col_off
+
+
+def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k_total: int, alpha: np.ndarray,
+                correction: tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray,
+                threads: int | None = None) -> None:
     """XNOR-popcount convolution of packed ``xp`` with kernel-form weights ``wt`` into NCHW float32 ``out``.
 
     Args:
         xp: ``(N, in_h + 2 pad, in_w + 2 pad, words)`` uint64 (zero border).
         wt: 1-D uint64 weight tiles ``[O_pad / OT][k*k*words][OT]``.
-        tapsum: ``(k*k, O_pad)`` int64, sum of weight signs per tap (border correction).
         k_total: ``k * k * C_in``.
-        alpha: ``(O,)`` float32 per-output-channel scale, used if ``use_alpha``.
-        n_chunks: split the output channels of every row into this many parallel tasks.
+        alpha: ``(O_pad,)`` float32 per-output-channel scale (ones when unscaled).
+        correction: :func:`border_correction` of the layer for this input size.
         out: ``(N, O, H_out, W_out)`` float32, fully overwritten.
+        threads: numba threads (default: numba's current setting); 1 runs without a parallel launch.
     """
-    n_img = xp.shape[0]
-    hp = xp.shape[1]
-    wp = xp.shape[2]
-    n_words = xp.shape[3]
-    n_out = out.shape[1]
-    h_out = out.shape[2]
-    w_out = out.shape[3]
-    length = k * k * n_words
-    n_tiles = wt.shape[0] // (length * OT)
-    n_blocks = (w_out + PB - 1) // PB
-    tiles_per_chunk = (n_tiles + n_chunks - 1) // n_chunks
-    xf = xp.reshape(xp.size)
-    of = out.reshape(out.size)
-    # interior output columns need no border correction
-    ow_lo = (pad + stride - 1) // stride
-    ow_hi = (in_w - k + pad) // stride
-    direct = k == 1 and stride == 1  # 1x1 stride 1: the pixels' words are contiguous, no gather
-    for task in prange(n_img * h_out * n_chunks):
-        row = task // n_chunks
-        chunk = task % n_chunks
-        n = row // h_out
-        oh = row % h_out
-        t0 = chunk * tiles_per_chunk
-        t1 = min(n_tiles, t0 + tiles_per_chunk)
-        if t0 >= t1:
-            continue
-        width = (t1 - t0) * OT
-        abuf = np.zeros(PB * length, np.uint64)
-        rowbuf = np.empty(n_blocks * PB * width, np.float32)  # [ow][o - t0*OT]
-        for b in range(n_blocks):
-            ow0 = b * PB
-            nb = min(PB, w_out - ow0)
-            if direct and nb == PB:
-                src = ((n * hp + oh + pad) * wp + ow0 + pad) * n_words
-                for t in range(t0, t1):
-                    _tile(xf, src, n_words, wt, t * length * OT, length, k_total,
-                          rowbuf, ow0 * width + (t - t0) * OT, width)
-                continue
-            for j in range(nb):
-                iw0 = (ow0 + j) * stride
-                for ki in range(k):
-                    for kj in range(k):
-                        src = ((n * hp + oh * stride + ki) * wp + iw0 + kj) * n_words
-                        dst = j * length + (ki * k + kj) * n_words
-                        for wd in range(n_words):
-                            abuf[dst + wd] = xf[src + wd]
-            for t in range(t0, t1):
-                _tile(abuf, 0, length, wt, t * length * OT, length, k_total,
-                      rowbuf, ow0 * width + (t - t0) * OT, width)
-        # transpose the row into NCHW, correct the zero-padded border exactly, scale
-        ih0 = oh * stride - pad
-        row_border = ih0 < 0 or ih0 + k > in_h
-        for ol in range(width):
-            o = t0 * OT + ol
-            if o >= n_out:
-                break
-            base = ((n * n_out + o) * h_out + oh) * w_out
-            for ow in range(w_out):
-                of[base + ow] = rowbuf[ow * width + ol]
-            for ow in range(w_out):
-                if row_border or ow < ow_lo or ow > ow_hi:
-                    iw0 = ow * stride - pad
-                    corr = 0
-                    for ki in range(k):
-                        ih = ih0 + ki
-                        for kj in range(k):
-                            iw = iw0 + kj
-                            if ih < 0 or ih >= in_h or iw < 0 or iw >= in_w:
-                                corr += tapsum[ki * k + kj, o]
-                    of[base + ow] -= np.float32(corr)
-            if use_alpha:
-                a = alpha[o]
-                for ow in range(w_out):
-                    of[base + ow] *= a
+    threads = numba.get_num_threads() if threads is None else threads
+    rows = out.shape[0] * out.shape[2]
+    o_pad = alpha.shape[0]
+    chunks = 1 if threads == 1 else chunks_for(rows, o_pad // OT, threads)
+    fn = _binary_conv_serial if threads == 1 else _binary_conv_parallel
+    corr, row_off, col_off = correction
+    fn(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, chunks, out)
 
 
 def set_threads(threads: int) -> int:

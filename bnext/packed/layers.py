@@ -120,7 +120,11 @@ class PackedBinaryConv2d(nn.Module):
             raise PackingError(f"alpha must be given exactly when scale != 'none' (scale={self.scale!r})")
         self.signs = np.ascontiguousarray(negative, dtype=bool)
         self.wt, self.tapsum = kernel_weights(self.signs)
+        self._corrections: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
+        self.alpha_pad = np.ones(self.tapsum.shape[1], np.float32)  # kernel form: padded, ones when unscaled
+        if self.alpha is not None:
+            self.alpha_pad[: self.out_channels] = self.alpha
         self.shift = None if shift is None else np.ascontiguousarray(shift, dtype=np.float32)
 
     @property
@@ -148,12 +152,14 @@ class PackedBinaryConv2d(nn.Module):
         shape = self.output_shape(n, h, w)
         if out is None:
             out = np.empty(shape, np.float32)
-        threads = kernels.numba_get_threads()
-        chunks = kernels.chunks_for(n * shape[2], self.tapsum.shape[1] // kernels.OT, threads)
-        alpha = self.alpha if self.alpha is not None else np.ones(1, np.float32)
-        kernels.binary_conv(xp, self.wt, self.tapsum, self.kernel_size, self.stride, self.padding, h, w,
-                            self.kernel_size * self.kernel_size * self.in_channels, alpha,
-                            self.alpha is not None, chunks, out)
+        key = (h, w)
+        correction = self._corrections.get(key)
+        if correction is None:
+            correction = kernels.border_correction(self.tapsum, self.kernel_size, self.stride, self.padding, h, w,
+                                                   shape[2], shape[3])
+            self._corrections[key] = correction
+        kernels.binary_conv(xp, self.wt, self.kernel_size, self.stride, self.padding,
+                            self.kernel_size * self.kernel_size * self.in_channels, self.alpha_pad, correction, out)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
