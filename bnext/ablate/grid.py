@@ -24,6 +24,28 @@ import yaml
 RESERVED = ("out_dir",)
 
 
+class _GridLoader(yaml.SafeLoader):
+    """YAML without YAML 1.1's base-60 numbers (``-1:1:11`` stays a string, not -3649) and with ``1e-3``
+    read as a float."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_GridLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_GridLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"),
+                                  list("-+0123456789"))
+_GridLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def read_value(text: str) -> Any:
+    """One value as YAML (``true``, ``0.5``, ``1e-3``, ``[1, 2]``, ``null``, ``-1:1:11`` stays text)."""
+    return yaml.load(text, Loader=_GridLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class GridError(ValueError):
     """A grid names an unknown parameter, has a malformed entry or a value of the wrong type."""
 
@@ -39,7 +61,7 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
         if name in grid:
             raise GridError(f"parameter {name!r} is given twice on the command line")
         try:
-            grid[name] = yaml.safe_load(text) if text.strip() else ""
+            grid[name] = read_value(text) if text.strip() else ""
         except yaml.YAMLError as exc:
             raise GridError(f"grid entry {item!r}: the value is not valid YAML ({exc})") from None
     return grid
@@ -51,7 +73,7 @@ def load_grid_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_value(path.read_text())
     except yaml.YAMLError as exc:
         raise GridError(f"grid file {path} is not valid YAML ({exc})") from None
     if data is None:
@@ -77,7 +99,8 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, dict[str,
         found = papermill.inspect_notebook(str(path))
     except Exception as exc:  # noqa: BLE001 - any unreadable notebook
         raise GridError(f"notebook {path} could not be read ({exc.__class__.__name__}: {exc})") from None
-    if not found:
+    extra = _assignments(path)
+    if extra is None:
         raise GridError(f"notebook {path} has no cell tagged 'parameters'; the runner needs one to know "
                         f"which parameters exist")
     out = {}
@@ -91,6 +114,42 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, dict[str,
         if declared == "None" and literal and default is not None:
             declared = type(default).__name__
         out[name] = {"default": default, "type": declared, "help": p.get("help", "")}
+    # papermill's line parser skips assignments with a second '=' (e.g. a string "a=b"); papermill still
+    # injects such parameters, so take them from the cell's syntax tree
+    for name, default in extra.items():
+        if name not in out:
+            declared = type(default).__name__ if default is not None and not isinstance(default, _Source) else "None"
+            out[name] = {"default": default, "type": declared, "help": ""}
+    return out
+
+
+class _Source(str):
+    """A default that is not a literal (kept as its source text)."""
+
+
+def _assignments(path: Path) -> dict[str, Any] | None:
+    """Top-level assignments of the first cell tagged ``parameters`` (None when there is no such cell)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return None
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError:
+        return {}
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets if isinstance(node, ast.Assign) \
+            else []
+        value = getattr(node, "value", None)
+        for t in targets:
+            if isinstance(t, ast.Name) and value is not None:
+                try:
+                    out[t.id] = ast.literal_eval(value)
+                except ValueError:
+                    out[t.id] = _Source(ast.unparse(value))
     return out
 
 

@@ -122,10 +122,15 @@ def aggregate(rows: Sequence[Mapping[str, Any]], index: Sequence[str], columns: 
     return out
 
 
-def _pm(mean: float, std: float) -> str:
+def _digits(means: Sequence[float]) -> int:
+    """Decimals for a column: 2 when its values reach 1 or more (accuracies, losses), else 4."""
+    finite = [abs(m) for m in means if math.isfinite(m)]
+    return 2 if finite and max(finite) >= 1 else 4
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
     if not math.isfinite(mean):
         return "n/a"
-    digits = 2 if abs(mean) >= 1 else 4
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -165,7 +170,8 @@ def write_summary(out: str | os.PathLike[str], *, metric: str | None = None) -> 
           f"{len(results)} completed run(s), {len(failures)} failed; metrics are mean ± std over repeated runs "
           f"(seeds), n = runs per row.", ""]
     if table:
-        shown = [{**{k: r[k] for k in index}, **{c: _pm(r[f"{c}_mean"], r[f"{c}_std"]) for c in columns},
+        digits = {c: _digits([r[f"{c}_mean"] for r in table]) for c in columns}
+        shown = [{**{k: r[k] for k in index}, **{c: _pm(r[f"{c}_mean"], r[f"{c}_std"], digits[c]) for c in columns},
                   "n": r["n"]} for r in table]
         md.append(markdown_table(shown, list(index) + list(columns) + ["n"]))
     if failures:

@@ -56,6 +56,23 @@ def test_grid_parsing_and_expansion():
         parse_assignments(["novalue"])
 
 
+def test_values_are_yaml_without_base_60_numbers():
+    grid = parse_assignments(["grid=-1:1:11", "lr=1e-3", "flag=true", "none=null", "grids=[-1:1:5,-2:2:9]"])
+    assert grid == {"grid": "-1:1:11", "lr": 1e-3, "flag": True, "none": None, "grids": ["-1:1:5", "-2:2:9"]}
+
+
+def test_parameters_papermill_cannot_parse_are_still_known(tmp_path: Path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('x = 1\noverrides = ["optim.lr=1e-3"]  # key=value strings\nout_dir = None')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(tmp_path / "p.ipynb"))
+    params = notebook_parameters(tmp_path / "p.ipynb")
+    assert params["overrides"]["default"] == ["optim.lr=1e-3"] and params["x"]["type"] == "int"
+    validate_grid({"overrides": [["train.epochs=2"]]}, params)
+
+
 def test_validation_rejects_unknown_reserved_and_mistyped(toy: Path):
     params = notebook_parameters(toy)
     assert params["a"]["default"] == 1 and params["a"]["type"] == "int"

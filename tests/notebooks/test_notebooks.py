@@ -42,9 +42,19 @@ def top1_ok(value) -> bool:
 
 
 def test_notebooks_exist_with_parameters_cell_and_no_outputs():
+    import ast
+
+    import nbformat
+    import papermill
+
     for name in NAMES:
         path = NOTEBOOKS / f"{name}.ipynb"
         params = notebook_parameters(path)
+        # papermill's own parser (JupyterLab/papermill users) sees every assignment of the cell
+        cell = next(c for c in nbformat.read(str(path), as_version=4).cells
+                    if "parameters" in c.metadata.get("tags", []))
+        names = {t.id for n in ast.parse(cell.source).body for t in n.targets}
+        assert names == set(papermill.inspect_notebook(str(path))) == set(params), name
         assert "out_dir" in params, name
         assert '"output_type"' not in path.read_text(), f"{name} is committed with outputs"
         if name != "explore":
