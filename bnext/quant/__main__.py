@@ -99,11 +99,17 @@ def _cmd_size(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..models import CheckpointError
+
     argv = sys.argv[1:] if argv is None else argv
     commands = {"table": _cmd_table, "size": _cmd_size}
-    if argv and argv[0] in commands:
-        return commands[argv[0]](argv[1:])
-    return _cmd_quantize(argv)
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return _cmd_quantize(argv)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
