@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a workbench model (BNext recipe, paper section 5.1). Under torchrun: DDP.",
         epilog="Overrides are dotted keys, e.g. train.epochs=3 model.options.info_rcp=false data.batch_size=64.",
     )
-    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    parser.add_argument("--config", help="YAML config file (see configs/); required unless --list-keys")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/last.pt")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_keys:
         print("\n".join(valid_keys()))
         return 0
+    if not args.config:
+        parser.error("--config FILE.yaml is required")
     try:
         overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
         cfg = load_config(args.config, overrides, allow_missing=args.print_config)

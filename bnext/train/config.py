@@ -203,6 +203,9 @@ def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     keys = []
     for name, tp in _hints(cls).items():
         key = f"{prefix}{name}"
+        if typing.get_origin(tp) in (Union, types.UnionType):  # Optional[section]
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = inner[0] if len(inner) == 1 else tp
         if dataclasses.is_dataclass(tp):
             keys += valid_keys(tp, key + ".")
         else:

@@ -97,7 +97,7 @@ def _load_init_checkpoint(model: nn.Module, path: str) -> None:
 
 def _quantize(model: nn.Module, spec: Any) -> nn.Module:
     try:
-        from .. import quant  # noqa: PLC0415  (optional package, written separately)
+        from .. import quant  # optional package, written separately
     except ImportError as e:
         raise ConfigError(f"quant.spec is set ({spec!r}) but bnext.quant cannot be imported ({e}); "
                           "unset quant.spec or install the quantization package") from None
@@ -173,12 +173,14 @@ def run(config: Config | dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"required config key(s) not set: {', '.join(missing)}")
     threads_before = _set_threads(cfg.threads)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     ctx = setup(cfg.device, cfg.distributed.backend)
     try:
         return _run(cfg, ctx)
     finally:
         cleanup(ctx)
         torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(deterministic_before)
 
 
 def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:

@@ -90,3 +90,21 @@ def test_init_checkpoint_and_quant_hook(tiny_config, tmp_path):
     except ImportError:
         with pytest.raises(ConfigError, match="bnext.quant"):
             run(tiny_config(tmp_path / "d", **{"quant.spec": "8/8-4/8-4/8-8/8"}))
+
+
+def test_loader_path_resume_is_bit_identical(tiny_config, tmp_path):
+    """The per-sample DataLoader path (RandAugment needs it) resumes exactly too (RNG states restored)."""
+    extra = {"data.in_memory": "false", "data.augment": "randaugment", "data.batch_size": 16,
+             "train.steps_per_epoch": 2}
+    full = run(tiny_config(tmp_path / "full", **extra))
+    run(tiny_config(tmp_path / "cut", **extra, **{"train.stop_after": 1}))
+    resumed = run(tiny_config(tmp_path / "cut", resume="true", **extra))
+    a, b = _params(tmp_path / "full/checkpoints/last.pt"), _params(tmp_path / "cut/checkpoints/last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["final_top1"] == full["final_top1"]
+    # resuming a finished run trains nothing and reports the same result
+    again = run(tiny_config(tmp_path / "cut", resume="true", **extra))
+    assert again["final_top1"] == full["final_top1"] and again["finished"]
+    with pytest.raises(ConfigError, match="cannot resume"):
+        run(tiny_config(tmp_path / "cut", resume="true", **extra, **{"train.epochs": 5}))
