@@ -426,6 +426,18 @@ def validate(cfg: Config, *, allow_missing: bool = False) -> None:
                           f"registered: {', '.join(list_models())}")
     if cfg.kd.enabled and cfg.kd.strong is None:
         raise ConfigError("kd.enabled is true but kd.strong is not set (a teacher with 'arch' and 'weights')")
+    teachers = ([("kd.strong", cfg.kd.strong)] if cfg.kd.strong else []) + [
+        (f"kd.assistants.{i}", t) for i, t in enumerate(cfg.kd.assistants)
+    ]
+    if cfg.kd.enabled and teachers:
+        from ..kd.teachers import WORKBENCH, classification_builders
+
+        builders = classification_builders()
+        for key, t in teachers:
+            if t.arch is not None and t.arch not in WORKBENCH and t.arch not in builders:
+                raise ConfigError(f"config key '{key}.arch': {t.arch!r} is not a torchvision classification "
+                                  "builder (e.g. resnet34, efficientnet_b0, convnext_tiny); use null for a "
+                                  "workbench checkpoint")
     from ..data import dataset_info, parse_augment
 
     try:

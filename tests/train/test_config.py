@@ -84,6 +84,8 @@ def test_unknown_keys_list_the_valid_ones(tmp_path):
         load_config(None, ["model.name=resnet9000"])
     with pytest.raises(ConfigError, match="augmentation"):
         load_config(None, ["data.augment=standard+blur"])
+    with pytest.raises(ConfigError, match=r"kd.assistants.0.arch.*not a torchvision"):
+        load_config("configs/imagenet_bnext_t.yaml", ["kd.assistants.0.arch=efficientnet_b9"], allow_missing=True)
 
 
 def test_to_dict_roundtrip(tmp_path):

@@ -86,10 +86,16 @@ def test_init_checkpoint_and_quant_hook(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="holds model"):
         run(tiny_config(tmp_path / "c", init_checkpoint=str(ckpt), **{"model.name": "resnet18", "train.epochs": 0}))
     try:
-        import bnext.quant  # noqa: F401
+        import bnext.quant as quant
     except ImportError:
         with pytest.raises(ConfigError, match="bnext.quant"):
             run(tiny_config(tmp_path / "d", **{"quant.spec": "8/8-4/8-4/8-8/8"}))
+        return
+    # quantize after init_checkpoint, then quant.finetune_epochs epochs replace train.epochs
+    result = run(tiny_config(tmp_path / "q", init_checkpoint=str(ckpt), **{
+        "quant.spec": "8/8-4/8-4/8-8/8", "quant.finetune_epochs": 1, "train.epochs": 7, "optim.lr": 1e-7}))
+    assert result["finished"] and result["epochs"] == 1
+    assert quant.load(tmp_path / "q/checkpoints/best.pt").quant_spec == "8/8-4/8-4/8-8/8"
 
 
 def test_loader_path_resume_is_bit_identical(tiny_config, tmp_path):
