@@ -186,6 +186,14 @@ def test_save_load_rebuilds_identical_outputs(tmp_path, images, spec):
     assert torch.equal(again(images), expected)
 
 
+def test_load_reads_trainer_checkpoints(tmp_path, images):
+    # bnext.train saves quantized runs with bnext.models.save and the run config in extra
+    q = quantize(small("bnext18"), PAPER_SPEC)
+    calibrate(q, [images])
+    models.save(q, tmp_path / "run.pt", config={"quant": {"spec": PAPER_SPEC, "finetune_epochs": 1}})
+    assert torch.equal(load(tmp_path / "run.pt").eval()(images), q.eval()(images))
+
+
 def test_load_reads_float_checkpoints(tmp_path, images):
     model = small("bnext18").eval()
     models.save(model, tmp_path / "f.pt")
