@@ -74,15 +74,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import cpu_model, model_benchmark, set_threads
+    from .bench import cpu_model, load_average, model_benchmark, set_threads
 
     set_threads(args.threads)
     r = model_benchmark(args.model, args.input_size, args.batch, args.width, repeats=args.repeats,
                         threads=args.threads)
-    print(f"CPU: {cpu_model()}, threads: {args.threads}")
+    print(f"CPU: {cpu_model()}, threads: {args.threads}, load average: {load_average()}")
     print(f"{r['model']} @{r['input_size']} batch {r['batch']} width {r['width']}: simulated fp32 "
           f"{r['simulated_ms']:.2f} ms, packed {r['packed_ms']:.2f} ms, ratio {r['ratio']:.2f}x "
           f"(best of {args.repeats}; max rel. logit diff {r['max_rel_diff']:.1e})")
+    print(f"float model with precomputed +-1 weights: {r['prebinarized_ms']:.2f} ms, "
+          f"ratio {r['ratio_prebinarized']:.2f}x")
     print(f"weights: float {r['weights_float_mib']:.2f} MiB, packed {r['weights_packed_mib']:.2f} MiB "
           f"(binary convs {r['binary_float_mib']:.2f} -> {r['binary_packed_mib']:.3f} MiB); "
           f"pack() {r['pack_ms']:.1f} ms")

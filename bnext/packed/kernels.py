@@ -208,6 +208,7 @@ def _tile_nchw(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_
 
 @njit(cache=True)
 def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
+    """Pack input row ``r`` (image ``r // H``, row ``r % H``) of ``x`` into ``xp`` (branch-free inner loop)."""
     height = x.shape[2]
     width = x.shape[3]
     channels = x.shape[1]
@@ -220,16 +221,14 @@ def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
         c0 = wd * 64
         for cc in range(min(64, channels - c0)):
             c = c0 + cc
-            bit = np.uint64(1) << np.uint64(cc)
+            bit = np.uint64(cc)
             if use_shift:
                 sh = shift[c]
                 for w in range(width):
-                    if not (x[n, c, h, w] + sh >= zero):
-                        tmp[w] |= bit
+                    tmp[w] |= np.uint64(not (x[n, c, h, w] + sh >= zero)) << bit
             else:
                 for w in range(width):
-                    if not (x[n, c, h, w] >= zero):
-                        tmp[w] |= bit
+                    tmp[w] |= np.uint64(not (x[n, c, h, w] >= zero)) << bit
         for w in range(width):
             xp[n, h + pad, w + pad, wd] = tmp[w]
 
