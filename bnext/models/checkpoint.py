@@ -100,10 +100,22 @@ def load(
     if expected_model is not None and ckpt["model"] != expected_model:
         raise CheckpointError(f"{path} holds model {ckpt['model']!r}, expected {expected_model!r}")
     model = create(ckpt["model"], num_classes=ckpt["num_classes"], input_size=ckpt["input_size"], **ckpt["options"])
+    spec = quant_spec_of(ckpt)
+    if spec is not None:  # post-training-quantized model: rebuild its quantized layers first
+        from ..quant import quantize
+
+        model = quantize(model, spec, inplace=True)
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: state dict does not match model {ckpt['model']!r} with options {ckpt['options']}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{path}: state dict does not match model {ckpt['model']!r} with options {ckpt['options']}"
+            f"{f' quantized as {spec!r}' if spec else ''}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model
+
+
+def quant_spec_of(ckpt: dict[str, Any]) -> str | None:
+    """The post-training-quantization spec a checkpoint was saved with (``bnext.quant.save`` or a
+    ``bnext.train`` run with ``quant.spec`` set), or ``None`` for a float/binary model."""
+    extra = ckpt.get("extra") or {}
+    return extra.get("quant_spec") or ((extra.get("config") or {}).get("quant") or {}).get("spec")

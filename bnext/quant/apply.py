@@ -163,20 +163,9 @@ def save(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a checkpoint of :func:`save`, of a quantized ``bnext.train`` run, or a float one.
 
-    ``quantize(create(...), spec)`` + strict ``load_state_dict``; the spec is ``extra["quant_spec"]``
-    or ``extra["config"]["quant"]["spec"]``.
+    Same as :func:`bnext.models.load`, which rebuilds ``quantize(create(...), spec)`` whenever the
+    checkpoint carries a spec (``extra["quant_spec"]`` or ``extra["config"]["quant"]["spec"]``).
     """
-    from ..models import CheckpointError, create, read_checkpoint
+    from ..models import load as load_model
 
-    ckpt = read_checkpoint(path, map_location)
-    model = create(ckpt["model"], num_classes=ckpt["num_classes"], input_size=ckpt["input_size"], **ckpt["options"])
-    extra = ckpt.get("extra") or {}
-    # written by save(), or by a bnext.train run with quant.spec set (the spec sits in its config)
-    spec = extra.get("quant_spec") or ((extra.get("config") or {}).get("quant") or {}).get("spec")
-    if spec is not None:
-        model = quantize(model, spec, inplace=True)
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: state dict does not match {ckpt['model']!r} quantized with {spec!r}: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
+    return load_model(path, map_location)

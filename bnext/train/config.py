@@ -133,10 +133,18 @@ class TrajectoryConfig:
 
 @dataclass
 class QuantConfig:
-    """Reserved for post-training quantization (``bnext.quant``)."""
+    """Post-training quantization (``bnext.quant``, paper section 7.5).
+
+    With ``spec`` set, the run quantizes the model after ``init_checkpoint``, calibrates the
+    activation ranges on ``calibrate_batches`` training batches, freezes the binary layers, keeps
+    the loaded binarization temperature and fine-tunes for ``finetune_epochs`` with AdamW
+    (betas 0.99/0.999, ``lr``, no weight decay, constant learning rate).
+    """
 
     spec: Any = None
     finetune_epochs: int = 0
+    lr: float = 1e-7
+    calibrate_batches: int = 8
 
 
 @dataclass

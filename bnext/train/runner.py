@@ -216,13 +216,22 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     if cfg.train.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.steps_per_epoch)
     total_steps = max(epochs * steps_per_epoch, 1)
-    optimizer = build_optimizer(model, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                wd_real=cfg.optim.weight_decay, wd_binary=cfg.optim.binary_weight_decay)
     per_step = cfg.lr_schedule.interval == "step"
     unit = steps_per_epoch if per_step else 1
-    scheduler = build_lr_scheduler(optimizer, total_steps=max(epochs, 1) * unit,
-                                   warmup_steps=round(cfg.lr_schedule.warmup_epochs * unit),
-                                   warmup_lr=cfg.lr_schedule.warmup_lr, min_lr=cfg.lr_schedule.min_lr)
+    quant_finetune = cfg.quant.spec is not None
+    if quant_finetune:  # section 7.5: binary layers frozen, AdamW(0.99, 0.999), lr 1e-7, no decay
+        from .. import quant
+
+        quant.calibrate(model, data.train.epoch(0), device=device, max_batches=cfg.quant.calibrate_batches)
+        quant.freeze_binary_layers(model)
+        optimizer = quant.make_optimizer(model, lr=cfg.quant.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    else:
+        optimizer = build_optimizer(model, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                    wd_real=cfg.optim.weight_decay, wd_binary=cfg.optim.binary_weight_decay)
+        scheduler = build_lr_scheduler(optimizer, total_steps=max(epochs, 1) * unit,
+                                       warmup_steps=round(cfg.lr_schedule.warmup_epochs * unit),
+                                       warmup_lr=cfg.lr_schedule.warmup_lr, min_lr=cfg.lr_schedule.min_lr)
     distiller = _build_distiller(cfg, data.num_classes, device, epochs) if cfg.kd.enabled else None
     b = cfg.binarize
 
@@ -279,10 +288,11 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     for epoch in range(start_epoch, stop):
         t0 = time.perf_counter()
         step_cb = None
-        if b.interval == "step":
+        if b.interval == "step" and not quant_finetune:
             def step_cb(step: int, _e: int = epoch) -> None:
                 set_tau(model, tau_for((_e * steps_per_epoch + step) / total_steps))
-        set_tau(model, tau_for(epoch / max(epochs, 1)))
+        if not quant_finetune:  # fine-tuning keeps the loaded (binary) temperature
+            set_tau(model, tau_for(epoch / max(epochs, 1)))
         tau = get_tau(model)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(

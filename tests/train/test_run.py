@@ -95,7 +95,21 @@ def test_init_checkpoint_and_quant_hook(tiny_config, tmp_path):
     result = run(tiny_config(tmp_path / "q", init_checkpoint=str(ckpt), **{
         "quant.spec": "8/8-4/8-4/8-8/8", "quant.finetune_epochs": 1, "train.epochs": 7, "optim.lr": 1e-7}))
     assert result["finished"] and result["epochs"] == 1
-    assert quant.load(tmp_path / "q/checkpoints/best.pt").quant_spec == "8/8-4/8-4/8-8/8"
+    tuned = quant.load(tmp_path / "q/checkpoints/last.pt")
+    assert tuned.quant_spec == "8/8-4/8-4/8-8/8"
+    from bnext.models import load as load_model
+
+    assert load_model(tmp_path / "q/checkpoints/last.pt").quant_spec == "8/8-4/8-4/8-8/8"
+    # section 7.5: binary layers frozen, temperature kept, activation ranges calibrated
+    init = load_model(ckpt)
+    init_sd, tuned_sd = init.state_dict(), tuned.state_dict()
+    from bnext.nn import binary_layers
+
+    for name, layer in binary_layers(tuned):
+        assert torch.equal(tuned_sd[f"{name}.weight"], init_sd[f"{name}.weight"]), name
+        assert float(layer.tau) == float(init_sd[f"{name}.tau"])
+    ranges = [v for k, v in tuned_sd.items() if k.endswith("min_val")]
+    assert ranges and all(torch.isfinite(v).all() for v in ranges)
 
 
 def test_loader_path_resume_is_bit_identical(tiny_config, tmp_path):
