@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# idle OpenMP threads must sleep, not spin: on a busy 2-core machine spinning threads slow tiny
+# ops by orders of magnitude (set before torch loads; subprocesses inherit it)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
