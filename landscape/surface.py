@@ -214,6 +214,13 @@ class SurfaceEngine:
 
     ``data`` maps split names (``train``/``test``) to ``(inputs, targets)`` tensors. The model is
     restored on :meth:`close` (also on exceptions inside ``with``).
+
+    Options: ``device`` (default CUDA when available; a model elsewhere is evaluated on a copy),
+    ``batch_size`` (512), ``fuse_bn`` (fold BN into plain convs; off for binary networks),
+    ``bn_recalibrate`` (recompute BN statistics at every point from ``calibration`` inputs, default
+    the train split), ``forward_factory`` (``model -> forward``, called after each point's weights
+    are set, e.g. a packed XNOR engine), ``channels_last``, ``compile`` (``torch.compile``), and
+    ``points_per_forward`` (> 1: several points per forward via ``vmap``; a GPU option).
     """
 
     def __init__(
