@@ -4,6 +4,8 @@
 ``python -m bnext.packed info model.bnx [--json]``        sizes and binary layers of a packed file
 ``python -m bnext.packed bench [--model bnext18 --input-size 224 --batch 1 --threads 2]``
                                                           packed vs simulated time and ratio
+``python -m bnext.packed sizes [--models bnext18 bnext_t ...]``
+                                                          checkpoint vs packed file size
 """
 
 from __future__ import annotations
@@ -91,6 +93,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sizes(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .bench import size_row
+
+    print(f"{'model':<9} {'checkpoint MiB':>14} {'packed MiB':>11} {'ratio':>6} {'counted MiB':>12} {'paper MiB':>10} "
+          f"{'packed vs paper':>15}")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for name in args.models:
+            r = size_row(name, tmp)
+            paper = r["paper_mib"]
+            vs = f"{100 * (r['packed_mib'] / paper - 1):+.1f}%" if paper else "n/a"
+            print(f"{name:<9} {r['checkpoint_mib']:>14.2f} {r['packed_mib']:>11.2f} "
+                  f"{r['checkpoint_mib'] / r['packed_mib']:>5.1f}x {r['counted_mib']:>12.2f} "
+                  f"{paper if paper else float('nan'):>10.2f} {vs:>15}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bnext.packed", description="Packed 1-bit inference engine.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -111,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(fn=_cmd_bench)
+    p = sub.add_parser("sizes", help="checkpoint vs packed file size of BNext models (224, 1000 classes)")
+    p.add_argument("--models", nargs="+", default=["bnext18", "bnext_t", "bnext_s", "bnext_m", "bnext_l"])
+    p.add_argument("--workdir", default=None, help="where the temporary files go (default: system temp)")
+    p.set_defaults(fn=_cmd_sizes)
     args = ap.parse_args(argv)
     return args.fn(args)
 

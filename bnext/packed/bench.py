@@ -173,3 +173,32 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
         "binary_float_mib": binary_float / 2**20,
         "binary_packed_mib": mem["binary"] / 2**20,
     }
+
+
+#: paper Table 2 model sizes (MiB by the counting rule), 224x224 input, 1000 classes
+PAPER_SIZE_MIB = {"bnext18": 5.43, "bnext_t": 13.32, "bnext_s": 26.75, "bnext_m": 46.57, "bnext_l": 106.32}
+
+
+def size_row(name: str, workdir: str, input_size: int = 224, num_classes: int = 1000) -> dict[str, Any]:
+    """Checkpoint file (``bnext.models.save``) vs packed file (``bnext.packed.save``) of one model, in MiB."""
+    from pathlib import Path
+
+    from ..models import create
+    from ..models import save as save_checkpoint
+    from ..profile import count
+    from .fileformat import save
+
+    model = create(name, num_classes=num_classes, input_size=input_size).eval()
+    set_tau(model, 0.0)
+    ckpt = save_checkpoint(model, Path(workdir) / f"{name}.pt")
+    packed_path = save(pack(model), Path(workdir) / f"{name}.bnx")
+    row = {
+        "model": name,
+        "checkpoint_mib": ckpt.stat().st_size / 2**20,
+        "packed_mib": packed_path.stat().st_size / 2**20,
+        "counted_mib": count(model, input_size).size_mib,
+        "paper_mib": PAPER_SIZE_MIB.get(name),
+    }
+    ckpt.unlink()
+    packed_path.unlink()
+    return row

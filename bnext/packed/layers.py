@@ -121,6 +121,7 @@ class PackedBinaryConv2d(nn.Module):
         self.signs = np.ascontiguousarray(negative, dtype=bool)
         self.wt, self.tapsum = kernel_weights(self.signs)
         self._corrections: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._chooser = kernels.ThreadChooser()
         self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
         self.alpha_pad = np.ones(self.tapsum.shape[1], np.float32)  # kernel form: padded, ones when unscaled
         if self.alpha is not None:
@@ -158,8 +159,14 @@ class PackedBinaryConv2d(nn.Module):
             correction = kernels.border_correction(self.tapsum, self.kernel_size, self.stride, self.padding, h, w,
                                                    shape[2], shape[3])
             self._corrections[key] = correction
-        kernels.binary_conv(xp, self.wt, self.kernel_size, self.stride, self.padding,
-                            self.kernel_size * self.kernel_size * self.in_channels, self.alpha_pad, correction, out)
+        threads = kernels.numba_get_threads()
+        k_total = self.kernel_size * self.kernel_size * self.in_channels
+
+        def run(t: int) -> None:
+            kernels.binary_conv(xp, self.wt, self.kernel_size, self.stride, self.padding, k_total, self.alpha_pad,
+                                correction, out, t)
+
+        self._chooser.run((n, h, w), threads, run)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
