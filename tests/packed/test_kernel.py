@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bnext.nn import BinaryConv2d, sign
-from bnext.packed import PackedBinaryConv2d, PackingError
+from bnext.packed import PackedBinaryConv2d, PackingError, kernels
 from bnext.packed.bits import pack_signs, popcount_words
 from bnext.packed.kernels import set_threads
 
@@ -84,18 +84,58 @@ def test_shift_is_added_before_sign_exactly():
         assert torch.equal(PackedBinaryConv2d.from_layer(layer)(x), layer(x))
 
 
-def test_thread_count_does_not_change_results():
-    layer = _layer(96, 40, 3, 1)
-    packed = PackedBinaryConv2d.from_layer(layer)
-    x = torch.randn(2, 96, 10, 10)
+@pytest.mark.parametrize("cin,cout,k,stride,h,batch",
+                         [(96, 40, 3, 1, 10, 2), (64, 200, 3, 2, 9, 1), (70, 48, 1, 1, 6, 3)])
+def test_serial_and_parallel_kernels_agree(cin, cout, k, stride, h, batch):
+    packed = PackedBinaryConv2d.from_layer(_layer(cin, cout, k, stride))
+    x = torch.randn(batch, cin, h, h)
+    xp = packed.pack_input(x.numpy())
+    shape = packed.output_shape(batch, h, h)
+    corr = kernels.border_correction(packed.tapsum, k, stride, k // 2, h, h, shape[2], shape[3])
+    outs = []
+    for threads in (1, 2):
+        out = np.full(shape, np.nan, np.float32)
+        kernels.binary_conv(xp, packed.wt, k, stride, k // 2, k * k * cin, packed.alpha_pad, corr, out, threads)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], F.conv2d(sign(x), sign(packed_weight(packed)), None, stride, k // 2))
+
+
+def packed_weight(packed: PackedBinaryConv2d) -> torch.Tensor:
+    return torch.from_numpy(np.where(packed.signs, -1.0, 1.0).astype(np.float32))
+
+
+def test_parallel_input_packing_matches_serial():
+    x = np.random.default_rng(0).standard_normal((4, 70, 50, 50)).astype(np.float32)  # above PARALLEL_PACK_MIN
+    assert x.size >= kernels.PARALLEL_PACK_MIN
+    shift = np.random.default_rng(1).standard_normal(70).astype(np.float32)
+    a = np.zeros((4, 52, 52, 2), np.uint64)
+    b = np.zeros_like(a)
+    kernels.pack_input(x, shift, True, 1, a)
+    kernels._pack_input_serial(x, shift, True, 1, b)
+    np.testing.assert_array_equal(a, b)
+    expected = pack_signs(np.transpose(~(x + shift[None, :, None, None] >= 0), (0, 2, 3, 1)))
+    np.testing.assert_array_equal(a[:, 1:-1, 1:-1], expected)
+    assert not a[:, 0].any() and not a[:, -1].any() and not a[:, :, 0].any() and not a[:, :, -1].any()
+
+
+def test_thread_chooser_settles_and_keeps_results():
+    chooser = kernels.ThreadChooser()
+    calls = []
+    for _ in range(40):
+        chooser.run(("k",), 2, calls.append)
+    assert set(calls) == {1, 2} and chooser.choice(("k",)) in ("serial", "parallel")
+    one = []
+    kernels.ThreadChooser().run(("k",), 1, one.append)
+    assert one == [1]
     try:
-        set_threads(1)
-        one = packed(x)
         set_threads(2)
-        two = packed(x)
+        packed = PackedBinaryConv2d.from_layer(_layer(64, 32, 3, 1))
+        x = torch.randn(1, 64, 12, 12)
+        first = packed(x)
+        assert all(torch.equal(packed(x), first) for _ in range(6))
     finally:
         set_threads(2)
-    assert torch.equal(one, two)
 
 
 def test_refuses_layer_not_fully_binary():
