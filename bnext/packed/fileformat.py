@@ -47,7 +47,7 @@ from torch import nn
 from ..nn import BinaryConv2d
 from .bits import pack_flat_bits, pack_uint, unpack_flat_bits, unpack_uint
 from .layers import PackedBinaryConv2d, PackingError
-from .model import DEFAULT_THREADS, PackedModel, _set_submodule
+from .model import DEFAULT_THREADS, PackedModel, _set_submodule, replace_real_modules
 
 FORMAT = "bnext-packed"
 VERSION = 1
@@ -285,6 +285,7 @@ def load(path: str | os.PathLike, *, threads: int = DEFAULT_THREADS) -> PackedMo
         except PackingError as e:
             raise PackedFormatError(f"{path}: layer {name!r}: {e}") from None
         _set_submodule(model, name, packed_layer)
+    replace_real_modules(model)
     return PackedModel(model, spec, header.get("quant_spec"), threads)
 
 

@@ -392,6 +392,43 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
     fn(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, chunks, out)
 
 
+@njit(cache=True)
+def _maxpool_plane(x, out, p, k, stride, pad):
+    """Max-pool plane ``p`` of NCHW ``x`` (flattened to ``(N*C, H, W)``) with -inf padding, NaN-propagating."""
+    h_in, w_in = x.shape[1], x.shape[2]
+    h_out, w_out = out.shape[1], out.shape[2]
+    for oh in range(h_out):
+        h0 = oh * stride - pad
+        for ow in range(w_out):
+            w0 = ow * stride - pad
+            m = -np.inf
+            for i in range(max(h0, 0), min(h0 + k, h_in)):
+                for j in range(max(w0, 0), min(w0 + k, w_in)):
+                    v = x[p, i, j]
+                    if v > m or v != v:  # torch's rule: a NaN wins and stays
+                        m = v
+            out[p, oh, ow] = m
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_parallel(x, out, k, stride, pad):
+    for p in prange(x.shape[0]):
+        _maxpool_plane(x, out, p, k, stride, pad)
+
+
+@njit(cache=True)
+def _maxpool_serial(x, out, k, stride, pad):
+    for p in range(x.shape[0]):
+        _maxpool_plane(x, out, p, k, stride, pad)
+
+
+def maxpool2d(x: np.ndarray, out: np.ndarray, k: int, stride: int, pad: int, threads: int = 1) -> None:
+    """``max_pool2d`` of NCHW float32 ``x`` into ``out`` (same values as torch's, bit for bit)."""
+    n, c, h, w = x.shape
+    fn = _maxpool_parallel if threads > 1 else _maxpool_serial
+    fn(x.reshape(n * c, h, w), out.reshape(n * c, out.shape[2], out.shape[3]), k, stride, pad)
+
+
 class ThreadChooser:
     """Run a kernel on one thread or in parallel, whichever ran faster lately for the same key.
 

@@ -181,3 +181,50 @@ class PackedBinaryConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, scale={self.scale!r}, shift={self.shift is not None}, 1-bit")
+
+
+class PackedMaxPool2d(nn.Module):
+    """Exact numba replacement of ``nn.MaxPool2d`` (square kernel, no dilation/ceil mode/indices).
+
+    Max is exact, so the values equal torch's bit for bit (NaN propagates the same way); torch's
+    CPU ``max_pool2d`` also computes indices and was the single most expensive op of a packed
+    BNext-18 at 224 (the stem's 64x112x112 pool).
+    """
+
+    def __init__(self, kernel_size: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+        self.stride = int(stride)
+        self.padding = int(padding)
+        self._chooser = kernels.ThreadChooser()
+
+    @staticmethod
+    def supports(pool: nn.MaxPool2d) -> bool:
+        def single(v):
+            return v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)
+
+        k, s, p, d = (single(pool.kernel_size), single(pool.stride or pool.kernel_size), single(pool.padding),
+                      single(pool.dilation))
+        return None not in (k, s, p, d) and d == 1 and not pool.ceil_mode and not pool.return_indices
+
+    @classmethod
+    def from_pool(cls, pool: nn.MaxPool2d) -> PackedMaxPool2d:
+        def single(v):
+            return v if isinstance(v, int) else v[0]
+
+        return cls(single(pool.kernel_size), single(pool.stride or pool.kernel_size), single(pool.padding))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu":
+            return torch.nn.functional.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        xn = x.detach().contiguous().numpy()
+        n, c, h, w = xn.shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        out = torch.empty(n, c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        on = out.numpy()
+        self._chooser.run((n, c, h, w), kernels.numba_get_threads(),
+                          lambda t: kernels.maxpool2d(xn, on, k, s, p, t))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -1,7 +1,8 @@
 """``pack(model) -> PackedModel``: a trained zoo model as a 1-bit inference model.
 
 Every :class:`BinaryConv2d` becomes a :class:`PackedBinaryConv2d` (1-bit weights,
-XNOR-popcount kernel); every other module (stem, BN, PReLU, SE, ELM multiply, shortcuts,
+XNOR-popcount kernel); ``nn.MaxPool2d`` becomes the exact :class:`PackedMaxPool2d`; every
+other module (stem, BN, PReLU, SE, ELM multiply, shortcuts,
 downsample, classifier, quantized layers of :mod:`bnext.quant`) is the original torch
 module, run in float exactly as in the simulated model.  For the unscaled families
 (BNext, BinaryNet, Real-to-Binary) the packed logits are therefore bit-identical to the
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from ..nn import BinaryConv2d, binary_layers
 from . import kernels
-from .layers import PackedBinaryConv2d, PackingError, check_packable
+from .layers import PackedBinaryConv2d, PackedMaxPool2d, PackingError, check_packable
 
 #: default numba threads of a packed model
 DEFAULT_THREADS = 2
@@ -103,6 +104,7 @@ def pack(model: nn.Module, *, threads: int = DEFAULT_THREADS) -> PackedModel:
     clone.eval()
     for name, layer in layers:
         _set_submodule(clone, name, PackedBinaryConv2d.from_layer(layer, name))
+    replace_real_modules(clone)
     clone.requires_grad_(False)
     return PackedModel(clone, spec, getattr(model, "quant_spec", None), threads)
 
@@ -128,6 +130,14 @@ def repack_(packed: PackedModel, model: nn.Module) -> PackedModel:
             raise PackingError(f"model has no tensor {key!r} that the packed model needs")
         value.copy_(src[key])
     return packed
+
+
+def replace_real_modules(model: nn.Module) -> nn.Module:
+    """Swap real-valued modules that have an exact faster engine counterpart (``nn.MaxPool2d``); in place."""
+    for name, m in list(model.named_modules()):
+        if type(m) is nn.MaxPool2d and PackedMaxPool2d.supports(m):
+            _set_submodule(model, name, PackedMaxPool2d.from_pool(m))
+    return model
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:

@@ -153,3 +153,18 @@ def test_packed_weight_bytes():
     packed = PackedBinaryConv2d.from_layer(layer)
     assert packed.packed_bytes == (13 * 27 * 9 + 7) // 8
     np.testing.assert_array_equal(packed.signs, (layer.weight < 0).numpy())
+
+
+@pytest.mark.parametrize("shape,k,s,p", [((1, 64, 30, 30), 3, 2, 1), ((2, 5, 7, 9), 3, 2, 1), ((1, 3, 8, 8), 2, 2, 0)])
+def test_maxpool_matches_torch_including_nan_and_inf(shape, k, s, p):
+    from bnext.packed.layers import PackedMaxPool2d
+
+    x = torch.randn(*shape)
+    x.view(-1)[::37] = float("nan")
+    x.view(-1)[5::41] = -float("inf")
+    pool = torch.nn.MaxPool2d(k, s, p)
+    assert PackedMaxPool2d.supports(pool)
+    ref, out = pool(x), PackedMaxPool2d.from_pool(pool)(x)
+    assert torch.equal(torch.isnan(ref), torch.isnan(out))
+    assert torch.equal(ref.nan_to_num(0.0), out.nan_to_num(0.0))
+    assert not PackedMaxPool2d.supports(torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True))
