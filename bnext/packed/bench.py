@@ -36,12 +36,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def best_time(fn: Callable[[], Any], repeats: int = 10, max_seconds: float | None = None) -> float:
-    """Best wall time of ``fn()`` in seconds over ``repeats`` calls after one warm-up call.
+def best_time(fn: Callable[[], Any], repeats: int = 10, max_seconds: float | None = None,
+              warmup: bool = True) -> float:
+    """Best wall time of ``fn()`` in seconds over ``repeats`` calls (after one warm-up call if ``warmup``).
 
     ``max_seconds`` stops early (after at least one timed call) once that much time is spent.
     """
-    fn()  # warm-up (compilation, allocator)
+    if warmup:
+        fn()  # compilation, allocator, thread pools
     best = float("inf")
     start = time.perf_counter()
     for _ in range(max(1, repeats)):
@@ -114,11 +116,13 @@ def layer_benchmark(cin: int, cout: int, size: int, stride: int = 1, kernel_size
     xp = packed.pack_input(xn)
     out = np.empty(packed.output_shape(batch, size, size), np.float32)
     t_torch = t_kernel = t_e2e = t_pack = float("inf")
-    for _ in range(3):  # interleave the candidates: a busy machine then hurts them alike
-        t_torch = min(t_torch, best_time(lambda: F.conv2d(x, w, None, stride, layer.padding), repeats, max_seconds))
-        t_kernel = min(t_kernel, best_time(lambda: packed.conv_packed(xp, size, size, out), repeats, max_seconds))
-        t_e2e = min(t_e2e, best_time(lambda: packed(x), repeats, max_seconds))
-        t_pack = min(t_pack, best_time(lambda: packed.pack_input(xn), repeats, max_seconds))
+    for i in range(3):  # interleave the candidates: a busy machine then hurts them alike
+        t_torch = min(t_torch, best_time(lambda: F.conv2d(x, w, None, stride, layer.padding), repeats, max_seconds,
+                                         i == 0))
+        t_kernel = min(t_kernel, best_time(lambda: packed.conv_packed(xp, size, size, out), repeats, max_seconds,
+                                           i == 0))
+        t_e2e = min(t_e2e, best_time(lambda: packed(x), repeats, max_seconds, i == 0))
+        t_pack = min(t_pack, best_time(lambda: packed.pack_input(xn), repeats, max_seconds, i == 0))
     return {
         "shape": f"{cin}->{cout} k{kernel_size} s{stride} @{size}x{size}",
         "batch": batch,
@@ -147,10 +151,10 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
     reference = prebinarized(model)
     t_pack = best_time(lambda: pack(model, threads=threads), 1)
     t_sim = t_pre = t_packed = float("inf")
-    for _ in range(2):  # interleaved
-        t_sim = min(t_sim, best_time(lambda: model(x), repeats, max_seconds))
-        t_pre = min(t_pre, best_time(lambda: reference(x), repeats, max_seconds))
-        t_packed = min(t_packed, best_time(lambda: packed(x), repeats, max_seconds))
+    for i in range(2):  # interleaved
+        t_sim = min(t_sim, best_time(lambda: model(x), repeats, max_seconds, i == 0))
+        t_pre = min(t_pre, best_time(lambda: reference(x), repeats, max_seconds, i == 0))
+        t_packed = min(t_packed, best_time(lambda: packed(x), repeats, max_seconds, i == 0))
     ref, out = model(x), packed(x)
     rel = float((ref - out).abs().max() / ref.abs().max().clamp_min(1e-30))
     binary_float = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, BinaryConv2d))

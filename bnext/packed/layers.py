@@ -81,6 +81,7 @@ class PackedBinaryConv2d(nn.Module):
         self.stride = int(stride)
         self.padding = int(padding)
         self.scale = scale
+        self._chooser = kernels.ThreadChooser()  # kept across repacks: timings depend on shapes only
         self.set_weights(np.zeros((self.out_channels, self.in_channels, self.kernel_size, self.kernel_size), bool),
                          None if scale == "none" else np.ones(self.out_channels, np.float32), None)
 
@@ -121,7 +122,6 @@ class PackedBinaryConv2d(nn.Module):
         self.signs = np.ascontiguousarray(negative, dtype=bool)
         self.wt, self.tapsum = kernel_weights(self.signs)
         self._corrections: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._chooser = kernels.ThreadChooser()
         self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
         self.alpha_pad = np.ones(self.tapsum.shape[1], np.float32)  # kernel form: padded, ones when unscaled
         if self.alpha is not None:
