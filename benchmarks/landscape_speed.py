@@ -5,9 +5,11 @@ For each model the same 2D grid (filter-normalized random directions, seed 0) is
 (a) the way Li et al.'s tool does it: for every point ``p.data = w + x*dx + y*dy`` from the stored
     per-parameter directions, then a DataLoader with batch 128 over the subset, ``torch.no_grad``,
     loss accumulated as ``loss.item() * batch``;
-(b) with :func:`landscape.surface.evaluate_grid` (cached tensors, inference mode, in-place flat
-    buffers, BatchNorm folded, batch 512, channels_last, and for binary models the packed XNOR
-    forward of ``bnext.packed`` when it exists).
+(b) with :class:`landscape.surface.SurfaceEngine` (cached tensors, inference mode, in-place flat
+    buffers, BatchNorm folded, batch size tuned once (64..512), channels_last, and for binary models
+    the packed XNOR forward of ``bnext.packed`` when it exists),
+
+interleaved point by point so that load changes on a shared machine affect both alike.
 
 It checks that the surfaces agree (relative loss difference <= 1e-5, accuracy within one sample)
 and prints points/s of each and the ratio. Targets on 2 CPU cores: >= 1.5x for resnet18 and >= 5x
@@ -20,6 +22,7 @@ for bnext18 (the latter needs the packed engine).
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
@@ -30,50 +33,38 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from landscape.directions import Directions, random_directions
-from landscape.surface import evaluate_grid, parse_grid
+from landscape.surface import SurfaceEngine, parse_grid
 
 
-def reference_loop(
-    model: nn.Module,
-    dirs: Directions,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    batch_size: int = 128,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Li et al.'s evaluation loop: perturb from stored directions, DataLoader batch 128, accumulate."""
-    params = list(model.parameters())
-    names = [n for n, _ in model.named_parameters()]
-    weights = [p.data.clone() for p in params]
-    dx = [dirs.x[n] for n in names]
-    dy = [dirs.y[n] for n in names]
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-    loss_map = np.full((len(xs), len(ys)), np.nan)
-    acc_map = np.full_like(loss_map, np.nan)
-    model.eval()
-    bar = tqdm(total=len(xs) * len(ys), desc="reference loop", unit="pt", leave=False, disable=not progress)
-    for i, a in enumerate(xs):
-        for j, b in enumerate(ys):
-            bar.update()
-            changes = [d0 * float(a) + d1 * float(b) for d0, d1 in zip(dx, dy)]
-            for p, w, d in zip(params, weights, changes):
-                p.data = w + d.type(w.dtype)
-            total_loss, correct, total = 0.0, 0, 0
-            with torch.no_grad():
-                for inputs, targets in loader:
-                    outputs = model(inputs)
-                    loss = F.cross_entropy(outputs, targets)
-                    total_loss += loss.item() * inputs.size(0)
-                    correct += outputs.max(1)[1].eq(targets).sum().item()
-                    total += inputs.size(0)
-            loss_map[i, j] = total_loss / total
-            acc_map[i, j] = 100.0 * correct / total
-    bar.close()
-    for p, w in zip(params, weights):
-        p.data = w
-    return {"train_loss": loss_map, "train_acc": acc_map}
+class ReferenceLoop:
+    """Li et al.'s evaluation of one point: ``p.data = w + (d0*x + d1*y)`` per parameter from the
+    stored directions, then a DataLoader with batch 128 under ``torch.no_grad``, loss accumulated as
+    ``loss.item() * batch``. Works on its own copy of the model."""
+
+    def __init__(
+        self, model: nn.Module, dirs: Directions, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128
+    ):
+        self.model = copy.deepcopy(model).eval()
+        self.params = list(self.model.parameters())
+        names = [n for n, _ in self.model.named_parameters()]
+        self.weights = [p.data.clone() for p in self.params]
+        self.dx = [dirs.x[n] for n in names]
+        self.dy = [dirs.y[n] for n in names]
+        self.loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+
+    def __call__(self, a: float, b: float) -> tuple[float, float]:
+        changes = [d0 * float(a) + d1 * float(b) for d0, d1 in zip(self.dx, self.dy)]
+        for p, w, d in zip(self.params, self.weights, changes):
+            p.data = w + d.type(w.dtype)
+        total_loss, correct, total = 0.0, 0, 0
+        with torch.no_grad():
+            for inputs, targets in self.loader:
+                outputs = self.model(inputs)
+                loss = F.cross_entropy(outputs, targets)
+                total_loss += loss.item() * inputs.size(0)
+                correct += outputs.max(1)[1].eq(targets).sum().item()
+                total += inputs.size(0)
+        return total_loss / total, 100.0 * correct / total
 
 
 def packed_factory(model: nn.Module, probe: torch.Tensor):
@@ -128,7 +119,11 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
     xs = parse_grid(f"-1:1:{args.grid}")
     ys = parse_grid(f"-1:1:{args.grid}")
     n = len(xs) * len(ys)
-    opts_engine = {"batch_size": 512, "channels_last": not args.no_channels_last, "compile": args.compile}
+    opts_engine = {
+        "batch_size": args.batch_size,
+        "channels_last": not args.no_channels_last,
+        "compile": args.compile,
+    }
     label = "torch forward, BN folded"
     if name != "resnet18" and not args.no_packed:
         factory, label = packed_factory(model, x[:8])
@@ -147,19 +142,41 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
         f"{len(xs)}x{len(ys)} grid, {torch.get_num_threads()} threads",
         flush=True,
     )
+    # The two are interleaved point by point (alternating which goes first), so that load changes on a
+    # shared machine hit both alike; engine set-up (tracing, folding, batch tuning) counts as engine time.
+    shape = (len(xs), len(ys))
+    ref = {"train_loss": np.full(shape, np.nan), "train_acc": np.full(shape, np.nan)}
+    got = {"train_loss": np.full(shape, np.nan), "train_acc": np.full(shape, np.nan)}
     t0 = time.perf_counter()
-    ref = reference_loop(model, dirs, x, y, xs, ys, progress=not args.no_progress)
+    reference = ReferenceLoop(model, dirs, x, y)
     t_ref = time.perf_counter() - t0
-    print(f"[{name}] (a) reference loop: {t_ref:.1f} s, {n / t_ref:.3f} points/s", flush=True)
     t0 = time.perf_counter()
-    got = evaluate_grid(
-        model, dirs, {"train": (x, y)}, xs, ys, device="cpu", progress=not args.no_progress, **opts_engine
-    )
+    engine = SurfaceEngine(model, dirs, {"train": (x, y)}, device="cpu", **opts_engine).open()
     t_eng = time.perf_counter() - t0
+    bar = tqdm(total=n, desc=name, unit="pt", leave=False, disable=args.no_progress)
+    for k, (i, j) in enumerate((i, j) for i in range(len(xs)) for j in range(len(ys))):
+        for which in ("ref", "eng") if k % 2 == 0 else ("eng", "ref"):
+            t0 = time.perf_counter()
+            if which == "ref":
+                ref["train_loss"][i, j], ref["train_acc"][i, j] = reference(xs[i], ys[j])
+                t_ref += time.perf_counter() - t0
+            else:
+                vals = engine.evaluate(xs[i], ys[j])
+                got["train_loss"][i, j], got["train_acc"][i, j] = vals["train_loss"], vals["train_acc"]
+                t_eng += time.perf_counter() - t0
+        bar.update()
+    bar.close()
+    t0 = time.perf_counter()
+    batch = engine.batch_size
+    engine.close()
+    t_eng += time.perf_counter() - t0
+    print(f"[{name}] (a) reference loop: {t_ref:.1f} s, {n / t_ref:.3f} points/s", flush=True)
+    extras = (", channels_last" if opts_engine["channels_last"] else "") + (
+        ", compile" if args.compile else ""
+    )
     print(
-        f"[{name}] (b) landscape engine ({label}, batch 512"
-        f"{', channels_last' if opts_engine['channels_last'] else ''}{', compile' if args.compile else ''}): "
-        f"{t_eng:.1f} s, {n / t_eng:.3f} points/s",
+        f"[{name}] (b) landscape engine ({label}, batch {batch}{extras}): {t_eng:.1f} s, "
+        f"{n / t_eng:.3f} points/s",
         flush=True,
     )
     rel = float(
@@ -186,6 +203,12 @@ def main() -> None:
         "--width", type=float, default=0.25, help="width multiplier of binary models (default 0.25)"
     )
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument(
+        "--batch-size",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="engine batch size (default auto: fastest of 64..512, timed once)",
+    )
     p.add_argument("--compile", action="store_true", help="also torch.compile the engine's forward")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--no-packed", action="store_true", help="do not use bnext.packed for binary models")

@@ -367,7 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-file", action="store_true", help="write <stem>-N.h5 instead of reusing the file"
     )
     c.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default cuda if available)")
-    c.add_argument("--batch-size", type=int, default=512, help="evaluation batch size (default 512)")
+    c.add_argument(
+        "--batch-size",
+        type=lambda v: v if v == "auto" else int(v),
+        default=512,
+        help="evaluation batch size, or 'auto' (fastest of 64..512, timed once; default 512)",
+    )
     c.add_argument(
         "--no-fuse-bn",
         action="store_true",

@@ -216,7 +216,9 @@ class SurfaceEngine:
     restored on :meth:`close` (also on exceptions inside ``with``).
 
     Options: ``device`` (default CUDA when available; a model elsewhere is evaluated on a copy),
-    ``batch_size`` (512), ``fuse_bn`` (fold BN into plain convs; off for binary networks),
+    ``batch_size`` (512, or ``"auto"``: the fastest of 64..512 timed once at the centre; the
+    choice depends on timing, so reruns may round differently by ~1e-7), ``fuse_bn`` (fold BN into
+    plain convs; off for binary networks),
     ``bn_recalibrate`` (recompute BN statistics at every point from ``calibration`` inputs, default
     the train split), ``forward_factory`` (``model -> forward``, called after each point's weights
     are set, e.g. a packed XNOR engine), ``channels_last``, ``compile`` (``torch.compile``), and
@@ -230,7 +232,7 @@ class SurfaceEngine:
         data: EvalData,
         *,
         device: str | torch.device | None = None,
-        batch_size: int = 512,
+        batch_size: int | str = 512,
         fuse_bn: bool = True,
         bn_recalibrate: bool = False,
         calibration: Tensor | None = None,
@@ -239,8 +241,8 @@ class SurfaceEngine:
         compile: bool = False,
         points_per_forward: int = 1,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
         if points_per_forward < 1:
             raise ValueError(f"points_per_forward must be >= 1, got {points_per_forward}")
         if points_per_forward > 1 and (forward_factory is not None or bn_recalibrate):
@@ -252,7 +254,8 @@ class SurfaceEngine:
         self.model = model
         self.directions = directions
         self.device = resolve_device(device)
-        self.batch_size = int(batch_size)
+        self._auto_batch = batch_size == "auto"
+        self.batch_size = 512 if self._auto_batch else int(batch_size)
         self.bn_recalibrate = bn_recalibrate
         self.forward_factory = forward_factory
         self.channels_last = channels_last
@@ -362,6 +365,26 @@ class SurfaceEngine:
             self._setup_fusion(work)
         if self._compile:
             self._forward = torch.compile(self._forward)
+        if self._auto_batch:
+            self.batch_size = self._tune_batch_size()
+
+    def _tune_batch_size(self) -> int:
+        """Fastest batch size per sample among 64..512 (memory-bound small models prefer small ones)."""
+        import time
+
+        xs = next(iter(self._data.values()))[0]
+        candidates = [b for b in (64, 128, 256, 512) if b <= xs.shape[0]] or [xs.shape[0]]
+        with torch.inference_mode():
+            forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
+            forward(xs[: candidates[0]])  # warm-up
+            best, best_rate = candidates[-1], float("inf")
+            for b in candidates:
+                t0 = time.perf_counter()
+                forward(xs[:b])
+                rate = (time.perf_counter() - t0) / b
+                if rate < best_rate:
+                    best, best_rate = b, rate
+        return best
 
     def _setup_fusion(self, work: nn.Module) -> None:
         try:
