@@ -99,7 +99,12 @@ def test_bn_folding_exact_and_selective(cnn, binary_net, data):
 def test_engine_options_agree(cnn, data):
     d = random_directions(cnn, seed=1)
     base = evaluate_grid(cnn, d, data, "-1:1:3", "-1:1:3", fuse_bn=False)
-    for opts in ({"channels_last": True}, {"points_per_forward": 4}, {"batch_size": 7}):
+    for opts in (
+        {"channels_last": True},
+        {"points_per_forward": 4},
+        {"batch_size": 7},
+        {"batch_size": "auto"},
+    ):
         other = evaluate_grid(cnn, d, data, "-1:1:3", "-1:1:3", **opts)
         for k in base:
             np.testing.assert_allclose(other[k], base[k], rtol=0, atol=1e-5, err_msg=str(opts))
