@@ -11,8 +11,9 @@ Layouts
 Convolution: for output pixel ``p`` and channel ``o``, ``P = sum_l popcount(x_l XOR w_l)``
 over the receptive field, ``y = k*k*C - 2 P`` is the convolution with ``+1`` padding;
 the true zero-padded output subtracts, for each tap that falls on the border, the sum
-of that tap's weight signs (``tapsum``, precomputed at pack time):
-``y = K - 2 P - sum_{padded taps} tapsum[tap, o]``.  Everything is integer and exact.
+of that tap's weight signs (``tapsum[tap, o]``, precomputed at pack time):
+``y = K - 2 P - sum_{padded taps} tapsum[tap, o]``, looked up per pixel in the small
+table of :func:`border_correction`.  Everything is integer and exact.
 
 The popcount inner loop is a hand-built LLVM micro-kernel (``@intrinsic``): ``PB``
 output pixels times ``OT`` output channels held in ``<8 x i64>`` registers across the

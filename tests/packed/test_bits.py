@@ -54,3 +54,25 @@ def test_popcount_intrinsic_matches_numpy():
     words = rng.integers(0, 2**63, size=1000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
     words[:3] = [0, np.uint64(2**64 - 1), np.uint64(2**63)]
     np.testing.assert_array_equal(_popcounts(words), np.bitwise_count(words))
+
+
+def test_popcount_compiles_to_popcnt_instructions():
+    """The scalar intrinsic becomes POPCNT; the micro-kernel a vector popcount (or POPCNT)."""
+    from bnext.packed import kernels
+
+    @njit(cache=False)
+    def scalar(w):
+        return popcount64(w)
+
+    @njit(cache=False)
+    def tile(a, b, out, alpha, corr, offs):
+        kernels._tile_nchw(a, 0, 9, b, 0, 9, 576, out, 0, 64, alpha, 0, corr, offs)
+
+    scalar(np.uint64(5))
+    asm = "\n".join(scalar.inspect_asm().values()).lower()
+    assert "popcnt" in asm
+    args = (np.zeros(64, np.uint64), np.zeros(9 * kernels.OT, np.uint64), np.zeros(64 * 16, np.float32),
+            np.ones(kernels.OT, np.float32), np.zeros(2 * kernels.OT, np.float32), np.zeros(kernels.PB, np.int64))
+    tile(*args)
+    asm = "\n".join(tile.inspect_asm().values()).lower()
+    assert any(op in asm for op in ("vpopcntq", "vpshufb", "popcnt"))
