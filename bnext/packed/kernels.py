@@ -263,6 +263,19 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
 
 
 @njit(cache=True)
+def _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words):
+    """Copy the receptive fields of pixels ``ow0 .. ow0 + nb - 1`` of output row ``oh`` into ``abuf`` (pixel-major)."""
+    length = k * k * n_words
+    for j in range(nb):
+        iw0 = (ow0 + j) * stride
+        for ki in range(k):  # the k taps of a kernel row are contiguous words in NHWC
+            s0 = ((n * hp + oh * stride + ki) * wp + iw0) * n_words
+            d0 = j * length + ki * k * n_words
+            for i in range(k * n_words):
+                abuf[d0 + i] = xf[s0 + i]
+
+
+@njit(cache=True)
 def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
                hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs):
     """One task of :func:`binary_conv`: output row ``task // n_chunks``, channel chunk ``task % n_chunks``."""
@@ -290,13 +303,7 @@ def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_
             a_off = ((n * hp + oh + pad) * wp + ow0 + pad) * n_words
             a_stride = n_words
         else:
-            for j in range(nb):
-                iw0 = (ow0 + j) * stride
-                for ki in range(k):
-                    s0 = ((n * hp + oh * stride + ki) * wp + iw0) * n_words
-                    d0 = j * length + ki * k * n_words
-                    for i in range(k * n_words):
-                        abuf[d0 + i] = xf[s0 + i]
+            _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words)
             src = abuf
             a_off = 0
             a_stride = length
@@ -342,6 +349,84 @@ def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, c
     for task in range(out.shape[0] * h_out * n_chunks):
         _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
                    hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs)
+
+
+@njit(cache=True)
+def _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf,
+                    hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, abuf, res, coffs, words):
+    """One output row of :func:`binary_conv_bits`: packed bits ``lo[o] <= y <= hi[o]`` instead of floats."""
+    length = k * k * n_words
+    n_tiles = wt.shape[0] // (length * OT)
+    n = row // h_out
+    oh = row % h_out
+    roff = row_off[oh]
+    ow0 = 0
+    while ow0 < w_out:
+        if ow0 + PB > w_out and w_out >= PB:
+            ow0 = w_out - PB
+        nb = min(PB, w_out - ow0)
+        _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words)
+        for j in range(nb):
+            coffs[j] = roff + col_off[ow0 + j]
+        for g in range(y_words):  # one 64-channel word = 64 // OT tiles
+            for j in range(nb):
+                words[j] = 0
+            for t in range(g * (64 // OT), min(n_tiles, (g + 1) * (64 // OT))):
+                _tile_rows(abuf, 0, length, wt, t * length * OT, length, k_total, res, 0, OT)
+                for j in range(nb):
+                    for c in range(min(OT, n_out - t * OT)):
+                        o = t * OT + c
+                        v = res[j * OT + c] - corr[coffs[j] + o]
+                        if lo[o] <= v and v <= hi[o]:
+                            words[j] |= np.uint64(1) << np.uint64(o - 64 * g)
+            for j in range(nb):
+                yf[((n * y_hp + oh + y_pad) * y_wp + ow0 + j + y_pad) * y_words + g] = words[j]
+        ow0 += PB
+
+
+@njit(parallel=True, cache=True)
+def _binary_conv_bits_parallel(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
+                               y_pad):
+    _, hp, wp, n_words = xp.shape
+    xf = xp.reshape(xp.size)
+    yf = yp.reshape(yp.size)
+    length = k * k * n_words
+    for row in prange(xp.shape[0] * h_out):
+        _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, hp, wp, n_words,
+                        lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
+                        np.zeros(PB * length, np.uint64), np.empty(PB * OT, np.float32), np.zeros(PB, np.int64),
+                        np.zeros(PB, np.uint64))
+
+
+@njit(cache=True)
+def _binary_conv_bits_serial(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
+                             y_pad):
+    _, hp, wp, n_words = xp.shape
+    xf = xp.reshape(xp.size)
+    yf = yp.reshape(yp.size)
+    length = k * k * n_words
+    abuf = np.zeros(PB * length, np.uint64)
+    res = np.empty(PB * OT, np.float32)
+    coffs = np.zeros(PB, np.int64)
+    words = np.zeros(PB, np.uint64)
+    for row in range(xp.shape[0] * h_out):
+        _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, hp, wp, n_words,
+                        lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
+                        abuf, res, coffs, words)
+
+
+def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k_total: int,
+                     correction: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray, hi: np.ndarray,
+                     h_out: int, w_out: int, yp: np.ndarray, y_pad: int, threads: int = 1) -> None:
+    """Binary conv whose output is packed again: bit ``o`` set where ``lo[o] <= y <= hi[o]`` (``y`` the exact
+    integer convolution), written into the interior of the zero-bordered NHWC words ``yp``.
+
+    With ``[lo, hi]`` the set of outputs that a per-channel monotone chain (BN -> hardtanh ->
+    sign) maps to ``-1``, the next binary conv reads these bits directly.
+    """
+    fn = _binary_conv_bits_serial if threads <= 1 else _binary_conv_bits_parallel
+    corr, row_off, col_off = correction
+    fn(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad)
 
 
 def border_correction(tapsum: np.ndarray, k: int, stride: int, pad: int, in_h: int, in_w: int,

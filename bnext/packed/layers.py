@@ -147,18 +147,39 @@ class PackedBinaryConv2d(nn.Module):
         kernels.pack_input(x, shift, self.shift is not None, p, xp)
         return xp
 
+    def _correction(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        correction = self._corrections.get((h, w))
+        if correction is None:
+            _, _, h_out, w_out = self.output_shape(1, h, w)
+            correction = kernels.border_correction(self.tapsum, self.kernel_size, self.stride, self.padding, h, w,
+                                                   h_out, w_out)
+            self._corrections[(h, w)] = correction
+        return correction
+
+    def conv_bits(self, xp: np.ndarray, h: int, w: int, lo: np.ndarray, hi: np.ndarray, yp: np.ndarray,
+                  y_pad: int) -> np.ndarray:
+        """XNOR-popcount conv writing packed bits ``lo <= y <= hi`` (per channel) into the interior of ``yp``."""
+        if self.scale != "none":
+            raise PackingError("packed-bit outputs need an unscaled layer (the intervals are in integer units)")
+        n = xp.shape[0]
+        _, _, h_out, w_out = self.output_shape(n, h, w)
+        correction = self._correction(h, w)
+        k_total = self.kernel_size * self.kernel_size * self.in_channels
+
+        def run(t: int) -> None:
+            kernels.binary_conv_bits(xp, self.wt, self.kernel_size, self.stride, self.padding, k_total, correction,
+                                     lo, hi, h_out, w_out, yp, y_pad, t)
+
+        self._chooser.run(("bits", n, h, w), kernels.numba_get_threads(), run)
+        return yp
+
     def conv_packed(self, xp: np.ndarray, h: int, w: int, out: np.ndarray | None = None) -> np.ndarray:
         """Run the XNOR-popcount kernel on a packed input of spatial size ``(h, w)``."""
         n = xp.shape[0]
         shape = self.output_shape(n, h, w)
         if out is None:
             out = np.empty(shape, np.float32)
-        key = (h, w)
-        correction = self._corrections.get(key)
-        if correction is None:
-            correction = kernels.border_correction(self.tapsum, self.kernel_size, self.stride, self.padding, h, w,
-                                                   shape[2], shape[3])
-            self._corrections[key] = correction
+        correction = self._correction(h, w)
         threads = kernels.numba_get_threads()
         k_total = self.kernel_size * self.kernel_size * self.in_channels
 

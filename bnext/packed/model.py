@@ -129,14 +129,21 @@ def repack_(packed: PackedModel, model: nn.Module) -> PackedModel:
         if key not in src:
             raise PackingError(f"model has no tensor {key!r} that the packed model needs")
         value.copy_(src[key])
+    from .fusion import refresh_blocks
+
+    refresh_blocks(packed.model)
     return packed
 
 
 def replace_real_modules(model: nn.Module) -> nn.Module:
-    """Swap real-valued modules that have an exact faster engine counterpart (``nn.MaxPool2d``); in place."""
+    """Exact engine-side rewrites of a packed module tree, in place: ``nn.MaxPool2d`` -> :class:`PackedMaxPool2d`,
+    and blocks whose binary conv can write packed bits for the next one (:mod:`bnext.packed.fusion`)."""
+    from .fusion import fuse_blocks
+
     for name, m in list(model.named_modules()):
         if type(m) is nn.MaxPool2d and PackedMaxPool2d.supports(m):
             _set_submodule(model, name, PackedMaxPool2d.from_pool(m))
+    fuse_blocks(model)
     return model
 
 

@@ -18,7 +18,7 @@ from bnext.profile import count
 from .conftest import make_model, rel_diff
 
 
-@pytest.mark.parametrize("name", ["bnext18", "xnornet18", "bnext_t", "real2binary18"])
+@pytest.mark.parametrize("name", ["bnext18", "xnornet18", "bnext_t", "real2binary18", "binarynet18"])
 def test_round_trip_gives_identical_outputs(tmp_path, name):
     model = make_model(name, 32, 0.2)
     packed = pack(model)
