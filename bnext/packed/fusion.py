@@ -54,6 +54,12 @@ def sign_interval(chain: Callable[[Tensor], Tensor], channels: int, k_total: int
     return lo, hi
 
 
+def _padded(values: np.ndarray, size: int, fill: float) -> np.ndarray:
+    out = np.full(size, fill, np.float32)
+    out[: values.size] = values
+    return out
+
+
 class FusedBinaryBlock(BasicBlock):
     """A :class:`BasicBlock` whose ``conv1`` writes packed bits for ``conv2`` (same children, same state dict).
 
@@ -69,8 +75,12 @@ class FusedBinaryBlock(BasicBlock):
         """Recompute the intervals from ``bn1``/``act1``; False (and unfused forward) if they are not intervals."""
         c1 = self.conv1
         k_total = c1.kernel_size * c1.kernel_size * c1.in_channels
-        self._interval = sign_interval(lambda t: self.act1(self.bn1(t)), c1.out_channels, k_total)
-        return self._interval is not None
+        interval = sign_interval(lambda t: self.act1(self.bn1(t)), c1.out_channels, k_total)
+        if interval is not None:  # kernel form: padded to whole tiles, padded channels never set
+            size = c1.alpha_pad.shape[0]
+            interval = (_padded(interval[0], size, np.inf), _padded(interval[1], size, -np.inf))
+        self._interval = interval
+        return interval is not None
 
     def forward(self, x: Tensor) -> Tensor:
         if getattr(self, "_interval", None) is None:

@@ -208,6 +208,47 @@ def _tile_nchw(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_
     return sig, codegen
 
 
+@intrinsic
+def _tile_bits(typingctx, a, a_off, a_stride, b, b_off, length, k_total, corr, corr_base, corr_offs, lo, hi, masks):
+    """Micro-kernel, bit output: ``masks[j]`` bit ``c`` = ``lo[c] <= K - 2 P - corr <= hi[c]`` for the tile's channels.
+
+    ``corr[corr_offs[j] + corr_base + c]`` is pixel ``j``'s border correction; ``lo``/``hi`` are
+    indexed from ``corr_base`` too (the tile's first channel).
+    """
+    sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, corr, corr_base, corr_offs, lo, hi, masks)
+
+    def codegen(context, builder, signature, args):
+        a_, a_off_, a_st_, b_, b_off_, len_, k_, co_, base_, coffs_, lo_, hi_, masks_ = args
+        tys = signature.args
+        aptr = _data_ptr(context, builder, tys[0], a_, a_off_)
+        bptr = _data_ptr(context, builder, tys[3], b_, b_off_)
+        coptr = _data_ptr(context, builder, tys[7], co_, base_)
+        offptr = _data_ptr(context, builder, tys[9], coffs_, ir.Constant(_I64, 0))
+        loptr = _data_ptr(context, builder, tys[10], lo_, base_)
+        hiptr = _data_ptr(context, builder, tys[11], hi_, base_)
+        mptr = _data_ptr(context, builder, tys[12], masks_, ir.Constant(_I64, 0))
+        fty = ir.VectorType(ir.FloatType(), 8)
+
+        def vload(ptr, off):
+            return builder.load(builder.bitcast(builder.gep(ptr, [off]), fty.as_pointer()), align=4)
+
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, a_st_, bptr, len_), k_)
+        los = [vload(loptr, ir.Constant(_I64, 8 * v)) for v in range(NV)]
+        his = [vload(hiptr, ir.Constant(_I64, 8 * v)) for v in range(NV)]
+        for j in range(PB):
+            off = builder.load(builder.gep(offptr, [ir.Constant(_I64, j)]))
+            mask = ir.Constant(_I64, 0)
+            for v in range(NV):
+                y = builder.fsub(ys[j * NV + v], vload(coptr, builder.add(off, ir.Constant(_I64, 8 * v))))
+                inside = builder.and_(builder.fcmp_ordered("<=", los[v], y), builder.fcmp_ordered("<=", y, his[v]))
+                bits = builder.zext(builder.bitcast(inside, ir.IntType(8)), _I64)
+                mask = builder.or_(mask, builder.shl(bits, ir.Constant(_I64, 8 * v)))
+            builder.store(mask, builder.gep(mptr, [ir.Constant(_I64, j)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
     """Pack input row ``r`` (image ``r // H``, row ``r % H``) of ``x`` into ``xp`` (branch-free inner loop)."""
@@ -353,10 +394,11 @@ def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, c
 
 @njit(cache=True)
 def _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf,
-                    hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, abuf, res, coffs, words):
+                    hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, abuf, masks, coffs, words):
     """One output row of :func:`binary_conv_bits`: packed bits ``lo[o] <= y <= hi[o]`` instead of floats."""
     length = k * k * n_words
     n_tiles = wt.shape[0] // (length * OT)
+    per_word = 64 // OT
     n = row // h_out
     oh = row % h_out
     roff = row_off[oh]
@@ -368,17 +410,14 @@ def _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off
         _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words)
         for j in range(nb):
             coffs[j] = roff + col_off[ow0 + j]
-        for g in range(y_words):  # one 64-channel word = 64 // OT tiles
-            for j in range(nb):
+        for g in range(y_words):  # one 64-channel output word = per_word tiles
+            for j in range(PB):
                 words[j] = 0
-            for t in range(g * (64 // OT), min(n_tiles, (g + 1) * (64 // OT))):
-                _tile_rows(abuf, 0, length, wt, t * length * OT, length, k_total, res, 0, OT)
-                for j in range(nb):
-                    for c in range(min(OT, n_out - t * OT)):
-                        o = t * OT + c
-                        v = res[j * OT + c] - corr[coffs[j] + o]
-                        if lo[o] <= v and v <= hi[o]:
-                            words[j] |= np.uint64(1) << np.uint64(o - 64 * g)
+            for t in range(g * per_word, min(n_tiles, (g + 1) * per_word)):
+                _tile_bits(abuf, 0, length, wt, t * length * OT, length, k_total, corr, t * OT, coffs, lo, hi, masks)
+                sh = np.uint64(OT * (t - g * per_word))
+                for j in range(PB):
+                    words[j] |= np.uint64(masks[j]) << sh
             for j in range(nb):
                 yf[((n * y_hp + oh + y_pad) * y_wp + ow0 + j + y_pad) * y_words + g] = words[j]
         ow0 += PB
@@ -394,7 +433,7 @@ def _binary_conv_bits_parallel(xp, wt, k, stride, pad, k_total, corr, row_off, c
     for row in prange(xp.shape[0] * h_out):
         _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, hp, wp, n_words,
                         lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
-                        np.zeros(PB * length, np.uint64), np.empty(PB * OT, np.float32), np.zeros(PB, np.int64),
+                        np.zeros(PB * length, np.uint64), np.zeros(PB, np.int64), np.zeros(PB, np.int64),
                         np.zeros(PB, np.uint64))
 
 
@@ -406,13 +445,13 @@ def _binary_conv_bits_serial(xp, wt, k, stride, pad, k_total, corr, row_off, col
     yf = yp.reshape(yp.size)
     length = k * k * n_words
     abuf = np.zeros(PB * length, np.uint64)
-    res = np.empty(PB * OT, np.float32)
+    masks = np.zeros(PB, np.int64)
     coffs = np.zeros(PB, np.int64)
     words = np.zeros(PB, np.uint64)
     for row in range(xp.shape[0] * h_out):
         _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, hp, wp, n_words,
                         lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
-                        abuf, res, coffs, words)
+                        abuf, masks, coffs, words)
 
 
 def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k_total: int,
@@ -420,6 +459,8 @@ def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: i
                      h_out: int, w_out: int, yp: np.ndarray, y_pad: int, threads: int = 1) -> None:
     """Binary conv whose output is packed again: bit ``o`` set where ``lo[o] <= y <= hi[o]`` (``y`` the exact
     integer convolution), written into the interior of the zero-bordered NHWC words ``yp``.
+
+    ``lo``/``hi`` are float32 of length ``O_pad`` (padded channels: ``+inf``/``-inf``).
 
     With ``[lo, hi]`` the set of outputs that a per-channel monotone chain (BN -> hardtanh ->
     sign) maps to ``-1``, the next binary conv reads these bits directly.
