@@ -176,6 +176,7 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
         "weights_packed_mib": mem["total"] / 2**20,
         "binary_float_mib": binary_float / 2**20,
         "binary_packed_mib": mem["binary"] / 2**20,
+        "binary_held_mib": mem["binary_held"] / 2**20,
     }
 
 

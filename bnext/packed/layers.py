@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..nn import BinaryConv2d
 from . import kernels
-from .bits import n_words, pack_signs
+from .bits import n_words, pack_signs, unpack_signs
 
 
 class PackingError(ValueError):
@@ -68,8 +68,8 @@ class PackedBinaryConv2d(nn.Module):
     unchanged; the input is binarized and packed on the fly (NHWC uint64 words), and the
     zero padding of the binarized input is corrected exactly at the border.
 
-    Attributes (plain numpy, built at pack time): ``signs`` (O, I, k, k) bool storage form,
-    ``wt``/``tapsum`` kernel form, ``alpha`` (O,) or None, ``shift`` (I,) or None.
+    Attributes (plain numpy, built at pack time): ``wt``/``tapsum`` kernel form (the only copy
+    of the weights; :attr:`signs` unpacks them), ``alpha`` (O,) or None, ``shift`` (I,) or None.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
@@ -119,8 +119,7 @@ class PackedBinaryConv2d(nn.Module):
             raise PackingError(f"sign bits of shape {negative.shape} do not fit a layer of shape {shape}")
         if (alpha is None) != (self.scale == "none"):
             raise PackingError(f"alpha must be given exactly when scale != 'none' (scale={self.scale!r})")
-        self.signs = np.ascontiguousarray(negative, dtype=bool)
-        self.wt, self.tapsum = kernel_weights(self.signs)
+        self.wt, self.tapsum = kernel_weights(np.asarray(negative, dtype=bool))
         self._corrections: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
         self.alpha_pad = np.ones(self.tapsum.shape[1], np.float32)  # kernel form: padded, ones when unscaled
@@ -131,7 +130,20 @@ class PackedBinaryConv2d(nn.Module):
     @property
     def packed_bytes(self) -> int:
         """Bytes of the 1-bit weights (exactly O*I*k*k bits, rounded up to bytes)."""
-        return (self.signs.size + 7) // 8
+        return (self.out_channels * self.in_channels * self.kernel_size**2 + 7) // 8
+
+    @property
+    def signs(self) -> np.ndarray:
+        """The weight signs as a boolean ``(O, I, k, k)`` array (True = -1), unpacked from the kernel form."""
+        o, i, k = self.out_channels, self.in_channels, self.kernel_size
+        words = n_words(i)
+        tiles = self.wt.reshape(-1, k * k * words, kernels.OT).transpose(0, 2, 1).reshape(-1, k, k, words)[:o]
+        return unpack_signs(tiles, i).transpose(0, 3, 1, 2)
+
+    @property
+    def weight_nbytes(self) -> int:
+        """Bytes held for inference: the packed weights (kernel form, padded) plus tap sums and alpha."""
+        return self.wt.nbytes + self.tapsum.nbytes + (0 if self.alpha is None else self.alpha_pad.nbytes)
 
     # -- forward -------------------------------------------------------------------
     def output_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:

@@ -67,12 +67,19 @@ class PackedModel(nn.Module):
         return super().train(False)
 
     def weight_bytes(self) -> dict[str, int]:
-        """Bytes of the weights as held for inference: packed binary bits vs the float parameters."""
-        binary = sum(m.packed_bytes for _, m in self.packed_layers())
-        alpha = sum(m.alpha.nbytes for _, m in self.packed_layers() if m.alpha is not None)
+        """Bytes of the weights held for inference.
+
+        ``binary``: the 1-bit weights at exactly 1 bit each; ``binary_held``: what the binary
+        layers hold in memory (kernel form padded to 64-channel words and 16-channel tiles,
+        tap sums, alpha); ``real``: every float parameter (shifts included); ``total`` =
+        ``binary_held + real``.
+        """
+        layers = [m for _, m in self.packed_layers()]
+        binary = sum(m.packed_bytes for m in layers)
+        held = sum(m.weight_nbytes for m in layers)
         real = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        real += sum(m.shift.nbytes for _, m in self.packed_layers() if m.shift is not None)
-        return {"binary": binary + alpha, "real": real, "total": binary + alpha + real}
+        real += sum(m.shift.nbytes for m in layers if m.shift is not None)
+        return {"binary": binary, "binary_held": held, "real": real, "total": held + real}
 
 
 def _spec_of(model: nn.Module) -> dict[str, Any]:

@@ -119,5 +119,10 @@ def test_weight_bytes_are_one_bit():
     model = make_model("bnext18", 32, 0.25)
     packed = pack(model)
     n_binary = sum(m.weight.numel() for _, m in binary_layers(model))
-    assert packed.weight_bytes()["binary"] == sum((m.weight.numel() + 7) // 8 for _, m in binary_layers(model))
-    assert packed.weight_bytes()["binary"] * 8 < n_binary + 8 * len(list(binary_layers(model)))
+    mem = packed.weight_bytes()
+    assert mem["binary"] == sum((m.weight.numel() + 7) // 8 for _, m in binary_layers(model))
+    assert mem["binary"] * 8 < n_binary + 8 * len(list(binary_layers(model)))
+    assert mem["binary"] <= mem["binary_held"] < 4 * mem["binary"]  # 16/32-channel layers pad words
+    for _, layer in packed.packed_layers():
+        assert layer.signs.dtype == bool and layer.signs.shape == (layer.out_channels, layer.in_channels,
+                                                                    layer.kernel_size, layer.kernel_size)
