@@ -46,7 +46,7 @@ def kernel_weights(negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kernel-form weights and tap sums from the ``(O, I, k, k)`` sign bits.
 
     Returns ``(wt, tapsum)``: ``wt`` 1-D uint64 tiles ``[O_pad/OT][k*k*words][OT]`` and
-    ``tapsum`` ``(k*k, O_pad)`` int64 with ``tapsum[tap, o] = sum_c sign(W[o, c, tap])``.
+    ``tapsum`` ``(k*k, O_pad)`` int32 with ``tapsum[tap, o] = sum_c sign(W[o, c, tap])``.
     """
     o, i, kh, kw = negative.shape
     words = pack_signs(negative.transpose(0, 2, 3, 1))  # (O, k, k, Wd)
@@ -56,7 +56,7 @@ def kernel_weights(negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat[:o] = words.reshape(o, length)
     wt = np.ascontiguousarray(flat.reshape(o_pad // kernels.OT, kernels.OT, length).transpose(0, 2, 1)).reshape(-1)
     neg_per_tap = negative.sum(axis=1).reshape(o, kh * kw)  # (O, k*k) count of -1 per tap
-    tapsum = np.zeros((kh * kw, o_pad), np.int64)
+    tapsum = np.zeros((kh * kw, o_pad), np.int32)
     tapsum[:, :o] = (i - 2 * neg_per_tap).T
     return wt, tapsum
 
