@@ -25,15 +25,24 @@ from .model import pack
 
 
 def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (falls back to ``platform.processor()``)."""
+    """CPU model name, family/model and the SIMD features the kernel can use (from /proc/cpuinfo)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model", "flags") and key not in info:
+                    info[key] = value.strip()
+                if len(info) == 4:
+                    break
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    flags = set(info.get("flags", "").split())
+    simd = [f for f in ("avx2", "avx512f", "avx512_vpopcntdq", "popcnt") if f in flags]
+    name, family, model = info.get("model name", "unknown"), info.get("cpu family", "?"), info.get("model", "?")
+    return (f"{name} (family {family}, model {model}; {', '.join(simd) or 'no AVX2/AVX-512'}; "
+            f"{os.cpu_count()} logical CPUs)")
 
 
 def best_time(fn: Callable[[], Any], repeats: int = 10, max_seconds: float | None = None,
