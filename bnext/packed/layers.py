@@ -119,6 +119,10 @@ class PackedBinaryConv2d(nn.Module):
             raise PackingError(f"sign bits of shape {negative.shape} do not fit a layer of shape {shape}")
         if (alpha is None) != (self.scale == "none"):
             raise PackingError(f"alpha must be given exactly when scale != 'none' (scale={self.scale!r})")
+        if alpha is not None and np.size(alpha) != self.out_channels:
+            raise PackingError(f"alpha has {np.size(alpha)} values, expected {self.out_channels}")
+        if shift is not None and np.size(shift) != self.in_channels:
+            raise PackingError(f"shift has {np.size(shift)} values, expected {self.in_channels}")
         self.wt, self.tapsum = kernel_weights(np.asarray(negative, dtype=bool))
         self._corrections: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
@@ -153,6 +157,9 @@ class PackedBinaryConv2d(nn.Module):
     def pack_input(self, x: np.ndarray) -> np.ndarray:
         """Binarize and pack an NCHW float32 array into the zero-bordered NHWC word buffer."""
         n, c, h, w = x.shape
+        if c != self.in_channels or x.dtype != np.float32 or not x.flags.c_contiguous:
+            raise ValueError(f"expected a C-contiguous float32 (N, {self.in_channels}, H, W) array, "
+                             f"got {x.dtype} {x.shape}")
         p = self.padding
         xp = np.zeros((n, h + 2 * p, w + 2 * p, n_words(c)), np.uint64)
         shift = self.shift if self.shift is not None else np.zeros(1, np.float32)
