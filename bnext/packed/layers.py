@@ -166,6 +166,13 @@ class PackedBinaryConv2d(nn.Module):
         kernels.pack_input(x, shift, self.shift is not None, p, xp)
         return xp
 
+    def _check_packed(self, xp: np.ndarray, h: int, w: int) -> None:
+        p = self.padding
+        expected = (h + 2 * p, w + 2 * p, n_words(self.in_channels))
+        if xp.dtype != np.uint64 or xp.ndim != 4 or xp.shape[1:] != expected or not xp.flags.c_contiguous:
+            raise ValueError(f"packed input must be C-contiguous uint64 (N, {expected[0]}, {expected[1]}, "
+                             f"{expected[2]}), got {xp.dtype} {xp.shape}")
+
     def _correction(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         correction = self._corrections.get((h, w))
         if correction is None:
@@ -180,8 +187,14 @@ class PackedBinaryConv2d(nn.Module):
         """XNOR-popcount conv writing packed bits ``lo <= y <= hi`` (per channel) into the interior of ``yp``."""
         if self.scale != "none":
             raise PackingError("packed-bit outputs need an unscaled layer (the intervals are in integer units)")
+        self._check_packed(xp, h, w)
         n = xp.shape[0]
         _, _, h_out, w_out = self.output_shape(n, h, w)
+        words = n_words(self.out_channels)
+        if yp.dtype != np.uint64 or yp.ndim != 4 or yp.shape[0] != n or yp.shape[3] != words \
+                or yp.shape[1] < h_out + 2 * y_pad or yp.shape[2] < w_out + 2 * y_pad or not yp.flags.c_contiguous:
+            raise ValueError(f"bit output must be C-contiguous uint64 (N, >= {h_out + 2 * y_pad}, "
+                             f">= {w_out + 2 * y_pad}, {words}), got {yp.dtype} {yp.shape}")
         correction = self._correction(h, w)
         k_total = self.kernel_size * self.kernel_size * self.in_channels
 
@@ -194,10 +207,13 @@ class PackedBinaryConv2d(nn.Module):
 
     def conv_packed(self, xp: np.ndarray, h: int, w: int, out: np.ndarray | None = None) -> np.ndarray:
         """Run the XNOR-popcount kernel on a packed input of spatial size ``(h, w)``."""
+        self._check_packed(xp, h, w)
         n = xp.shape[0]
         shape = self.output_shape(n, h, w)
         if out is None:
             out = np.empty(shape, np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
         correction = self._correction(h, w)
         threads = kernels.numba_get_threads()
         k_total = self.kernel_size * self.kernel_size * self.in_channels
