@@ -560,9 +560,9 @@ class ThreadChooser:
     """Run a kernel on one thread or in parallel, whichever ran faster lately for the same key.
 
     The result is bit-identical either way (integer arithmetic), so only time is at stake.
-    A parallel launch costs ~10-20 us on an idle machine but much more when other processes
-    hold the cores (the workers wait to be scheduled, measured 30-150 us on the shared 2-core
-    machine); small layers then finish sooner on the calling thread.  The first calls of a key
+    A parallel launch costs tens of microseconds, and much more when other processes hold the
+    cores (the workers must be scheduled first: 30-150 us measured for an empty ``prange`` on
+    the shared 2-core machine); small layers then finish sooner on the calling thread.  The first calls of a key
     alternate both modes, later calls take the faster one (exponential average of the wall
     time) and re-try the other every ``probe_every`` calls.
     """
