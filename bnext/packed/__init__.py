@@ -3,16 +3,19 @@
 - :func:`pack` turns a trained, fully binarized zoo model into a :class:`PackedModel`
   (callable like the model); :func:`repack_` refreshes one in place.
 - :func:`save` / :func:`load` write and read the ``.bnx`` file (see ``docs/packed.md``).
-- CLI: ``python -m bnext.packed pack|info|bench``.
+- CLI: ``python -m bnext.packed pack|info|bench|sizes``.
 """
 
 from .fileformat import PackedFormatError, info, load, save
-from .layers import PackedBinaryConv2d, PackingError
+from .fusion import FusedBinaryBlock
+from .layers import PackedBinaryConv2d, PackedMaxPool2d, PackingError
 from .model import DEFAULT_THREADS, PackedModel, pack, repack_
 
 __all__ = [
     "DEFAULT_THREADS",
+    "FusedBinaryBlock",
     "PackedBinaryConv2d",
+    "PackedMaxPool2d",
     "PackedModel",
     "PackedFormatError",
     "PackingError",
