@@ -60,6 +60,11 @@ def _value(surface: Surface, key: str, log: bool = False) -> np.ndarray:
     return z
 
 
+def _label(key: str, log: bool) -> str:
+    """Axis/colour-bar label of a plotted value (``log`` when the natural log is drawn)."""
+    return f"log {key}" if log else key
+
+
 def _default_key(surface: Surface) -> str:
     for key in ("train_loss", "test_loss"):
         if key in surface.available():
@@ -174,7 +179,7 @@ def plot_contourf(
     cs = ax.contourf(
         X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="viridis", extend="both"
     )
-    fig.colorbar(cs, ax=ax, label=key)
+    fig.colorbar(cs, ax=ax, label=_label(key, log))
     _overlay(ax, surface)
     ax.set_aspect("equal", adjustable="box")
     ax.set_title(_title(surface, key), fontsize=9)
@@ -200,7 +205,7 @@ def plot_heatmap(
     fig = _figure(figsize=(6, 5))
     ax = fig.add_subplot()
     mesh = ax.pcolormesh(X, Y, z, shading="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
-    fig.colorbar(mesh, ax=ax, label=key)
+    fig.colorbar(mesh, ax=ax, label=_label(key, log))
     ax.set_aspect("equal", adjustable="box")
     ax.set_title(_title(surface, key), fontsize=9)
     fig.tight_layout()
@@ -228,7 +233,7 @@ def plot_3d(
     ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="coolwarm", linewidth=0, antialiased=True)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_zlabel(key)
+    ax.set_zlabel(_label(key, log))
     ax.set_title(_title(surface, key), fontsize=9)
     fig.savefig(out, dpi=120)
     return Path(out)
@@ -247,7 +252,7 @@ def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False
             y=surface.ycoordinates,
             z=z.T,
             colorscale="Viridis",
-            colorbar={"title": key},
+            colorbar={"title": _label(key, log)},
         )
     )
     fig.update_layout(
@@ -466,7 +471,7 @@ def compare(
             ax.set_aspect("equal", adjustable="box")
         for k in range(n, rows * cols):
             axes[k // cols][k % cols].set_visible(False)
-        fig.colorbar(cs, ax=axes.ravel().tolist(), label=key, shrink=0.9)
+        fig.colorbar(cs, ax=axes.ravel().tolist(), label=_label(key, log), shrink=0.9)
     else:
         fig = _figure(figsize=(6, 4), layout="constrained")
         ax = fig.add_subplot()
