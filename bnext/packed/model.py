@@ -58,7 +58,7 @@ class PackedModel(nn.Module):
         kernels.set_threads(self.threads)
         try:
             with torch.inference_mode():
-                return self.model(x.float())
+                return self.model(x.float().cpu())
         finally:
             kernels.set_threads(previous)
 
@@ -95,6 +95,9 @@ def _spec_of(model: nn.Module) -> dict[str, Any]:
 def pack(model: nn.Module, *, threads: int = DEFAULT_THREADS) -> PackedModel:
     """Pack a trained, fully binarized zoo model (see module docstring); the source is left untouched.
 
+    The packed model runs on the CPU (inputs on another device are copied over); ``threads``
+    is the numba thread count of its binary kernels.
+
     Raises:
         PackingError: no ``.spec``, no binary layer, or a binary layer not fully binarized.
     """
@@ -108,7 +111,7 @@ def pack(model: nn.Module, *, threads: int = DEFAULT_THREADS) -> PackedModel:
     # deep copy without duplicating the latent binary weights (they are replaced right away)
     memo: dict[int, Any] = {id(layer): nn.Identity() for _, layer in layers}
     clone = copy.deepcopy(model, memo)
-    clone.eval()
+    clone.eval().cpu()  # the engine runs on the CPU
     for name, layer in layers:
         _set_submodule(clone, name, PackedBinaryConv2d.from_layer(layer, name))
     replace_real_modules(clone)
