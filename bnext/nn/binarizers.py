@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 def sign(x: Tensor) -> Tensor:
     """Paper Eq. 1: ``+1`` where ``x >= 0``, ``-1`` elsewhere (never 0)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    return torch.where(x >= 0, one, -one)
 
 
 class _SignSTE(torch.autograd.Function):

@@ -87,12 +87,13 @@ class BinaryConv2d(nn.Module):
         w = self.weight
         tau = float(self.tau)
         target = torch.clamp(w / tau, -1.0, 1.0) if tau > SIGN_THRESHOLD else sign(w)
-        if self.weight_clip is not None:
-            # gradient of clamp(w, -c, c): identity inside, zero outside
-            latent = torch.clamp(w, -self.weight_clip, self.weight_clip)
-        else:
-            latent = w
-        wb = latent + (target - latent).detach()
+        if torch.is_grad_enabled() and w.requires_grad:
+            # straight-through: forward value ``target``, gradient of the latent weight (of
+            # clamp(w, -c, c) with ``weight_clip``: identity inside, zero outside)
+            latent = w if self.weight_clip is None else torch.clamp(w, -self.weight_clip, self.weight_clip)
+            wb = latent + (target - latent).detach()
+        else:  # evaluation: exactly +-1 (no rounding from the STE arithmetic), and cheaper
+            wb = target
         if self.scale != "none":
             alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
             if self.scale == "mean_abs_detached":

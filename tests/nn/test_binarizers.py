@@ -112,3 +112,13 @@ def test_model_helpers_set_tau_and_clip():
         m[0].weight.fill_(3.0)
     clip_latent_weights_(m, 1.5)
     assert m[0].weight.max().item() == 1.5
+
+
+def test_eval_weights_are_exactly_plus_minus_one_and_match_training_forward():
+    conv = BinaryConv2d(3, 4, 3)
+    with torch.no_grad():
+        conv.weight.mul_(1e-3)  # tiny latent weights: w + (sign(w) - w) could round off +-1
+        wb_eval = conv.binary_weight()
+    assert set(wb_eval.unique().tolist()) == {-1.0, 1.0}
+    torch.testing.assert_close(conv.binary_weight(), wb_eval, rtol=0, atol=1e-6)
+    assert sign(torch.zeros(2, dtype=torch.float64)).dtype == torch.float64
