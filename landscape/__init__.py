@@ -13,7 +13,7 @@ Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_vers
 ``directions/x/<param>`` and ``directions/y/<param>``, and root attributes for the settings (model
 spec, checkpoint path and SHA-256, data spec, subset size, seed, normalization, ignore rule, package
 version, ...). ``train_loss[i, j]`` is the value at ``(xcoordinates[i], ycoordinates[j])``. See
-:mod:`landscape.store` and ``docs/landscape.md``.
+:mod:`landscape.store` and the README ("Loss landscapes").
 
 Typical use::
 

@@ -2,7 +2,7 @@
 
 - :func:`pack` turns a trained, fully binarized zoo model into a :class:`PackedModel`
   (callable like the model); :func:`repack_` refreshes one in place.
-- :func:`save` / :func:`load` write and read the ``.bnx`` file (see ``docs/packed.md``).
+- :func:`save` / :func:`load` write and read the ``.bnx`` file (format spec in the README, "Packed 1-bit inference").
 - CLI: ``python -m bnext.packed pack|info|bench|sizes``.
 """
 
