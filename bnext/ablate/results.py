@@ -20,10 +20,11 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_open
 
 FORMAT = "bnext-ablation-result"
 VERSION = 1
@@ -48,19 +49,10 @@ def _plain(value: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write JSON to a temp file in the same folder, then rename (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_plain(obj), fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path, "w") as fh:
+        json.dump(_plain(obj), fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    return Path(path)
 
 
 def as_list(value: Any) -> list[Any]:

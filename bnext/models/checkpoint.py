@@ -13,13 +13,13 @@ save never leaves a truncated checkpoint behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..io import atomic_open
 from .registry import create
 
 FORMAT = "bnext-checkpoint"
@@ -32,20 +32,9 @@ class CheckpointError(ValueError):
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file next to ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def save(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io import atomic_open
 from ..nn import BinaryConv2d
 from .bits import pack_flat_bits, pack_uint, unpack_flat_bits, unpack_uint
 from .layers import PackedBinaryConv2d, PackingError
@@ -163,21 +163,10 @@ def save(packed: PackedModel, path: str | os.PathLike) -> Path:
     if not isinstance(packed, PackedModel):
         raise TypeError(f"save expects a PackedModel (from bnext.packed.pack), got {type(packed).__name__}")
     header, arrays = _arrays(packed)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            blob = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), dtype=np.uint8)
-            np.savez(f, **{HEADER: blob}, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    blob = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), dtype=np.uint8)
+    with atomic_open(path) as f:
+        np.savez(f, **{HEADER: blob}, **arrays)
+    return Path(path)
 
 
 # -- reader ---------------------------------------------------------------------------

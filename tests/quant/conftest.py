@@ -18,12 +18,3 @@ def small(name: str, **options) -> torch.nn.Module:
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest and immune to busy-waiting on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -37,14 +37,3 @@ def tiny_config(tmp_path):
         return load_config(None, tiny_overrides(out or tmp_path / "run", **extra))
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: one intra-op thread is faster on a shared 2-core machine (no spin-waiting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
