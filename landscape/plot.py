@@ -134,6 +134,26 @@ def _overlay(ax: Any, surface: Surface) -> None:
         ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="trajectory")
 
 
+def _plane(surface: Surface, key: str | None, log: bool, what: str, figsize: tuple[float, float]) -> tuple:
+    """Common start of the 2D plots: ``(key, z, X, Y, fig, ax)``."""
+    _need_2d(surface, what)
+    key = key or _default_key(surface)
+    z = _value(surface, key, log)
+    X, Y = _grid(surface)
+    fig = _figure(figsize=figsize)
+    return key, z, X, Y, fig, fig.add_subplot()
+
+
+def _save_plane(fig: Any, ax: Any, surface: Surface, key: str, out: str | os.PathLike[str]) -> Path:
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_title(_title(surface, key), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    return Path(out)
+
+
 def plot_contour(
     surface: Surface,
     out: str | os.PathLike[str],
@@ -143,22 +163,11 @@ def plot_contour(
     log: bool = False,
 ) -> Path:
     """Contour lines with labels (Li et al. Fig. 2 / the paper's Fig. 2 style)."""
-    _need_2d(surface, "a contour plot")
-    key = key or _default_key(surface)
-    z = _value(surface, key, log)
-    X, Y = _grid(surface)
-    fig = _figure(figsize=(5.5, 5))
-    ax = fig.add_subplot()
+    key, z, X, Y, fig, ax = _plane(surface, key, log, "a contour plot", (5.5, 5))
     cs = ax.contour(X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="summer")
     ax.clabel(cs, inline=True, fontsize=7, fmt="%.2f")
     _overlay(ax, surface)
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_aspect("equal", adjustable="box")
-    ax.set_title(_title(surface, key), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    return Path(out)
+    return _save_plane(fig, ax, surface, key, out)
 
 
 def plot_contourf(
@@ -170,22 +179,13 @@ def plot_contourf(
     log: bool = False,
 ) -> Path:
     """Filled contours with a colour bar."""
-    _need_2d(surface, "a filled contour plot")
-    key = key or _default_key(surface)
-    z = _value(surface, key, log)
-    X, Y = _grid(surface)
-    fig = _figure(figsize=(6, 5))
-    ax = fig.add_subplot()
+    key, z, X, Y, fig, ax = _plane(surface, key, log, "a filled contour plot", (6, 5))
     cs = ax.contourf(
         X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="viridis", extend="both"
     )
     fig.colorbar(cs, ax=ax, label=_label(key, log))
     _overlay(ax, surface)
-    ax.set_aspect("equal", adjustable="box")
-    ax.set_title(_title(surface, key), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    return Path(out)
+    return _save_plane(fig, ax, surface, key, out)
 
 
 def plot_heatmap(
@@ -198,19 +198,10 @@ def plot_heatmap(
     log: bool = False,
 ) -> Path:
     """Heatmap, one cell per grid point (NaN cells blank)."""
-    _need_2d(surface, "a heatmap")
-    key = key or _default_key(surface)
-    z = _value(surface, key, log)
-    X, Y = _grid(surface)
-    fig = _figure(figsize=(6, 5))
-    ax = fig.add_subplot()
+    key, z, X, Y, fig, ax = _plane(surface, key, log, "a heatmap", (6, 5))
     mesh = ax.pcolormesh(X, Y, z, shading="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
     fig.colorbar(mesh, ax=ax, label=_label(key, log))
-    ax.set_aspect("equal", adjustable="box")
-    ax.set_title(_title(surface, key), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    return Path(out)
+    return _save_plane(fig, ax, surface, key, out)
 
 
 def plot_3d(
