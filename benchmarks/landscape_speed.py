@@ -70,7 +70,7 @@ class ReferenceLoop:
 def packed_factory(model: nn.Module, probe: torch.Tensor):
     """The CLI's packed forward factory (``bnext.packed``), or ``(None, reason)`` when unavailable."""
     try:
-        from landscape.__main__ import PackedForward
+        from bnext.packed import PackedForward
 
         factory = PackedForward()
     except ImportError as exc:

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from . import store
 
 
 # ----------------------------------------------------------------------------- bnext glue
@@ -40,15 +40,6 @@ def _parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (identifies the checkpoint in the surface settings)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     """The model (from ``--checkpoint`` or a fresh seeded ``--model``) and its metadata."""
     import bnext.models
@@ -57,7 +48,7 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
         model = bnext.models.load(args.checkpoint)
         meta = {
             "checkpoint_path": str(Path(args.checkpoint).resolve()),
-            "checkpoint_sha256": file_sha256(args.checkpoint),
+            "checkpoint_sha256": store.file_sha256(args.checkpoint),
         }
     else:
         torch.manual_seed(args.init_seed)
@@ -105,51 +96,20 @@ def _has_binary_layers(model: nn.Module) -> bool:
     return any(isinstance(m, BinaryConv2d) for m in model.modules())
 
 
-class PackedForward:
-    """Forward factory over ``bnext.packed``: packs once, then refreshes in place (``repack_``) per point."""
-
-    def __init__(self) -> None:
-        from bnext import packed
-
-        self._pack = packed.pack
-        self._repack = getattr(packed, "repack_", None)
-        self._packed: Any = None
-
-    def __call__(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
-        if self._packed is None or self._repack is None:
-            self._packed = self._pack(model)
-        else:
-            self._repack(self._packed, model)
-        return self._packed
-
-
 def packed_forward_factory(
     model: nn.Module, probe: Tensor, *, required: bool
 ) -> Callable[[nn.Module], Callable[[Tensor], Tensor]] | None:
-    """A :class:`PackedForward` when ``bnext.packed`` exists and matches the model on ``probe``."""
+    """``bnext.packed``'s forward factory when it exists and reproduces the model on ``probe``."""
     try:
-        factory = PackedForward()
+        from bnext.packed import packed_forward_factory as factory
     except ImportError as exc:
         if required:
             raise SystemExit(f"--forward packed: bnext.packed is not available ({exc})") from None
         return None
     try:
-        with torch.inference_mode():
-            ref = model.eval()(probe)
-            got = factory(model)(probe)
-        err = float((ref - got).abs().max())
-    except Exception as exc:  # noqa: BLE001
-        if required:
-            raise SystemExit(f"--forward packed: packing failed ({exc})") from None
-        warnings.warn(f"packed forward unavailable ({exc}); using the torch forward", stacklevel=2)
-        return None
-    if err > 1e-4 * max(1.0, float(ref.abs().max())):
-        msg = f"packed forward differs from the model by {err:.3g}"
-        if required:
-            raise SystemExit(f"--forward packed: {msg}")
-        warnings.warn(f"{msg}; using the torch forward", stacklevel=2)
-        return None
-    return factory
+        return factory(model, probe, required=required)
+    except RuntimeError as exc:
+        raise SystemExit(f"--forward packed: {exc}") from None
 
 
 def _default_out(args: argparse.Namespace, kind: str, ndim: int) -> Path:
@@ -200,17 +160,17 @@ def cmd_compute(args: argparse.Namespace) -> int:
         import bnext.models
 
         d = dirs.interpolation_direction(model, bnext.models.load(args.checkpoint_b))
-        meta["checkpoint_b_sha256"] = file_sha256(args.checkpoint_b)
+        meta["checkpoint_b_sha256"] = store.file_sha256(args.checkpoint_b)
     elif args.directions == "pca":
         if not args.trajectory:
             raise SystemExit("--directions pca needs --trajectory FILE.h5 (saved by the trainer)")
         d = dirs.pca_directions(args.trajectory, model, bias_bn=args.bias_bn)
-        meta["trajectory_sha256"] = file_sha256(args.trajectory)
+        meta["trajectory_sha256"] = store.file_sha256(args.trajectory)
     else:
         if not args.direction_file:
             raise SystemExit("--directions file needs --direction-file FILE.h5 (reference-tool layout)")
         d = dirs.read_reference(args.direction_file, model)
-        meta["direction_file_sha256"] = file_sha256(args.direction_file)
+        meta["direction_file_sha256"] = store.file_sha256(args.direction_file)
     if d.ndim != ndim:
         raise SystemExit(
             f"the {args.directions} directions are {d.ndim}D but the grid is {ndim}D "

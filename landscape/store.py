@@ -31,6 +31,7 @@ and flushed, and a process killed at any moment loses at most the points in flig
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -403,3 +404,12 @@ class SurfaceWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (identifies checkpoints and input files in the surface settings)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

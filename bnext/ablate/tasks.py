@@ -220,16 +220,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data: str = "digi
 
 
 # ----------------------------------------------------------------------------- landscapes
-def _file_sha256(path: str | os.PathLike[str]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _forward_factory(model: torch.nn.Module, probe: torch.Tensor, forward: str) -> Any:
     """The packed XNOR engine for binary models when asked (``packed``) or available (``auto``)."""
     if forward == "torch":
@@ -238,12 +228,8 @@ def _forward_factory(model: torch.nn.Module, probe: torch.Tensor, forward: str) 
 
     if forward == "auto" and not any(isinstance(m, BinaryConv2d) for m in model.modules()):
         return None
-    try:
-        from landscape.__main__ import packed_forward_factory
-    except ImportError:
-        if forward == "packed":
-            raise
-        return None
+    from bnext.packed import packed_forward_factory
+
     return packed_forward_factory(model, probe, required=forward == "packed")
 
 
@@ -275,7 +261,7 @@ def compute_landscape(
     """
     from bnext.models import load
     from landscape.directions import random_directions
-    from landscape.store import SettingsMismatchError
+    from landscape.store import SettingsMismatchError, file_sha256
     from landscape.surface import compute_surface
 
     model = load(checkpoint).eval()
@@ -287,7 +273,7 @@ def compute_landscape(
     factory = _forward_factory(model, next(iter(tensors.values()))[0][:8], forward)
     meta = {
         "model": model.spec, "checkpoint_path": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": _file_sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "data": {"name": data, "root": data_root, "input_size": input_size, "splits": list(splits),
                  "subset": samples, "data_seed": data_seed},
         "subset_size": samples, "forward": "packed" if factory is not None else "torch", "note": "",

@@ -7,11 +7,14 @@
 """
 
 from .fileformat import PackedFormatError, info, load, save
+from .forward import PackedForward, packed_forward_factory
 from .fusion import FusedBinaryBlock
 from .layers import PackedBinaryConv2d, PackedMaxPool2d, PackingError
 from .model import DEFAULT_THREADS, PackedModel, pack, repack_
 
 __all__ = [
+    "PackedForward",
+    "packed_forward_factory",
     "DEFAULT_THREADS",
     "FusedBinaryBlock",
     "PackedBinaryConv2d",
