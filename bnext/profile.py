@@ -95,7 +95,7 @@ def _weight_bits(m: nn.Module) -> int:
 
 def _macs(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
     if isinstance(m, nn.Linear):
-        return m.in_features * out.numel() // m.out_features * m.out_features
+        return m.in_features * out.numel()
     w_shape = list(m.weight.shape)
     return conv_flop_count(list(x.shape), w_shape, list(out.shape), transposed=False) // 2
 
@@ -195,19 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     rows = []
-    for spec in args.models or models.list_models():
-        if spec in models.list_models():
-            opts = {} if args.width is None else {"width": args.width}
+    names = models.list_models()
+    opts = {} if args.width is None else {"width": args.width}
+    for spec in args.models or names:
+        if spec in names:
             model = models.create(spec, num_classes=args.num_classes, input_size=args.input_size, **opts)
         else:
             try:
                 model = models.load(spec)
             except models.CheckpointError as e:
-                print(f"error: {spec!r} is neither a registered model ({', '.join(models.list_models())}) "
+                print(f"error: {spec!r} is neither a registered model ({', '.join(names)}) "
                       f"nor a readable checkpoint: {e}", file=sys.stderr)
                 return 2
-        size = model.spec["input_size"] if spec not in models.list_models() else args.input_size
-        rows.append((spec, count(model, size)))
+        rows.append((spec, count(model, model.spec["input_size"])))
     if args.json:
         print(json.dumps({n: p.as_dict(layers=args.layers) for n, p in rows}, indent=2))
     else:

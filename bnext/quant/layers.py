@@ -25,8 +25,11 @@ class _QuantMixin:
     weight_quantizer: WeightQuantizer
     act_quantizer: nn.Module
 
-    def _setup_quant(self, weight_bits: int, act_bits: int, in_channels: int, *, group: str,
-                     weight_granularity: str, act_granularity: str, act_range: str) -> None:
+    def _adopt(self, float_module: nn.Module, weight_bits: int, act_bits: int, in_channels: int, *, group: str,
+               weight_granularity: str, act_granularity: str, act_range: str) -> None:
+        """Take over ``float_module``'s weight and bias (the same Parameters) and set up the quantizers."""
+        self.weight = float_module.weight
+        self.bias = float_module.bias
         self.weight_bits = int(weight_bits)
         self.act_bits = int(act_bits)
         self.quant_group = group
@@ -35,6 +38,8 @@ class _QuantMixin:
             ActQuantizer(self.act_bits, in_channels, granularity=act_granularity, mode=act_range)
             if self.act_bits < FLOAT_BITS else nn.Identity()
         )
+        self.act_quantizer.to(float_module.weight.device)
+        self.train(float_module.training)
 
     def quantized_weight(self) -> Tensor:
         """The weight the forward uses: Eq. 6 fake-quantized (straight-through gradient)."""
@@ -75,12 +80,8 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
                 conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
                 device=conv.weight.device, dtype=conv.weight.dtype)
-        q.weight = conv.weight
-        q.bias = conv.bias
-        q._setup_quant(weight_bits, act_bits, conv.in_channels, group=group, weight_granularity=weight_granularity,
-                       act_granularity=act_granularity, act_range=act_range)
-        q.act_quantizer.to(conv.weight.device)
-        q.train(conv.training)
+        q._adopt(conv, weight_bits, act_bits, conv.in_channels, group=group, weight_granularity=weight_granularity,
+                 act_granularity=act_granularity, act_range=act_range)
         return q
 
     def forward(self, x: Tensor) -> Tensor:
@@ -102,12 +103,8 @@ class QuantLinear(_QuantMixin, nn.Linear):
             raise TypeError(f"expected a plain nn.Linear, got {type(linear).__name__}")
         q = cls(linear.in_features, linear.out_features, linear.bias is not None,
                 device=linear.weight.device, dtype=linear.weight.dtype)
-        q.weight = linear.weight
-        q.bias = linear.bias
-        q._setup_quant(weight_bits, act_bits, linear.in_features, group=group, weight_granularity=weight_granularity,
-                       act_granularity=act_granularity, act_range=act_range)
-        q.act_quantizer.to(linear.weight.device)
-        q.train(linear.training)
+        q._adopt(linear, weight_bits, act_bits, linear.in_features, group=group,
+                 weight_granularity=weight_granularity, act_granularity=act_granularity, act_range=act_range)
         return q
 
     def forward(self, x: Tensor) -> Tensor:
