@@ -5,7 +5,7 @@ For each model the same 2D grid (filter-normalized random directions, seed 0) is
 (a) the way Li et al.'s tool does it: for every point ``p.data = w + x*dx + y*dy`` from the stored
     per-parameter directions, then a DataLoader with batch 128 over the subset, ``torch.no_grad``,
     loss accumulated as ``loss.item() * batch``;
-(b) with :class:`landscape.surface.SurfaceEngine` (cached tensors, inference mode, in-place flat
+(b) with :class:`landscape.engine.SurfaceEngine` (cached tensors, inference mode, in-place flat
     buffers, BatchNorm folded, batch size tuned once (64..512), channels_last, and for binary models
     the packed XNOR forward of ``bnext.packed`` when it exists),
 
@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from landscape.directions import Directions, random_directions
-from landscape.surface import SurfaceEngine, parse_grid
+from landscape.engine import SurfaceEngine
+from landscape.grid import parse_grid
 
 
 class ReferenceLoop:

@@ -139,7 +139,8 @@ def _init_distributed(device: str | None) -> str | None:
 
 def cmd_compute(args: argparse.Namespace) -> int:
     from . import directions as dirs
-    from .surface import compute_surface, parse_grid
+    from .grid import parse_grid
+    from .surface import compute_surface
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ from landscape.directions import (
     read_reference,
     write_reference,
 )
-from landscape.surface import SurfaceEngine
+from landscape.engine import SurfaceEngine
 
 from ._models import make_model, reference_loss
 

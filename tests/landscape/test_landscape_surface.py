@@ -6,15 +6,10 @@ import torch
 from torch import nn
 
 from landscape.directions import Directions, random_directions
+from landscape.engine import SurfaceEngine, find_conv_bn_pairs, fold_batchnorm
+from landscape.grid import parse_grid
 from landscape.store import SettingsMismatchError, read_surface
-from landscape.surface import (
-    SurfaceEngine,
-    compute_surface,
-    evaluate_grid,
-    find_conv_bn_pairs,
-    fold_batchnorm,
-    parse_grid,
-)
+from landscape.surface import compute_surface, evaluate_grid
 
 from ._models import make_model, reference_loss
 
