@@ -1,0 +1,320 @@
+"""``python -m landscape compute``: evaluate a 1D or 2D loss surface into an HDF5 file.
+
+The bnext glue lives here: models are rebuilt from checkpoints (``bnext.models.load``), evaluation
+data come from ``bnext.data.load_tensors`` and binary models get the packed XNOR-popcount engine
+(``bnext.packed``) as their forward. Heavy modules are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import store
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"model option {text!r} must be KEY=VALUE, e.g. width=0.25")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (from ``--checkpoint`` or a fresh seeded ``--model``) and its metadata."""
+    import bnext.models
+
+    if args.checkpoint:
+        model = bnext.models.load(args.checkpoint)
+        meta = {
+            "checkpoint_path": str(Path(args.checkpoint).resolve()),
+            "checkpoint_sha256": store.file_sha256(args.checkpoint),
+        }
+    else:
+        import torch
+
+        torch.manual_seed(args.init_seed)
+        model = bnext.models.create(
+            args.model,
+            num_classes=args.num_classes,
+            input_size=args.input_size,
+            **dict(args.model_option or []),
+        )
+        meta = {"checkpoint_path": None, "checkpoint_sha256": None, "init_seed": args.init_seed}
+    meta["model"] = getattr(model, "spec", {"name": type(model).__name__})
+    return model.eval(), meta
+
+
+def load_data(
+    args: argparse.Namespace, input_size: int
+) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Any]]:
+    """A fixed seeded subset of each requested split as tensors."""
+    import torch
+
+    from bnext.data import load_tensors
+
+    data = {}
+    for split in args.splits:
+        x, y = load_tensors(args.data, split, input_size=input_size, root=args.data_root)
+        if args.subset and args.subset < x.shape[0]:
+            gen = torch.Generator().manual_seed(args.data_seed)
+            idx = torch.randperm(x.shape[0], generator=gen)[: args.subset].sort().values
+            x, y = x[idx], y[idx]
+        data[split] = (x.contiguous(), y)
+    spec = {
+        "name": args.data,
+        "root": args.data_root,
+        "input_size": input_size,
+        "splits": list(args.splits),
+        "subset": args.subset,
+        "data_seed": args.data_seed,
+    }
+    return data, spec
+
+
+def _has_binary_layers(model: nn.Module) -> bool:
+    try:
+        from bnext.nn import BinaryConv2d
+    except ImportError:
+        return False
+    return any(isinstance(m, BinaryConv2d) for m in model.modules())
+
+
+def packed_forward_factory(
+    model: nn.Module, probe: Tensor, *, required: bool
+) -> Callable[[nn.Module], Callable[[Tensor], Tensor]] | None:
+    """``bnext.packed``'s forward factory when it exists and reproduces the model on ``probe``."""
+    try:
+        from bnext.packed import packed_forward_factory as factory
+    except ImportError as exc:
+        if required:
+            raise SystemExit(f"--forward packed: bnext.packed is not available ({exc})") from None
+        return None
+    try:
+        return factory(model, probe, required=required)
+    except RuntimeError as exc:
+        raise SystemExit(f"--forward packed: {exc}") from None
+
+
+def _default_out(args: argparse.Namespace, kind: str, ndim: int) -> Path:
+    if args.name:
+        name = args.name
+    elif args.checkpoint:
+        ck = Path(args.checkpoint).resolve()
+        name = ck.parent.parent.name if ck.parent.name == "checkpoints" else ck.stem
+    else:
+        name = args.model
+    return Path("runs") / name / f"landscape_{kind}_{ndim}d.h5"
+
+
+def _init_distributed(device: str | None) -> str | None:
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return "cpu" if device is None else device
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import directions as dirs
+    from ..grid import parse_grid
+    from ..surface import compute_surface
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    xc = parse_grid(args.x, "x")
+    yc = None if args.y is None else parse_grid(args.y, "y")
+    device = _init_distributed(args.device)
+    model, meta = load_model(args)
+    input_size = args.input_size if not args.checkpoint else meta["model"].get("input_size", args.input_size)
+    data, data_spec = load_data(args, input_size)
+    ndim = 1 if yc is None else 2
+    if args.directions == "random":
+        d = dirs.random_directions(
+            model, ndim=ndim, seed=args.seed, normalization=args.norm, bias_bn=args.bias_bn
+        )
+    elif args.directions == "interpolate":
+        if not args.checkpoint_b:
+            raise SystemExit("--directions interpolate needs --checkpoint-b (the model at x=1)")
+        import bnext.models
+
+        d = dirs.interpolation_direction(model, bnext.models.load(args.checkpoint_b))
+        meta["checkpoint_b_sha256"] = store.file_sha256(args.checkpoint_b)
+    elif args.directions == "pca":
+        if not args.trajectory:
+            raise SystemExit("--directions pca needs --trajectory FILE.h5 (saved by the trainer)")
+        d = dirs.pca_directions(args.trajectory, model, bias_bn=args.bias_bn)
+        meta["trajectory_sha256"] = store.file_sha256(args.trajectory)
+    else:
+        if not args.direction_file:
+            raise SystemExit("--directions file needs --direction-file FILE.h5 (reference-tool layout)")
+        d = dirs.read_reference(args.direction_file, model)
+        meta["direction_file_sha256"] = store.file_sha256(args.direction_file)
+    if d.ndim != ndim:
+        raise SystemExit(
+            f"the {args.directions} directions are {d.ndim}D but the grid is {ndim}D "
+            f"({'drop --y' if d.ndim == 1 else 'add --y'})"
+        )
+    forward_factory = None
+    binary = _has_binary_layers(model)
+    if args.forward == "packed" or (args.forward == "auto" and binary):
+        probe = next(iter(data.values()))[0][:8]
+        forward_factory = packed_forward_factory(model, probe, required=args.forward == "packed")
+    out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
+    mode = "overwrite" if args.overwrite else "new" if args.new_file else "resume"
+    meta.update(
+        {
+            "data": data_spec,
+            "forward": "packed" if forward_factory is not None else "torch",
+        }
+    )
+    meta["note"] = args.note or ""
+    path = compute_surface(
+        out,
+        model,
+        d,
+        data,
+        xc,
+        yc,
+        metadata=meta,
+        mode=mode,
+        progress=not args.no_progress,
+        device=device,
+        batch_size=args.batch_size,
+        fuse_bn=not (args.no_fuse_bn or binary),
+        bn_recalibrate=args.bn_recalibrate,
+        forward_factory=forward_factory,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        points_per_forward=args.points_per_forward,
+    )
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    print(f"surface written to {path}")
+    if args.export_directions:
+        print(f"directions exported to {dirs.write_reference(d, args.export_directions, model)}")
+    if args.plot:
+        from ..plot import plot_all
+
+        for kind, p in plot_all(path).items():
+            print(f"  {kind}: {p}")
+    return 0
+
+
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``compute`` subcommand."""
+    c = sub.add_parser("compute", help="evaluate a 1D or 2D loss surface into an HDF5 file")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint written by bnext (runs/<name>/checkpoints/best.pt)")
+    src.add_argument("--model", help="registry name: evaluate a freshly initialized model (seeded)")
+    c.add_argument(
+        "--model-option",
+        type=_parse_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for --model, e.g. width=0.25 (repeatable)",
+    )
+    c.add_argument("--num-classes", type=int, default=10, help="classes for --model (default 10)")
+    c.add_argument(
+        "--input-size", type=int, default=32, help="input size for --model and the data (default 32)"
+    )
+    c.add_argument("--init-seed", type=int, default=0, help="initialization seed for --model")
+    c.add_argument("--data", default="digits", help="bnext.data data set name (default digits)")
+    c.add_argument("--data-root", default=None, help="data root for data sets on disk")
+    c.add_argument(
+        "--splits",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=["train"],
+        help="comma-separated splits to evaluate: train, test or train,test (default train)",
+    )
+    c.add_argument("--subset", type=int, default=512, help="samples per split, seeded subset (0 = all)")
+    c.add_argument("--data-seed", type=int, default=0, help="seed of the subset choice")
+    c.add_argument("--x", default="-1:1:21", help="x grid min:max:num (default -1:1:21)")
+    c.add_argument("--y", default=None, help="y grid min:max:num; omit for a 1D surface")
+    c.add_argument("--directions", choices=["random", "interpolate", "pca", "file"], default="random")
+    c.add_argument(
+        "--norm",
+        choices=["filter", "layer", "none"],
+        default="filter",
+        help="normalization of random directions (default filter, Li et al.)",
+    )
+    c.add_argument(
+        "--bias-bn",
+        choices=["ignore", "filter"],
+        default="ignore",
+        help="1-D tensors (biases, BN gamma/beta): zero direction or filter-normalized",
+    )
+    c.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    c.add_argument("--checkpoint-b", help="model at x=1 for --directions interpolate")
+    c.add_argument("--trajectory", help="weight trajectory .h5 for --directions pca")
+    c.add_argument("--direction-file", help="reference-tool direction file for --directions file")
+    c.add_argument("--export-directions", help="also write the directions in the reference tool's layout")
+    c.add_argument("--out", help="output .h5 (default runs/<name>/landscape_<directions>_<1d|2d>.h5)")
+    c.add_argument("--name", help="run name for the default output folder")
+    reuse = c.add_mutually_exclusive_group()
+    reuse.add_argument(
+        "--overwrite", action="store_true", help="replace an existing file with other settings"
+    )
+    reuse.add_argument(
+        "--new-file", action="store_true", help="write <stem>-N.h5 instead of reusing the file"
+    )
+    c.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default cuda if available)")
+    c.add_argument(
+        "--batch-size",
+        type=lambda v: v if v == "auto" else int(v),
+        default=512,
+        help="evaluation batch size, or 'auto' (fastest of 64..512, timed once; default 512)",
+    )
+    c.add_argument(
+        "--no-fuse-bn",
+        action="store_true",
+        help="do not fold BatchNorm into convolutions (never folded for models with binary layers)",
+    )
+    c.add_argument("--bn-recalibrate", action="store_true", help="recompute BN statistics at every point")
+    c.add_argument(
+        "--forward",
+        choices=["auto", "torch", "packed"],
+        default="auto",
+        help="auto: the packed XNOR engine for binary models when bnext.packed exists",
+    )
+    c.add_argument("--channels-last", action="store_true")
+    c.add_argument("--compile", action="store_true", help="torch.compile the forward")
+    c.add_argument(
+        "--points-per-forward",
+        type=int,
+        default=1,
+        help="grid points per forward via vmap (GPU option; slower on CPU)",
+    )
+    c.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    c.add_argument("--note", default=None, help="free text stored with the file (not compared)")
+    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--plot", action="store_true", help="also write all figures after computing")
+    c.set_defaults(func=run)
+
