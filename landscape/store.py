@@ -124,6 +124,7 @@ class Surface:
     attrs: dict[str, Any]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     trajectory: np.ndarray | None = None
+    direction_info: dict[str, Any] = field(default_factory=dict)  # attrs of /directions (kind, PCA ratios, ...)
 
     @property
     def ndim(self) -> int:
@@ -228,6 +229,9 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
             if "trajectory" in f and "xcoordinates" in f["trajectory"]:
                 t = f["trajectory"]
                 trajectory = np.stack([t["xcoordinates"][()], t["ycoordinates"][()]], axis=1)
+            direction_info = {}
+            if "directions" in f:
+                direction_info = {k: _decode_attr(v) for k, v in f["directions"].attrs.items()}
         except SurfaceFileError:
             raise
         except Exception as exc:  # noqa: BLE001 - damaged data blocks surface as assorted errors
@@ -236,7 +240,7 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
         settings = json.loads(attrs.get("settings", "{}"))
     except (TypeError, json.JSONDecodeError):
         raise _fail(path, "root attribute 'settings' is not valid JSON") from None
-    return Surface(path, x, y, values, done, settings, attrs, metrics, trajectory)
+    return Surface(path, x, y, values, done, settings, attrs, metrics, trajectory, direction_info)
 
 
 def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
