@@ -10,7 +10,9 @@ Read next to paper Fig. 3c (the Info-RCP module) and Fig. 4 (block and family):
   (ResNet-18 backbone, section 5.2 and Fig. 1b/2).
 
 Differences from the authors' code, by design: sign(0) = +1 (paper Eq. 1; the reference
-leaves 0), and the recoupling weight is clamped to [0, 1] in the forward pass.
+leaves 0; option ``sign_zero=0`` gives theirs), and the recoupling weight is clamped to [0, 1] in
+the forward pass.  README "Differences from the authors' code" lists them all;
+:func:`bnext.models.import_official` reads their checkpoints.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class InfoRCPModule(nn.Module):
         info_rcp: bool = True,
         project: bool = False,
         mix_with_shortcut: bool = False,
+        sign_zero: int = 1,
     ) -> None:
         super().__init__()
         if not project and in_channels != out_channels:
@@ -64,6 +67,7 @@ class InfoRCPModule(nn.Module):
         self.conv = BinaryConv2d(
             in_channels, out_channels, kernel_size, stride,
             act_binarizer=f"ste_sign:{ACT_CLIP}", shift=True, init_std=LATENT_INIT_STD,
+            sign_zero=sign_zero,
         )
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.PReLU(out_channels)
@@ -97,13 +101,15 @@ class BNextBlock(nn.Module):
     the same input, concatenated (no real-valued projection anywhere).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, elm: bool, info_rcp: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, elm: bool, info_rcp: bool,
+                 sign_zero: int = 1) -> None:
         super().__init__()
         if out_channels not in (in_channels, 2 * in_channels):
             raise ValueError(f"BNextBlock keeps or doubles the width, got {in_channels} -> {out_channels}")
-        self.spatial = InfoRCPModule(in_channels, in_channels, 3, stride, elm=elm, info_rcp=info_rcp)
+        self.spatial = InfoRCPModule(in_channels, in_channels, 3, stride, elm=elm, info_rcp=info_rcp,
+                                     sign_zero=sign_zero)
         self.pointwise = nn.ModuleList(
-            InfoRCPModule(in_channels, in_channels, 1, 1, elm=False, info_rcp=info_rcp)
+            InfoRCPModule(in_channels, in_channels, 1, 1, elm=False, info_rcp=info_rcp, sign_zero=sign_zero)
             for _ in range(out_channels // in_channels)
         )
 
@@ -126,6 +132,7 @@ class BNextMobile(nn.Module):
         width: float,
         info_rcp: bool,
         elm_attention: bool,
+        sign_zero: int = 1,
     ) -> None:
         super().__init__()
         c = scaled(base_width, width)
@@ -140,7 +147,7 @@ class BNextMobile(nn.Module):
                 index += 1  # 1-based: odd blocks plain, even blocks ELM-Attention
                 stride = 2 if (stage > 0 and j == 0) else 1
                 elm = elm_attention and index % 2 == 0
-                blocks.append(BNextBlock(cin, cout, stride, elm=elm, info_rcp=info_rcp))
+                blocks.append(BNextBlock(cin, cout, stride, elm=elm, info_rcp=info_rcp, sign_zero=sign_zero))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.head = ClassifierHead(cin, num_classes, act=nn.PReLU(cin))
@@ -157,7 +164,7 @@ class BNext18(nn.Module):
     """
 
     def __init__(self, *, num_classes: int, input_size: int, width: float, info_rcp: bool,
-                 elm_attention: bool) -> None:
+                 elm_attention: bool, sign_zero: int = 1) -> None:
         super().__init__()
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.stem = resnet_stem(widths[0], input_size, act=None)
@@ -167,9 +174,10 @@ class BNext18(nn.Module):
             for j in range(2):
                 stride = 2 if (i > 0 and j == 0) else 1
                 first = dict(elm=elm_attention, project=(stride != 1 or cin != cout))
+                common = dict(info_rcp=info_rcp, mix_with_shortcut=True, sign_zero=sign_zero)
                 blocks.append(nn.Sequential(
-                    InfoRCPModule(cin, cout, 3, stride, info_rcp=info_rcp, mix_with_shortcut=True, **first),
-                    InfoRCPModule(cout, cout, 3, 1, elm=False, info_rcp=info_rcp, mix_with_shortcut=True),
+                    InfoRCPModule(cin, cout, 3, stride, **first, **common),
+                    InfoRCPModule(cout, cout, 3, 1, elm=False, **common),
                 ))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
@@ -189,43 +197,43 @@ FAMILY = {
 
 
 def _mobile(name: str, num_classes: int, input_size: int, width: float, info_rcp: bool,
-            elm_attention: bool) -> nn.Module:
+            elm_attention: bool, sign_zero: int) -> nn.Module:
     base, blocks = FAMILY[name]
     return BNextMobile(base, blocks, num_classes=num_classes, input_size=input_size, width=width,
-                       info_rcp=info_rcp, elm_attention=elm_attention)
+                       info_rcp=info_rcp, elm_attention=elm_attention, sign_zero=sign_zero)
 
 
 @register_model
 def bnext18(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
     """BNext-18 (ResNet-18 backbone; paper Table 2, 3 and Fig. 2)."""
     return BNext18(num_classes=num_classes, input_size=input_size, width=width, info_rcp=info_rcp,
-                   elm_attention=elm_attention)
+                   elm_attention=elm_attention, sign_zero=sign_zero)
 
 
 @register_model
 def bnext_t(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
     """BNext-Tiny (C = 32, blocks 1,2,2,6,2)."""
-    return _mobile("bnext_t", num_classes, input_size, width, info_rcp, elm_attention)
+    return _mobile("bnext_t", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
 
 
 @register_model
 def bnext_s(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
     """BNext-Small (C = 48, blocks 1,2,2,6,2)."""
-    return _mobile("bnext_s", num_classes, input_size, width, info_rcp, elm_attention)
+    return _mobile("bnext_s", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
 
 
 @register_model
 def bnext_m(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
     """BNext-Middle (C = 48, blocks 1,4,4,8,4)."""
-    return _mobile("bnext_m", num_classes, input_size, width, info_rcp, elm_attention)
+    return _mobile("bnext_m", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
 
 
 @register_model
 def bnext_l(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
     """BNext-Large (C = 64, blocks 1,4,4,16,4)."""
-    return _mobile("bnext_l", num_classes, input_size, width, info_rcp, elm_attention)
+    return _mobile("bnext_l", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)

@@ -12,6 +12,10 @@ latent real-valued weights; the forward pass
 3. optionally scales each output channel by ``alpha = mean |W|`` (XNOR-Net, Bi-Real);
 4. convolves.
 
+``sign_zero`` is the value of sign(0), for inputs and weights alike: ``+1`` (default, paper Eq. 1,
+what a packed kernel can store) or ``0`` (``torch.sign``, as the authors' BNext code computes; used
+to reproduce an imported official checkpoint exactly where a value is exactly 0; not packable).
+
 Padding convention: the *binarized* input is zero-padded (``pad_value = 0``), as the
 reference BNext, Bi-Real and ReActNet code does.  A zero cannot be stored in one bit,
 so the packed engine corrects the border outputs exactly.
@@ -31,6 +35,7 @@ from .binarizers import Binarizer, SignSTE, make_binarizer, sign
 SIGN_THRESHOLD = 1e-6
 
 SCALES = ("none", "mean_abs", "mean_abs_detached")
+SIGN_ZEROS = (1, 0)
 
 
 class BinaryConv2d(nn.Module):
@@ -44,6 +49,7 @@ class BinaryConv2d(nn.Module):
             or ``"mean_abs_detached"`` (Bi-Real: alpha without gradient).
         weight_clip: mask the weight gradient to ``|w| <= weight_clip`` (Bi-Real: 1.0).
         init_std: if given, latent weights start as ``N(0, 1) * init_std`` (BNext: 1e-3).
+        sign_zero: sign(0) of inputs and weights: ``1`` (Eq. 1, packable) or ``0`` (``torch.sign``).
     """
 
     pad_value: float = 0.0
@@ -61,10 +67,14 @@ class BinaryConv2d(nn.Module):
         scale: str = "none",
         weight_clip: float | None = None,
         init_std: float | None = None,
+        sign_zero: int = 1,
     ) -> None:
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if sign_zero not in SIGN_ZEROS:
+            raise ValueError(f"sign_zero must be 1 (paper Eq. 1) or 0 (torch.sign), got {sign_zero!r}")
+        self.sign_zero = int(sign_zero)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -86,7 +96,10 @@ class BinaryConv2d(nn.Module):
         """Effective weight used by the forward pass (progressive binarization)."""
         w = self.weight
         tau = float(self.tau)
-        target = torch.clamp(w / tau, -1.0, 1.0) if tau > SIGN_THRESHOLD else sign(w)
+        if tau > SIGN_THRESHOLD:
+            target = torch.clamp(w / tau, -1.0, 1.0)
+        else:
+            target = sign(w) if self.sign_zero else torch.sign(w)
         if torch.is_grad_enabled() and w.requires_grad:
             # straight-through: forward value ``target``, gradient of the latent weight (of
             # clamp(w, -c, c) with ``weight_clip``: identity inside, zero outside)
@@ -110,7 +123,10 @@ class BinaryConv2d(nn.Module):
     def binarize_input(self, x: Tensor) -> Tensor:
         if self.shift is not None:
             x = x + self.shift
-        return x if self.act_binarizer is None else self.act_binarizer(x)
+        if self.act_binarizer is None:
+            return x
+        xb = self.act_binarizer(x)
+        return xb if self.sign_zero else xb * (x != 0).to(xb.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(self.binarize_input(x), self.binary_weight(), None, self.stride, self.padding)
@@ -120,6 +136,8 @@ class BinaryConv2d(nn.Module):
         s += f", padding={self.padding}, scale={self.scale!r}, shift={self.shift is not None}"
         if self.weight_clip is not None:
             s += f", weight_clip={self.weight_clip}"
+        if not self.sign_zero:
+            s += ", sign_zero=0"
         return s
 
 

@@ -27,6 +27,9 @@ def check_packable(name: str, layer: BinaryConv2d) -> None:
             f"binary layer {name!r} has real-valued inputs (act_binarizer=None); only layers with binary "
             f"activations can run as XNOR-popcount"
         )
+    if not layer.sign_zero:
+        raise PackingError(f"binary layer {name!r} has sign_zero=0 (sign(0) = 0 cannot be stored in one bit); "
+                           f"rebuild the model with sign_zero=1 (paper Eq. 1) to pack it")
 
 
 def weight_signs(layer: BinaryConv2d) -> np.ndarray:
