@@ -11,7 +11,7 @@ Read next to paper Fig. 3c (the Info-RCP module) and Fig. 4 (block and family):
 
 Differences from the authors' code, by design: sign(0) = +1 (paper Eq. 1; the reference
 leaves 0; option ``sign_zero=0`` gives theirs), and the recoupling weight is clamped to [0, 1] in
-the forward pass.  README "Differences from the authors' code" lists them all;
+the forward pass (option ``clamp_mix=False`` gives theirs).  README "Differences from the authors' code" lists them all;
 :func:`bnext.models.import_official` reads their checkpoints.
 """
 
@@ -39,7 +39,8 @@ class InfoRCPModule(nn.Module):
     2. shortcut ``r``: ``u`` (2x2-pooled when strided, or avg-pool + 1x1 conv + BN when
        ``project``); for ELM-Attention the shortcut is taken of ``PReLU(u)``.
     3. Info-RCP (if ``info_rcp``): ``m = s * v + (1 - s) * x`` with ``s`` in [0, 1] per
-       channel (init 0.5) and ``v`` the pooled input (or ``r`` when ``mix_with_shortcut``);
+       channel (init 0.5; clamped unless ``clamp_mix=False``, the authors' code) and ``v`` the
+       pooled input (or ``r`` when ``mix_with_shortcut``);
        ``x = SE(m) * x``.
     4. Output: ELM-Attention ``BN(x * r) + r``; plain ``BN(x) + r``; plain without Info-RCP
        ``x + r``.
@@ -57,6 +58,7 @@ class InfoRCPModule(nn.Module):
         project: bool = False,
         mix_with_shortcut: bool = False,
         sign_zero: int = 1,
+        clamp_mix: bool = True,
     ) -> None:
         super().__init__()
         if not project and in_channels != out_channels:
@@ -64,6 +66,7 @@ class InfoRCPModule(nn.Module):
         self.elm = elm
         self.info_rcp = info_rcp
         self.mix_with_shortcut = mix_with_shortcut
+        self.clamp_mix = clamp_mix
         self.conv = BinaryConv2d(
             in_channels, out_channels, kernel_size, stride,
             act_binarizer=f"ste_sign:{ACT_CLIP}", shift=True, init_std=LATENT_INIT_STD,
@@ -87,7 +90,7 @@ class InfoRCPModule(nn.Module):
         r = self.shortcut(self.shortcut_act(u))
         if self.info_rcp:
             v = r if self.mix_with_shortcut else self.pool_input(u)
-            s = self.mix_weight.clamp(0.0, 1.0)
+            s = self.mix_weight.clamp(0.0, 1.0) if self.clamp_mix else self.mix_weight
             x = self.se(s * v + (1.0 - s) * x) * x
         if self.elm:
             return self.bn_out(x * r) + r
@@ -102,14 +105,14 @@ class BNextBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, elm: bool, info_rcp: bool,
-                 sign_zero: int = 1) -> None:
+                 sign_zero: int = 1, clamp_mix: bool = True) -> None:
         super().__init__()
         if out_channels not in (in_channels, 2 * in_channels):
             raise ValueError(f"BNextBlock keeps or doubles the width, got {in_channels} -> {out_channels}")
-        self.spatial = InfoRCPModule(in_channels, in_channels, 3, stride, elm=elm, info_rcp=info_rcp,
-                                     sign_zero=sign_zero)
+        common = dict(info_rcp=info_rcp, sign_zero=sign_zero, clamp_mix=clamp_mix)
+        self.spatial = InfoRCPModule(in_channels, in_channels, 3, stride, elm=elm, **common)
         self.pointwise = nn.ModuleList(
-            InfoRCPModule(in_channels, in_channels, 1, 1, elm=False, info_rcp=info_rcp, sign_zero=sign_zero)
+            InfoRCPModule(in_channels, in_channels, 1, 1, elm=False, **common)
             for _ in range(out_channels // in_channels)
         )
 
@@ -133,6 +136,7 @@ class BNextMobile(nn.Module):
         info_rcp: bool,
         elm_attention: bool,
         sign_zero: int = 1,
+        clamp_mix: bool = True,
     ) -> None:
         super().__init__()
         c = scaled(base_width, width)
@@ -147,7 +151,8 @@ class BNextMobile(nn.Module):
                 index += 1  # 1-based: odd blocks plain, even blocks ELM-Attention
                 stride = 2 if (stage > 0 and j == 0) else 1
                 elm = elm_attention and index % 2 == 0
-                blocks.append(BNextBlock(cin, cout, stride, elm=elm, info_rcp=info_rcp, sign_zero=sign_zero))
+                blocks.append(BNextBlock(cin, cout, stride, elm=elm, info_rcp=info_rcp, sign_zero=sign_zero,
+                                         clamp_mix=clamp_mix))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.head = ClassifierHead(cin, num_classes, act=nn.PReLU(cin))
@@ -164,7 +169,7 @@ class BNext18(nn.Module):
     """
 
     def __init__(self, *, num_classes: int, input_size: int, width: float, info_rcp: bool,
-                 elm_attention: bool, sign_zero: int = 1) -> None:
+                 elm_attention: bool, sign_zero: int = 1, clamp_mix: bool = True) -> None:
         super().__init__()
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.stem = resnet_stem(widths[0], input_size, act=None)
@@ -174,7 +179,7 @@ class BNext18(nn.Module):
             for j in range(2):
                 stride = 2 if (i > 0 and j == 0) else 1
                 first = dict(elm=elm_attention, project=(stride != 1 or cin != cout))
-                common = dict(info_rcp=info_rcp, mix_with_shortcut=True, sign_zero=sign_zero)
+                common = dict(info_rcp=info_rcp, mix_with_shortcut=True, sign_zero=sign_zero, clamp_mix=clamp_mix)
                 blocks.append(nn.Sequential(
                     InfoRCPModule(cin, cout, 3, stride, **first, **common),
                     InfoRCPModule(cout, cout, 3, 1, elm=False, **common),
@@ -197,43 +202,48 @@ FAMILY = {
 
 
 def _mobile(name: str, num_classes: int, input_size: int, width: float, info_rcp: bool,
-            elm_attention: bool, sign_zero: int) -> nn.Module:
+            elm_attention: bool, sign_zero: int, clamp_mix: bool) -> nn.Module:
     base, blocks = FAMILY[name]
     return BNextMobile(base, blocks, num_classes=num_classes, input_size=input_size, width=width,
-                       info_rcp=info_rcp, elm_attention=elm_attention, sign_zero=sign_zero)
+                       info_rcp=info_rcp, elm_attention=elm_attention, sign_zero=sign_zero, clamp_mix=clamp_mix)
 
 
 @register_model
 def bnext18(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1,
+            clamp_mix: bool = True) -> nn.Module:
     """BNext-18 (ResNet-18 backbone; paper Table 2, 3 and Fig. 2)."""
     return BNext18(num_classes=num_classes, input_size=input_size, width=width, info_rcp=info_rcp,
-                   elm_attention=elm_attention, sign_zero=sign_zero)
+                   elm_attention=elm_attention, sign_zero=sign_zero, clamp_mix=clamp_mix)
 
 
 @register_model
 def bnext_t(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1,
+            clamp_mix: bool = True) -> nn.Module:
     """BNext-Tiny (C = 32, blocks 1,2,2,6,2)."""
-    return _mobile("bnext_t", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
+    return _mobile("bnext_t", num_classes, input_size, width, info_rcp, elm_attention, sign_zero, clamp_mix)
 
 
 @register_model
 def bnext_s(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1,
+            clamp_mix: bool = True) -> nn.Module:
     """BNext-Small (C = 48, blocks 1,2,2,6,2)."""
-    return _mobile("bnext_s", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
+    return _mobile("bnext_s", num_classes, input_size, width, info_rcp, elm_attention, sign_zero, clamp_mix)
 
 
 @register_model
 def bnext_m(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1,
+            clamp_mix: bool = True) -> nn.Module:
     """BNext-Middle (C = 48, blocks 1,4,4,8,4)."""
-    return _mobile("bnext_m", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
+    return _mobile("bnext_m", num_classes, input_size, width, info_rcp, elm_attention, sign_zero, clamp_mix)
 
 
 @register_model
 def bnext_l(*, num_classes: int = 1000, input_size: int = 224, width: float = 1.0,
-            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1) -> nn.Module:
+            info_rcp: bool = True, elm_attention: bool = True, sign_zero: int = 1,
+            clamp_mix: bool = True) -> nn.Module:
     """BNext-Large (C = 64, blocks 1,4,4,16,4)."""
-    return _mobile("bnext_l", num_classes, input_size, width, info_rcp, elm_attention, sign_zero)
+    return _mobile("bnext_l", num_classes, input_size, width, info_rcp, elm_attention, sign_zero, clamp_mix)

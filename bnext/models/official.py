@@ -112,12 +112,15 @@ class OfficialImport:
     dropped: list[str] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)
     checkpoint_num_classes: int = 0
+    unclamped_mix: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         width = self.options.get("width", 1.0)
         return (f"{self.model} (width {width:g}, {self.num_classes} classes, input {self.input_size}): "
                 f"{len(self.mapped)} tensors mapped, {len(self.dropped)} unused by their forward dropped"
-                + (f", {len(self.reset)} re-initialized (new classifier)" if self.reset else ""))
+                + (f", {len(self.reset)} re-initialized (new classifier)" if self.reset else "")
+                + (f"; {len(self.unclamped_mix)} recoupling weights outside [0, 1]: clamp_mix=False (as their code)"
+                   if self.unclamped_mix else ""))
 
 
 # -- reading the container --------------------------------------------------------------------------
@@ -318,6 +321,10 @@ def convert_state_dict(state_dict: Mapping[str, Tensor], *, name: str | None = N
     if unset:
         raise OfficialCheckpointError(f"the checkpoint has no tensor for {unset[0]!r} of {where} "
                                       f"({len(unset)} missing); the file is incomplete or of another model")
+    # their recoupling weight is not clamped to [0, 1]: keep their function where it matters
+    result.unclamped_mix = [k for k in out if k.endswith(".mix_weight") and bool(((out[k] < 0) | (out[k] > 1)).any())]
+    if result.unclamped_mix:
+        result.options["clamp_mix"] = False
     return result
 
 
@@ -337,7 +344,8 @@ def import_official(path: str | os.PathLike, *, name: str | None = None, num_cla
     Reads ``path`` (``weights_only=True``; the optimizer state and training curves are ignored),
     recognizes BNext-T/S/M/L or BNext-18 and its width, maps every tensor (see the module
     docstring and :func:`convert_state_dict` for the arguments) and sets each binary layer's
-    ``tau``. The result has ``.spec`` (save it with :func:`bnext.models.save`) and
+    ``tau``. Where a recoupling weight lies outside [0, 1] the model gets ``clamp_mix=False``
+    (their forward does not clamp it). The result has ``.spec`` (save it with :func:`bnext.models.save`) and
     ``.official`` (:class:`OfficialImport` without the tensors).
     """
     container = read_official(path)
@@ -347,7 +355,7 @@ def import_official(path: str | os.PathLike, *, name: str | None = None, num_cla
     except OfficialCheckpointError as e:
         raise OfficialCheckpointError(f"{path}: {e}") from None
     model = create(conv.model, num_classes=conv.num_classes, input_size=conv.input_size,
-                   width=conv.options["width"], sign_zero=conv.options["sign_zero"])
+                   **{k: conv.options[k] for k in ("width", "sign_zero", "clamp_mix")})
     missing, unexpected = model.load_state_dict(conv.state_dict, strict=False)
     if unexpected or sorted(missing) != sorted(conv.reset):  # convert_state_dict checked this already
         raise OfficialCheckpointError(f"{path}: state dict does not fit {conv.model}: missing {missing[:4]}, "

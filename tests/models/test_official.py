@@ -59,7 +59,8 @@ def expected() -> tuple[torch.Tensor, torch.Tensor]:
 def test_fixture_reproduces_their_logits(sign_zero):
     model = import_official(FIXTURE, sign_zero=sign_zero)
     assert model.spec == {"name": "bnext_t", "num_classes": 10, "input_size": 32,
-                          "options": {"width": 0.25, "info_rcp": True, "elm_attention": True, "sign_zero": sign_zero}}
+                          "options": {"width": 0.25, "info_rcp": True, "elm_attention": True, "sign_zero": sign_zero,
+                                      "clamp_mix": True}}
     assert not model.training
     layers = list(binary_layers(model))
     assert layers and all(float(m.tau) == 0.0 and m.sign_zero == sign_zero for _, m in layers)
@@ -127,6 +128,22 @@ def test_listing_imports_from_a_file(tmp_path, name):
     first = next(m for _, m in binary_layers(model))
     assert first.weight.flatten()[0].item() > 1  # a listed value, not the N(0, 1e-3) initialization
     del model
+
+
+def test_recoupling_weight_outside_0_1_keeps_their_unclamped_forward(tmp_path):
+    container = torch.load(FIXTURE, weights_only=True)
+    container["state_dict"]["module.feature.3.Attention.scale"].view(-1)[:4] = torch.tensor([1.5, -0.5, 2.0, 1.2])
+    path = tmp_path / "unclamped.pth.tar"
+    torch.save(container, path)
+    model = import_official(path)
+    assert model.spec["options"]["clamp_mix"] is False and "clamp_mix=False" in model.official.describe()
+    clamped = models.create("bnext_t", num_classes=10, input_size=32, width=0.25).eval()
+    clamped.load_state_dict(model.state_dict())
+    x, _ = expected()
+    with torch.no_grad():
+        assert not torch.allclose(model(x), clamped(x))
+        model.blocks[2].spatial.mix_weight.clamp_(0, 1)  # clamping by hand gives the clamped model back
+        assert torch.equal(model(x), clamped(x))
 
 
 def test_recognizes_width_and_size_and_respects_name():
