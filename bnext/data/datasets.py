@@ -14,13 +14,14 @@ from .digits import DigitsDataset, load_digits_tensors
 from .imagefolder import load_imagefolder
 from .info import check_split, dataset_info
 from .synthetic import SyntheticDataset
-from .transforms import AugmentSpec, build_transform
+from .transforms import EVAL_CROP_RATIO, AugmentSpec, build_transform
 
 __all__ = ["get_dataset", "load_tensors"]
 
 
 def get_dataset(name: str, split: str, *, root: str | Path | None = None, input_size: int | None = None,
-                augment: str | AugmentSpec = "none", seed: int = 0) -> Dataset:
+                augment: str | AugmentSpec = "none", seed: int = 0, eval_crop: float = EVAL_CROP_RATIO,
+                interpolation: str = "bilinear") -> Dataset:
     """A dataset of ``(image [3, H, W] float32 normalized, int label)`` pairs.
 
     name: ``digits`` (embedded, no ``root``), ``cifar10`` / ``cifar100`` (torchvision format under
@@ -29,7 +30,8 @@ def get_dataset(name: str, split: str, *, root: str | Path | None = None, input_
     defaults to the dataset's (see :func:`dataset_info`). augment: a spec for
     :func:`build_transform`, applied to the train split only (the test split always uses ``none``);
     its batch part (mixup/cutmix) and ``repeated`` belong to the loader, see :func:`make_loaders`.
-    seed: the digits train/test split, or the synthetic data. Every dataset has ``.classes``.
+    seed: the digits train/test split, or the synthetic data. eval_crop, interpolation: the test
+    split's resize (see :func:`build_transform`). Every dataset has ``.classes``.
     Missing or malformed folders raise :class:`DatasetLayoutError`.
     """
     info = dataset_info(name)
@@ -38,7 +40,8 @@ def get_dataset(name: str, split: str, *, root: str | Path | None = None, input_
     train = split == "train"
     pre_sized = name in ("digits", "synthetic")  # stored at input_size already: no eval resize
     transform = build_transform(augment if train else "none", train=train, input_size=size,
-                                mean=info.mean, std=info.std, resize=not pre_sized)
+                                mean=info.mean, std=info.std, resize=not pre_sized, eval_crop=eval_crop,
+                                interpolation=interpolation)
     if name == "digits":
         return DigitsDataset(split, input_size=size, seed=seed, transform=transform)
     if name == "synthetic":

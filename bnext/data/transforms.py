@@ -88,16 +88,24 @@ def parse_augment(spec: str | AugmentSpec) -> AugmentSpec:
 
 
 def build_transform(name: str | AugmentSpec, *, train: bool, input_size: int, mean: Sequence[float],
-                    std: Sequence[float], resize: bool = True) -> v2.Transform:
+                    std: Sequence[float], resize: bool = True, eval_crop: float = EVAL_CROP_RATIO,
+                    interpolation: str = "bilinear") -> v2.Transform:
     """The per-image pipeline for an augmentation spec; batch parts and ``repeated`` are ignored here.
 
     Output: float32 [3, H, W] (or [B, 3, H, W] for a batch), normalized with ``mean``/``std``.
     Evaluation (``train=False``), like ``none``, only resizes: to ``input_size`` below 64 px, and
-    resize to ``input_size / 0.875`` + center crop from 64 px. ``resize=False`` skips that for data
+    resize to ``input_size / eval_crop`` (0.875 by default; the authors' BNext evaluation uses 0.95 and
+    ``interpolation="bicubic"``) + center crop from 64 px. ``resize=False`` skips that for data
     already stored at ``input_size`` (digits, synthetic).
     """
     if input_size < 1:
         raise ValueError(f"input_size must be positive, got {input_size}")
+    if not 0 < eval_crop <= 1:
+        raise ValueError(f"eval_crop must be in (0, 1], got {eval_crop}")
+    modes = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation must be one of {sorted(modes)}, got {interpolation!r}")
+    mode = modes[interpolation]
     spec = parse_augment(name)
     ops: list[v2.Transform] = [v2.ToImage()]
     if train and spec.image:
@@ -113,9 +121,10 @@ def build_transform(name: str | AugmentSpec, *, train: bool, input_size: int, me
             ops.append(RandAugmentMStd(num_ops=2, magnitude=7, magnitude_std=0.5))
     elif resize:
         if input_size >= LARGE_INPUT:
-            ops += [v2.Resize(round(input_size / EVAL_CROP_RATIO), antialias=True), v2.CenterCrop(input_size)]
+            ops += [v2.Resize(round(input_size / eval_crop), interpolation=mode, antialias=True),
+                    v2.CenterCrop(input_size)]
         else:
-            ops.append(v2.Resize((input_size, input_size), antialias=True))
+            ops.append(v2.Resize((input_size, input_size), interpolation=mode, antialias=True))
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
     return v2.Compose(ops)
 

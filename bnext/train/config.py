@@ -23,7 +23,9 @@ MISSING = "???"
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule.interval": ("epoch", "step"),
-    "binarize.schedule": ("progressive", "sign"),
+    "lr_schedule.cosine_length": ("remaining", "total"),
+    "binarize.schedule": ("progressive", "sign", "exponential"),
+    "data.eval_interpolation": ("bilinear", "bicubic"),
     "binarize.interval": ("epoch", "step"),
     "kd.ensemble": ("gap_sensitive", "mean"),
     "kd.order": ("kc", "given"),
@@ -56,6 +58,8 @@ class DataConfig:
     num_workers: int = 0
     in_memory: bool | None = None  # null: auto (digits/synthetic with none/standard/mixup/cutmix)
     split_seed: int = 0  # digits train/test split, synthetic data
+    eval_crop: float = 0.875  # from 64 px, evaluation resizes to input_size / eval_crop, then center-crops
+    eval_interpolation: str = "bilinear"  # bilinear|bicubic (the authors' evaluation: 0.95, bicubic)
 
 
 @dataclass
@@ -89,16 +93,18 @@ class LRScheduleConfig:
     warmup_lr: float = 1e-5
     min_lr: float = 1e-7
     interval: str = "epoch"  # epoch|step
+    cosine_length: str = "remaining"  # remaining: epochs - warm-up, ends at min_lr | total: all epochs (authors)
 
 
 @dataclass
 class BinarizeConfig:
     """Progressive weight binarization, see :func:`bnext.train.schedule.tau_at`."""
 
-    schedule: str = "progressive"  # progressive|sign
+    schedule: str = "progressive"  # progressive|sign|exponential (the authors': tau_start * decay ** epoch)
     tau_start: float = 1.0
     tau_end: float = 1e-5  # last temperature before pure sign
     end_fraction: float = 0.3  # training progress from which the weights are exactly sign(w)
+    decay: float = 0.9  # exponential: factor per epoch
     interval: str = "epoch"  # epoch|step
 
 
@@ -417,6 +423,8 @@ def validate(cfg: Config, *, allow_missing: bool = False) -> None:
         ("binarize.end_fraction", 0.0 <= cfg.binarize.end_fraction <= 1.0, "in [0, 1]"),
         ("binarize.tau_start", cfg.binarize.tau_start > 0, "> 0"),
         ("binarize.tau_end", 0 < cfg.binarize.tau_end <= cfg.binarize.tau_start, "in (0, tau_start]"),
+        ("binarize.decay", 0 < cfg.binarize.decay < 1, "in (0, 1)"),
+        ("data.eval_crop", 0 < cfg.data.eval_crop <= 1, "in (0, 1]"),
         ("lr_schedule.warmup_epochs", cfg.lr_schedule.warmup_epochs >= 0, ">= 0"),
         ("optim.lr", cfg.optim.lr > 0, "> 0"),
         ("optim.betas", len(cfg.optim.betas) == 2, "a list of two floats"),

@@ -209,7 +209,8 @@ def build_data(cfg: Any, *, world_size: int = 1, rank: int = 0, pin_memory: bool
         in_memory = True
     else:
         train_ds = get_dataset(d.name, "train", root=d.root, input_size=size, augment=d.augment, seed=d.split_seed)
-        test_ds = get_dataset(d.name, "test", root=d.root, input_size=size, augment="none", seed=d.split_seed)
+        test_ds = get_dataset(d.name, "test", root=d.root, input_size=size, augment="none", seed=d.split_seed,
+                              eval_crop=d.eval_crop, interpolation=d.eval_interpolation)
         if spec.repeated:
             sampler: Any = RepeatedAugmentationSampler(train_ds, num_repeats=3, seed=cfg.seed,
                                                        num_replicas=world_size, rank=rank)

@@ -231,13 +231,14 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
                                     wd_real=cfg.optim.weight_decay, wd_binary=cfg.optim.binary_weight_decay)
         scheduler = build_lr_scheduler(optimizer, total_steps=max(epochs, 1) * unit,
                                        warmup_steps=round(cfg.lr_schedule.warmup_epochs * unit),
-                                       warmup_lr=cfg.lr_schedule.warmup_lr, min_lr=cfg.lr_schedule.min_lr)
+                                       warmup_lr=cfg.lr_schedule.warmup_lr, min_lr=cfg.lr_schedule.min_lr,
+                                       cosine_length=cfg.lr_schedule.cosine_length)
     distiller = _build_distiller(cfg, data.num_classes, device, epochs) if cfg.kd.enabled else None
     b = cfg.binarize
 
     def tau_for(progress: float) -> float:
         return tau_at(progress, tau_start=b.tau_start, tau_end=b.tau_end, end_fraction=b.end_fraction,
-                      schedule=b.schedule)
+                      schedule=b.schedule, decay=b.decay, epochs=max(epochs, 1))
 
     # -- resume --------------------------------------------------------------------------
     start_epoch, best_top1, best_epoch, elapsed = 0, -1.0, 0, 0.0
