@@ -46,7 +46,12 @@ __all__ = [
 ]
 
 
+_SUBMODULES = ("bireal", "bnext", "checkpoint", "common", "official", "registry", "resnet")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:  # ``bnext.models.resnet`` before anything imported it
+        return importlib.import_module(f".{name}", __name__)
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     for family in ("bireal", "bnext", "resnet"):  # register the families
