@@ -227,3 +227,15 @@ def test_packing_refuses_sign_zero_0():
     model = import_official(FIXTURE, sign_zero=0)
     with pytest.raises(PackingError, match="sign_zero=0"):
         pack(model)
+
+
+def test_tau_from_the_stored_temperature():
+    sd = _fixture_sd()
+    sd["module.feature.1.Attention.binary_conv.temperature"] = torch.tensor([0.5])
+    sd["module.feature.2.Attention.binary_conv.temperature"] = torch.tensor([2e-7])  # theirs: still clamp(w / t)
+    sd["module.feature.3.Attention.binary_conv.temperature"] = torch.tensor([9e-8])  # theirs: sign
+    conv = convert_state_dict(sd)
+    taus = [float(conv.state_dict[f"blocks.{i}.spatial.conv.tau"]) for i in range(4)]
+    assert taus == pytest.approx([0.5, 2e-7, 0.0, 0.0])
+    assert all(float(v) == 0.0 for k, v in conv.state_dict.items() if k.endswith(".tau") and "blocks.0." not in k
+               and "blocks.1.spatial" not in k)
