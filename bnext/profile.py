@@ -13,7 +13,8 @@
 MACs come from forward hooks and ``torch.utils.flop_counter.conv_flop_count`` on one
 forward of the given input shape; nothing is written per model by hand.
 
-CLI: ``python -m bnext.profile NAME|CHECKPOINT ... [--input-size 224] [--layers]``.
+CLI: ``python -m bnext.profile NAME|CHECKPOINT ... [--input-size 224] [--layers] [--threads N]``.
+torch is imported inside the functions, so the CLI's ``--help`` is immediate.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import conv_flop_count
+from .cli import add_threads_argument, progress, set_threads
 
-from .nn import BinaryConv2d
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 MIB = 2**20
 
@@ -88,25 +90,34 @@ class Profile:
 
 
 def _weight_bits(m: nn.Module) -> int:
+    from .nn import BinaryConv2d
+
     if isinstance(m, BinaryConv2d):
         return 1
     return int(getattr(m, "weight_bits", 32))
 
 
 def _macs(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
+    from torch import nn
+    from torch.utils.flop_counter import conv_flop_count
+
     if isinstance(m, nn.Linear):
         return m.in_features * out.numel()
     w_shape = list(m.weight.shape)
     return conv_flop_count(list(x.shape), w_shape, list(out.shape), transposed=False) // 2
 
 
-@torch.no_grad()
 def count(model: nn.Module, input_size: tuple[int, ...] | int = (1, 3, 224, 224)) -> Profile:
     """Count BOPs, FLOPs, QOPs, OPs and size of ``model`` for one forward of ``input_size``.
 
     ``input_size`` is an NCHW shape or a single resolution (batch 1, 3 channels).
     Counts are per forward pass of that batch (use batch 1 for per-image numbers).
     """
+    import torch
+    from torch import nn
+
+    from .nn import BinaryConv2d
+
     if isinstance(input_size, int):
         input_size = (1, 3, input_size, input_size)
     layers: list[LayerCount] = []
@@ -131,7 +142,8 @@ def count(model: nn.Module, input_size: tuple[int, ...] | int = (1, 3, 224, 224)
     model.eval()
     try:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        model(torch.zeros(input_size, device=device))
+        with torch.no_grad():
+            model(torch.zeros(input_size, device=device))
     finally:
         model.train(was_training)
         for h in handles:
@@ -183,8 +195,6 @@ def format_layers(p: Profile) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import models
-
     ap = argparse.ArgumentParser(prog="python -m bnext.profile", description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", help="registry names or checkpoint paths (default: the whole zoo)")
     ap.add_argument("--input-size", type=int, default=224)
@@ -192,12 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=float, default=None, help="width multiplier for binary models")
     ap.add_argument("--layers", action="store_true", help="also print the per-layer table")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_threads_argument(ap)
     args = ap.parse_args(argv)
+    from . import models
 
+    try:
+        set_threads(args.threads)
+    except ValueError as e:
+        ap.error(str(e))
     rows = []
     names = models.list_models()
     opts = {} if args.width is None else {"width": args.width}
-    for spec in args.models or names:
+    for spec in progress(args.models or names, "counting", unit="model"):
         if spec in names:
             model = models.create(spec, num_classes=args.num_classes, input_size=args.input_size, **opts)
         else:

@@ -6,25 +6,13 @@
 - CLI: ``python -m bnext.packed pack|info|bench|sizes``.
 """
 
-from .fileformat import PackedFormatError, info, load, save
-from .forward import PackedForward, packed_forward_factory
-from .fusion import FusedBinaryBlock
-from .layers import PackedBinaryConv2d, PackedMaxPool2d, PackingError
-from .model import DEFAULT_THREADS, PackedModel, pack, repack_
+from .._lazy import lazy_exports
 
-__all__ = [
-    "PackedForward",
-    "packed_forward_factory",
-    "DEFAULT_THREADS",
-    "FusedBinaryBlock",
-    "PackedBinaryConv2d",
-    "PackedMaxPool2d",
-    "PackedModel",
-    "PackedFormatError",
-    "PackingError",
-    "info",
-    "load",
-    "pack",
-    "repack_",
-    "save",
-]
+# imported on first use (``python -m bnext.packed --help`` stays free of torch)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".fileformat": ["PackedFormatError", "info", "load", "save"],
+    ".forward": ["PackedForward", "packed_forward_factory"],
+    ".fusion": ["FusedBinaryBlock"],
+    ".layers": ["PackedBinaryConv2d", "PackedMaxPool2d", "PackingError"],
+    ".model": ["DEFAULT_THREADS", "PackedModel", "pack", "repack_"],
+})

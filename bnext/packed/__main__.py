@@ -6,6 +6,9 @@
                                                           packed vs simulated time and ratio
 ``python -m bnext.packed sizes [--models bnext18 bnext_t ...]``
                                                           checkpoint vs packed file size
+
+``--help`` imports neither torch nor numba (they load when a command runs); ``--threads`` sets torch's
+and numba's thread count.
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import add_threads_argument, note
+
 MIB = 2**20
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        from .bench import set_threads
+
+        set_threads(n)
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -24,6 +36,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from ..nn.binary_conv import SIGN_THRESHOLD
     from . import PackingError, pack, save
 
+    _threads(args.threads)
     try:
         model = models.load(args.checkpoint)
     except models.CheckpointError as e:
@@ -98,10 +111,12 @@ def _cmd_sizes(args: argparse.Namespace) -> int:
 
     from .bench import size_row
 
+    _threads(args.threads)
     print(f"{'model':<9} {'checkpoint MiB':>14} {'packed MiB':>11} {'ratio':>6} {'counted MiB':>12} {'paper MiB':>10} "
           f"{'packed vs paper':>15}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        for name in args.models:
+        for i, name in enumerate(args.models, 1):
+            note(f"[{i}/{len(args.models)}] {name}: building, saving the checkpoint, packing, counting ...")
             r = size_row(name, tmp)
             paper = r["paper_mib"]
             vs = f"{100 * (r['packed_mib'] / paper - 1):+.1f}%" if paper else "n/a"
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", help="output path (default: checkpoint name with .bnx)")
     p.add_argument("--binarize", action="store_true", help="set tau to 0 first if the model is not fully binary")
+    add_threads_argument(p)
     p.set_defaults(fn=_cmd_pack)
     p = sub.add_parser("info", help="describe a .bnx file")
     p.add_argument("file")
@@ -127,15 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="bnext18")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
+    add_threads_argument(p, default=2)
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("sizes", help="checkpoint vs packed file size of BNext models (224, 1000 classes)")
     p.add_argument("--models", nargs="+", default=["bnext18", "bnext_t", "bnext_s", "bnext_m", "bnext_l"])
     p.add_argument("--workdir", default=None, help="where the temporary files go (default: system temp)")
+    add_threads_argument(p)
     p.set_defaults(fn=_cmd_sizes)
     args = ap.parse_args(argv)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        ap.error(f"--threads must be at least 1, got {args.threads}")
     return args.fn(args)
 
 

@@ -10,59 +10,16 @@ CLI: ``python -m bnext.quant --checkpoint CKPT --spec SPEC [--finetune-epochs N]
 ``python -m bnext.quant table --checkpoint CKPT`` (Table 7) and ``python -m bnext.quant size`` (Table 2 †).
 """
 
-from .apply import calibrate, find_groups, group_counts, load, quantize, quantized_layers, save
-from .layers import QUANT_LAYERS, QuantConv2d, QuantLinear
-from .quantizers import (
-    ActQuantizer,
-    WeightQuantizer,
-    abs_mean_norm,
-    dequantize,
-    eq5_codes,
-    eq6_codes,
-    fake_quantize,
-    fake_quantize_weight,
-)
-from .report import DAGGER_SPECS, PAPER_DAGGER, PAPER_TABLE7, dagger_row, format_dagger, format_table7, table7
-from .spec import GROUPS, PAPER_SPEC, TABLE7_SPECS, Bits, QuantSpec, parse_spec, with_options
-from .tune import FINETUNE_BETAS, FINETUNE_EPOCHS, FINETUNE_LR, finetune, freeze_binary_layers, make_optimizer
+from .._lazy import lazy_exports
 
-__all__ = [
-    "DAGGER_SPECS",
-    "FINETUNE_BETAS",
-    "FINETUNE_EPOCHS",
-    "FINETUNE_LR",
-    "GROUPS",
-    "PAPER_DAGGER",
-    "PAPER_SPEC",
-    "PAPER_TABLE7",
-    "QUANT_LAYERS",
-    "TABLE7_SPECS",
-    "ActQuantizer",
-    "Bits",
-    "QuantConv2d",
-    "QuantLinear",
-    "QuantSpec",
-    "WeightQuantizer",
-    "abs_mean_norm",
-    "calibrate",
-    "dagger_row",
-    "dequantize",
-    "eq5_codes",
-    "eq6_codes",
-    "fake_quantize",
-    "fake_quantize_weight",
-    "find_groups",
-    "finetune",
-    "format_dagger",
-    "format_table7",
-    "freeze_binary_layers",
-    "group_counts",
-    "load",
-    "make_optimizer",
-    "parse_spec",
-    "quantize",
-    "quantized_layers",
-    "save",
-    "table7",
-    "with_options",
-]
+# imported on first use (``python -m bnext.quant --help`` stays free of torch)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".apply": ["calibrate", "find_groups", "group_counts", "load", "quantize", "quantized_layers", "save"],
+    ".layers": ["QUANT_LAYERS", "QuantConv2d", "QuantLinear"],
+    ".quantizers": ["ActQuantizer", "WeightQuantizer", "abs_mean_norm", "dequantize", "eq5_codes", "eq6_codes",
+                    "fake_quantize", "fake_quantize_weight"],
+    ".report": ["DAGGER_SPECS", "PAPER_DAGGER", "PAPER_TABLE7", "dagger_row", "format_dagger", "format_table7",
+                "table7"],
+    ".spec": ["GROUPS", "PAPER_SPEC", "TABLE7_SPECS", "Bits", "QuantSpec", "parse_spec", "with_options"],
+    ".tune": ["FINETUNE_BETAS", "FINETUNE_EPOCHS", "FINETUNE_LR", "finetune", "freeze_binary_layers", "make_optimizer"],
+})

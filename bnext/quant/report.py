@@ -86,27 +86,33 @@ def format_dagger(rows: Sequence[dict]) -> str:
 def table7(model: nn.Module, train_batches: Iterable | Callable[[], Iterable],
            test_batches: Iterable | Callable[[], Iterable], *, specs: Sequence[str] = TABLE7_SPECS,
            finetune_epochs: int = 0, lr: float = 1e-7, calib_batches: int | None = None,
-           device: str = "cpu") -> list[dict]:
+           device: str = "cpu", progress: Callable[..., Iterable] | None = None) -> list[dict]:
     """Top-1/top-5 of ``model`` (float, not modified) under each spec, as in paper Table 7.
 
     Each spec: quantize a copy, calibrate activation ranges on ``train_batches`` (at most
     ``calib_batches``), optionally fine-tune ``finetune_epochs`` (section 7.5; not the float row)
     and re-calibrate, evaluate.
     ``delta_top1`` is relative to the float model.  Batches as in :func:`bnext.quant.finetune`.
+    ``progress(batches, description, total)`` wraps every pass over the data (e.g.
+    :func:`bnext.cli.progress`, a tqdm bar per step).
     """
-    def fresh(source: Iterable | Callable[[], Iterable]) -> Iterable:
-        return source() if callable(source) else source
+    def fresh(source: Iterable | Callable[[], Iterable], desc: str, total: int | None = None) -> Iterable:
+        batches = source() if callable(source) else source
+        return batches if progress is None else progress(batches, desc, total)
 
     model = model.to(device)
-    base = run_evaluate(model, fresh(test_batches), device=device)
+    base = run_evaluate(model, fresh(test_batches, "float model: evaluate"), device=device)
     rows = []
     for spec in specs:
         q = quantize(model, spec)
-        calibrate(q, fresh(train_batches), device=device, max_batches=calib_batches)
+        calibrate(q, fresh(train_batches, f"{spec}: calibrate", calib_batches), device=device,
+                  max_batches=calib_batches)
         if finetune_epochs and not parse_spec(spec).is_float:  # the float row is the untouched baseline
-            finetune(q, train_batches, epochs=finetune_epochs, lr=lr, device=device)
-            calibrate(q, fresh(train_batches), device=device, max_batches=calib_batches)
-        stats = run_evaluate(q, fresh(test_batches), device=device)
+            finetune(q, lambda spec=spec: fresh(train_batches, f"{spec}: fine-tune"), epochs=finetune_epochs, lr=lr,
+                     device=device)
+            calibrate(q, fresh(train_batches, f"{spec}: re-calibrate", calib_batches), device=device,
+                      max_batches=calib_batches)
+        stats = run_evaluate(q, fresh(test_batches, f"{spec}: evaluate"), device=device)
         rows.append({"spec": spec, "top1": stats["top1"], "top5": stats.get("top5"), "loss": stats["loss"],
                      "delta_top1": stats["top1"] - base["top1"]})
     return rows

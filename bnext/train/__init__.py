@@ -6,21 +6,13 @@
 * :mod:`bnext.train.optim` - AdamW weight-decay groups; :mod:`bnext.train.schedule` - ``tau_at``, LR.
 """
 
-from .config import Config, ConfigError, load_config
-from .engine import evaluate, train_one_epoch
-from .optim import build_optimizer, param_groups
-from .runner import run
-from .schedule import build_lr_scheduler, tau_at
+from .._lazy import lazy_exports
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "build_lr_scheduler",
-    "build_optimizer",
-    "evaluate",
-    "load_config",
-    "param_groups",
-    "run",
-    "tau_at",
-    "train_one_epoch",
-]
+# imported on first use (``python -m bnext.train --help`` stays free of torch)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".config": ["Config", "ConfigError", "load_config"],
+    ".engine": ["evaluate", "train_one_epoch"],
+    ".optim": ["build_optimizer", "param_groups"],
+    ".runner": ["run"],
+    ".schedule": ["build_lr_scheduler", "tau_at"],
+})
