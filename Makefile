@@ -29,10 +29,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/landscape_speed.py
 	$(PY) benchmarks/packed_speed.py
 
+# The notebooks name the kernel `python3`; registering this venv under that name inside the venv
+# (--sys-prefix) makes JupyterLab and papermill (CI, python -m bnext.ablate) run the same interpreter.
+# JupyterLab opens at the repository root: notebooks/, runs/ and configs/ are all in its file browser.
 lab: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,lab]'
-	$(PY) -m ipykernel install --user --name bnext-workbench --display-name "BNext workbench (.venv)"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (BNext workbench)"
+	@mkdir -p runs
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=.
 
 clean-runs:
 	rm -rf runs/*/
