@@ -152,3 +152,12 @@ def test_bad_thread_counts_are_refused(tiny_checkpoint, capsys, argv):
     cmd, *rest = argv if argv[0] == "table" else ["", *argv]
     assert main(([cmd] if cmd else []) + ["--checkpoint", str(tiny_checkpoint), *rest]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_train_threads_flag_is_the_threads_override(capsys):
+    import yaml
+
+    from bnext.train.__main__ import main
+
+    assert main(["--config", str(ROOT / "configs" / "digits_bnext18.yaml"), "--threads", "3", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["threads"] == 3

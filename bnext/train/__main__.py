@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config file (see configs/); required unless --list-keys")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/last.pt")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads (the override threads=N)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-keys", action="store_true", help="list every config key and exit")
     args = parser.parse_args(argv)
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.config:
         parser.error("--config FILE.yaml is required")
     try:
-        overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+        overrides = (list(args.overrides) + (["resume=true"] if args.resume else [])
+                     + ([f"threads={args.threads}"] if args.threads is not None else []))
         cfg = load_config(args.config, overrides, allow_missing=args.print_config)
         if args.print_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
