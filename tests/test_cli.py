@@ -161,3 +161,13 @@ def test_train_threads_flag_is_the_threads_override(capsys):
 
     assert main(["--config", str(ROOT / "configs" / "digits_bnext18.yaml"), "--threads", "3", "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["threads"] == 3
+
+
+@pytest.mark.slow
+def test_packed_sizes_says_which_model_it_is_on(tmp_path, capsys):
+    from bnext.packed.__main__ import main
+
+    assert main(["sizes", "--models", "bnext18", "--threads", "2", "--workdir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "[1/1] bnext18: building" in err and re.search(r"^bnext18 +\d", out, re.M)
+    assert torch.get_num_threads() == 2 and not list(tmp_path.iterdir())  # temporaries removed
