@@ -12,7 +12,8 @@ of the training images) and writes to ``runs/demo/``:
 * ``<model>/landscape_3d.png`` and ``landscape_3d.html`` (interactive, opens offline), and
   ``landscape_contour.png`` per model;
 * ``<model>/landscape.h5`` — the grids (landscape store schema; ``python -m landscape plot`` reads them);
-* ``table.md`` / ``table.csv`` — test accuracy and smoothness metrics per model (also printed);
+* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy and smoothness metrics per model (Markdown,
+  LaTeX booktabs, CSV; also printed); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
 * ``timings.json`` — seconds per stage.
 
 Budget: at most 10 minutes on 2 CPU cores; the default settings take about 3-4 minutes on an idle
@@ -89,7 +90,8 @@ def _init_worker(stages: Any, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _job(variant: Any, out_dir: str, settings: Settings, threads: int) -> tuple[dict[str, Any], dict[str, float]]:
+def _job(variant: Any, out_dir: str, settings: Settings, threads: int,
+         figure_kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     from .ablate import figures, tasks
 
     watch = tasks.Stopwatch()
@@ -99,7 +101,8 @@ def _job(variant: Any, out_dir: str, settings: Settings, threads: int) -> tuple[
             _STAGES.put(name)
 
     row = figures.run_variant(variant, out_dir, train=settings.train_kwargs(threads),
-                              landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch, stage=stage)
+                              landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch, stage=stage,
+                              **figure_kw)
     return row, watch.seconds
 
 
@@ -109,8 +112,10 @@ _COST_ORDER = ("bnext18", "bnext18_info_rcp", "real2binary18", "bnext18_elm", "b
 
 
 def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None, jobs: int = 2,
-             threads: int = 1, progress: bool = True) -> dict[str, Any]:
+             threads: int = 1, progress: bool = True, formats: tuple[str, ...] = ("png", "pdf"),
+             dpi: int = 200) -> dict[str, Any]:
     """Train, landscape and plot every selected Fig. 2 model, then the panel and the table."""
+    figure_kw = {"formats": formats, "dpi": dpi}
     from tqdm.auto import tqdm
 
     from .ablate import figures, tasks
@@ -138,7 +143,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
             try:
                 rows[v.key] = figures.run_variant(v, out_dir, train=settings.train_kwargs(threads),
                                                   landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch,
-                                                  stage=on_stage)
+                                                  stage=on_stage, **figure_kw)
             except Exception as exc:  # noqa: BLE001 - report and go on with the other models
                 errors[v.key] = f"{exc.__class__.__name__}: {exc}"
             bar.update(2 if v.key in errors and f"landscape {v.key}" not in started else 1)
@@ -148,7 +153,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
         order = sorted(variants, key=lambda v: _COST_ORDER.index(v.key) if v.key in _COST_ORDER else -1)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                  initargs=(stages, threads)) as pool:
-            futures = {pool.submit(_job, v, str(out_dir), settings, threads): v for v in order}
+            futures = {pool.submit(_job, v, str(out_dir), settings, threads, figure_kw): v for v in order}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -172,7 +177,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
     out: dict[str, Any] = {"panel": None, "panel_3d": None, "table": None}
     if ordered:
         with watch("panels"):
-            out = figures.panels(ordered, out_dir, log=True)
+            out = figures.panels(ordered, out_dir, log=True, **figure_kw)
     bar.update(1)
     bar.close()
     return {"rows": ordered, "errors": errors, **out, "seconds": dict(watch.seconds)}
@@ -191,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subset of: resnet18 binarynet18 bireal18 real2binary18 bnext18_info_rcp bnext18_elm bnext18")
     p.add_argument("--fresh", action="store_true", help="delete the output folder first (no reuse)")
     p.add_argument("--no-progress", action="store_true")
+    from landscape.style import add_output_args
+
+    add_output_args(p)
     return p
 
 
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{settings.grid} grid on {settings.samples} training images; {jobs} job(s) x {threads} thread(s))",
           flush=True)
     result = run_demo(out_dir, settings, keys=args.models, jobs=jobs, threads=threads,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, formats=args.formats, dpi=args.dpi)
     wall = time.perf_counter() - t0
     timings = {"wall_seconds": round(wall, 2), "settings": asdict(settings), "jobs": jobs, "threads": threads,
                "stages": {k: round(v, 2) for k, v in result["seconds"].items()}}
@@ -233,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"3D surfaces side by side (shared z range):      {result['panel_3d']}")
         print(f"3D surface per model:  {out_dir}/<model>/landscape_3d.png and landscape_3d.html (interactive)")
         print(f"grids (HDF5):          {out_dir}/<model>/landscape.h5")
-        print(f"table:                 {result['table']['markdown']} and {result['table']['csv']}")
+        t = result["table"]
+        print(f"table:                 {t['markdown']}, {t['latex']} (LaTeX) and {t['csv']}")
     for key, err in result["errors"].items():
         print(f"FAILED {key}: {err}", file=sys.stderr)
     reused = sum(bool(r.get("reused")) for r in result["rows"])

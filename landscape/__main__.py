@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_VALUE_OPTIONS = ("--x", "--y", "--levels")
+_VALUE_OPTIONS = ("--x", "--y", "--levels", "--zlim")
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

@@ -1,35 +1,48 @@
 """Figures from surface files (no model needed): 1D curves, contour lines (Fig. 2 style), filled
-contours and heatmaps, 3D PNG (matplotlib, Agg, ``fig.add_subplot(projection="3d")``; the
-reference tool's ``Axes3D(fig)`` renders blank with current matplotlib), interactive 3D HTML
-(plotly, self-contained), static plotly PNG when kaleido is present, VTK ``.vts`` for ParaView, and
-multi-panel comparisons with shared levels and colour scale (the paper's Fig. 2 a-g).
+contours and heatmaps, 3D surfaces (matplotlib, ``fig.add_subplot(projection="3d")``; the reference
+tool's ``Axes3D(fig)`` renders blank with current matplotlib), interactive 3D HTML (plotly,
+self-contained), static plotly PNG when kaleido is present and VTK ``.vts`` for ParaView. The
+multi-panel comparison (the paper's Fig. 2 a-g) is in :mod:`landscape.compare`.
 
-Matplotlib figures are built on ``matplotlib.figure.Figure`` objects rendered by Agg, so nothing
-here changes the global pyplot backend (notebooks keep theirs).
+Every figure follows :mod:`landscape.style`: the title names the model and the quantity ("BNext-18
+(Info-RCP + ELM) - train loss (log10)"), the axes say what the directions are ("direction 1
+(filter-normalized)", "PC1 (87.3%)"), contour levels and colour-bar ticks fall on round numbers,
+every 2D and 3D figure has a colour bar, the projected training trajectory of a PCA surface is
+drawn on every 2D figure, and each figure is saved in the requested formats (PNG + PDF by default,
+fonts embedded). ``log`` draws ``log10`` of the value.
+
+A partial surface (computation interrupted or still running) is drawn at the resolution it has:
+points are computed coarse to fine (:mod:`landscape.grid`), so the finest complete level is a
+regular sub-grid; :func:`drawable` selects it and the figures say so in their title.
 """
 
 from __future__ import annotations
 
-import csv
-import math
+import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 
-from .metrics import compute_and_store
-from .store import Surface, read_surface
+from . import style
+from .grid import complete_level, level_indices
+from .metrics import DEFAULT_DELTA, surface_metrics
+from .store import Surface, read_surface, write_metrics
+from .vts import write_vts
 
 KINDS = ("1d", "contour", "contourf", "heatmap", "3d", "html", "plotly_png", "vts")
+MATPLOTLIB_KINDS = ("1d", "contour", "contourf", "heatmap", "3d")
 
-
-def _figure(**kw: Any) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(**kw)
+__all__ = [
+    "KINDS", "drawable", "label_axes3d", "parse_levels", "parse_range", "plot_1d", "plot_3d", "plot_all",
+    "plot_contour",
+    "plot_contourf", "plot_heatmap", "plot_html", "plot_plotly_png", "plotly_figure", "plotted_values",
+    "store_metrics", "surface_axis_labels", "surface_name",
+    "surface_title", "write_vts", "written_files",
+]
 
 
 def parse_levels(spec: str | None) -> np.ndarray | None:
@@ -48,7 +61,22 @@ def parse_levels(spec: str | None) -> np.ndarray | None:
     return np.arange(lo, hi + step / 2, step)
 
 
-def _value(surface: Surface, key: str, log: bool = False) -> np.ndarray:
+def parse_range(spec: str | None, name: str = "--zlim") -> tuple[float, float] | None:
+    """``"lo:hi"`` into ``(lo, hi)`` with ``lo < hi`` (the 3D z range)."""
+    if spec is None:
+        return None
+    parts = spec.split(":")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{name} {spec!r} must be 'lo:hi' with two numbers, e.g. '0:5'") from None
+    if not hi > lo:
+        raise ValueError(f"{name} {spec!r}: need lo < hi")
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- what is drawn
+def plotted_values(surface: Surface, key: str, log: bool = False) -> np.ndarray:
     if key not in surface.values:
         raise KeyError(f"{surface.path}: unknown value {key!r}")
     z = surface.values[key].copy()
@@ -56,13 +84,8 @@ def _value(surface: Surface, key: str, log: bool = False) -> np.ndarray:
         raise ValueError(f"{surface.path}: '{key}' has no computed points (available: {surface.available()})")
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.log(np.where(z > 0, z, np.nan))
+            z = np.log10(np.where(z > 0, z, np.nan))
     return z
-
-
-def _label(key: str, log: bool) -> str:
-    """Axis/colour-bar label of a plotted value (``log`` when the natural log is drawn)."""
-    return f"log {key}" if log else key
 
 
 def _default_key(surface: Surface) -> str:
@@ -70,14 +93,6 @@ def _default_key(surface: Surface) -> str:
         if key in surface.available():
             return key
     raise ValueError(f"{surface.path}: no computed loss values")
-
-
-def _auto_levels(values: Sequence[np.ndarray], n: int = 20) -> np.ndarray:
-    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values])
-    lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        hi = lo + 1e-6
-    return np.linspace(lo, hi, n + 1)
 
 
 def _grid(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
@@ -90,68 +105,155 @@ def _need_2d(surface: Surface, what: str) -> None:
         raise ValueError(f"{surface.path}: {what} needs a 2D surface (this one is 1D; use the 1d plot)")
 
 
-def _title(surface: Surface, key: str) -> str:
-    return f"{surface.label}: {key}"
+def drawable(surface: Surface) -> tuple[Surface, str | None]:
+    """The part of ``surface`` that can be drawn and a note when it is not the whole grid.
+
+    A complete surface comes back unchanged with ``None``. A partial one is cut to its finest
+    complete coarse-to-fine level (every ``s``-th point of each axis); with no complete level yet
+    a ValueError says how many points are done.
+    """
+    done = surface.done
+    if done.all():
+        return surface, None
+    shape = "\u00d7".join(str(n) for n in done.shape)
+    s = complete_level(done)
+    if s is None:
+        raise ValueError(
+            f"{surface.path}: only {int(done.sum())} of {done.size} points computed and no complete "
+            f"coarse grid yet; rerun the compute command to resume it, then plot again"
+        )
+    idx = [level_indices(n, s) for n in done.shape]
+    sub = np.ix_(*idx)
+    part = dataclasses.replace(
+        surface,
+        xcoordinates=surface.xcoordinates[idx[0]],
+        ycoordinates=None if surface.ycoordinates is None else surface.ycoordinates[idx[1]],
+        values={k: v[sub] for k, v in surface.values.items()},
+        done=done[sub],
+        attrs={**surface.attrs, "_full_shape": shape},  # titles say "partial"
+    )
+    drawn = "\u00d7".join(str(len(i)) for i in idx)
+    note = (f"partial: {int(done.sum())} of {done.size} points computed; drawn at the complete {drawn} "
+            f"sub-grid of the {shape} grid (every {s} grid steps)")
+    return part, note
 
 
-def plot_1d(surface: Surface, out: str | os.PathLike[str], *, log: bool = False) -> Path:
+def _spec(surface: Surface) -> Any:
+    spec = surface.settings.get("model", surface.attrs.get("model"))
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            pass
+    return spec
+
+
+def surface_name(surface: Surface) -> str:
+    """The model's display name from the file's metadata ("BNext-18 (Info-RCP + ELM)"); without
+    metadata, the run folder's name (or the file's stem)."""
+    return style.model_display_name(_spec(surface)) or surface.path.parent.name or surface.path.stem
+
+
+def surface_title(surface: Surface, key: str | None, log: bool = False) -> str:
+    """``"<model display name> - <quantity (scale)>"`` (just the name without ``key``), plus
+    ``(partial ...)`` for a surface cut by :func:`drawable`."""
+    title = surface_name(surface)
+    if key:
+        title += f" \u2014 {style.quantity_label(key, log)}"
+    full = surface.attrs.get("_full_shape")
+    if full:
+        title += f"\n(partial: {'×'.join(map(str, surface.shape))} sub-grid of {full})"
+    return title
+
+
+def surface_axis_labels(surface: Surface) -> tuple[str, str]:
+    """What the axes are: ``"direction 1 (filter-normalized)"``, ``"PC1 (87.3%)"``, ..."""
+    kind = surface.settings.get("direction_kind") or surface.direction_info.get("kind")
+    info = {**surface.direction_info}
+    info.setdefault("normalization", surface.settings.get("normalization"))
+    return style.axis_labels(kind, info)
+
+
+# ----------------------------------------------------------------------------- matplotlib figures
+def plot_1d(
+    surface: Surface,
+    out: str | os.PathLike[str],
+    *,
+    log: bool = False,
+    formats: Sequence[str] | None = None,
+    dpi: int = style.DEFAULT_DPI,
+) -> Path:
     """Loss (left axis, optionally log) and accuracy (right axis) along x, train and test."""
-    out = Path(out)
-    fig = _figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    if surface.ndim == 2:  # the x axis through y=0
-        j = int(np.argmin(np.abs(surface.ycoordinates)))
-        values = {k: v[:, j] for k, v in surface.values.items()}
-    else:
-        values = surface.values
-    x = surface.xcoordinates
-    ax2 = ax.twinx()
-    styles = {"train": "-", "test": "--"}
-    for split in ("train", "test"):
-        loss, acc = values[f"{split}_loss"], values[f"{split}_acc"]
-        if np.isfinite(loss).any():
-            ax.plot(x, loss, styles[split], color="tab:blue", label=f"{split} loss")
-        if np.isfinite(acc).any():
-            ax2.plot(x, acc, styles[split], color="tab:red", label=f"{split} accuracy")
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("x (multiples of the direction)")
-    ax.set_ylabel("loss", color="tab:blue")
-    ax2.set_ylabel("accuracy (%)", color="tab:red")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="best")
-    ax.set_title(surface.label)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    return out
+    with style.context():
+        fig = style.figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        if surface.ndim == 2:  # the x axis through y=0
+            j = int(np.argmin(np.abs(surface.ycoordinates)))
+            values = {k: v[:, j] for k, v in surface.values.items()}
+        else:
+            values = surface.values
+        x = surface.xcoordinates
+        ax2 = ax.twinx()
+        styles = {"train": "-", "test": "--"}
+        for split in ("train", "test"):
+            loss, acc = values[f"{split}_loss"], values[f"{split}_acc"]
+            if np.isfinite(loss).any():
+                ax.plot(x, loss, styles[split], color="tab:blue", label=f"{split} loss")
+            if np.isfinite(acc).any():
+                ax2.plot(x, acc, styles[split], color="tab:red", label=f"{split} accuracy")
+        if log:
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+        xl, yl = surface_axis_labels(surface)
+        ax.set_xlabel(xl)
+        ax.set_ylabel("loss (log scale)" if log else "loss", color="tab:blue")
+        ax2.set_ylabel("accuracy (%)", color="tab:red")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="best")
+        where = f"\nslice at {yl} = 0" if surface.ndim == 2 else ""
+        ax.set_title(surface_title(surface, None) + where)
+        return style.save(fig, out, formats, dpi)
 
 
 def _overlay(ax: Any, surface: Surface) -> None:
-    ax.plot([0], [0], marker="*", color="k", markersize=8, linestyle="none")
+    """The model (origin, star) and, for PCA surfaces, the projected training trajectory."""
+    ax.plot([0], [0], marker="*", color="k", markersize=9, linestyle="none", label="model", zorder=5)
     if surface.trajectory is not None:
         t = surface.trajectory
-        ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="trajectory")
+        ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="training trajectory",
+                zorder=4)
+        ax.legend(loc="upper right", fontsize=7, frameon=True, framealpha=0.8)
 
 
 def _plane(surface: Surface, key: str | None, log: bool, what: str, figsize: tuple[float, float]) -> tuple:
     """Common start of the 2D plots: ``(key, z, X, Y, fig, ax)``."""
     _need_2d(surface, what)
     key = key or _default_key(surface)
-    z = _value(surface, key, log)
+    z = plotted_values(surface, key, log)
     X, Y = _grid(surface)
-    fig = _figure(figsize=figsize)
+    fig = style.figure(figsize=figsize, layout="constrained")
     return key, z, X, Y, fig, fig.add_subplot()
 
 
-def _save_plane(fig: Any, ax: Any, surface: Surface, key: str, out: str | os.PathLike[str]) -> Path:
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+def _finish_plane(fig: Any, ax: Any, surface: Surface, key: str, log: bool, out: str | os.PathLike[str],
+                  formats: Sequence[str] | None, dpi: int) -> Path:
+    xl, yl = surface_axis_labels(surface)
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
     ax.set_aspect("equal", adjustable="box")
-    ax.set_title(_title(surface, key), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    return Path(out)
+    ax.xaxis.set_major_locator(style.nice_locator(6))
+    ax.yaxis.set_major_locator(style.nice_locator(6))
+    ax.set_title(surface_title(surface, key, log))
+    return style.save(fig, out, formats, dpi)
+
+
+def _levels(z: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+    return levels if levels is not None else style.nice_levels(z)
 
 
 def plot_contour(
@@ -161,13 +263,26 @@ def plot_contour(
     key: str | None = None,
     levels: np.ndarray | None = None,
     log: bool = False,
+    formats: Sequence[str] | None = None,
+    dpi: int = style.DEFAULT_DPI,
 ) -> Path:
-    """Contour lines with labels (Li et al. Fig. 2 / the paper's Fig. 2 style)."""
-    key, z, X, Y, fig, ax = _plane(surface, key, log, "a contour plot", (5.5, 5))
-    cs = ax.contour(X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="summer")
-    ax.clabel(cs, inline=True, fontsize=7, fmt="%.2f")
-    _overlay(ax, surface)
-    return _save_plane(fig, ax, surface, key, out)
+    """Contour lines with labels and a colour bar (Li et al. Fig. 2 / the paper's Fig. 2 style)."""
+    with style.context():
+        key, z, X, Y, fig, ax = _plane(surface, key, log, "a contour plot", (5.6, 4.8))
+        lv = _levels(z, levels)
+        cs = ax.contour(X, Y, z, levels=lv, cmap="viridis", linewidths=1.0)
+        ax.clabel(cs, cs.levels[::2], inline=True, fontsize=7, fmt=_level_format(lv))
+        style.nice_colorbar(fig, cs, ax=ax, label=style.quantity_label(key, log), shrink=0.9, ticks=cs.levels)
+        _overlay(ax, surface)
+        return _finish_plane(fig, ax, surface, key, log, out, formats, dpi)
+
+
+def _level_format(levels: np.ndarray) -> str:
+    """Fewest decimals that tell the (round) levels apart."""
+    for digits in range(0, 7):
+        if len({round(float(v), digits) for v in levels}) == len(levels):
+            return f"%.{digits}f"
+    return "%.3g"
 
 
 def plot_contourf(
@@ -177,15 +292,18 @@ def plot_contourf(
     key: str | None = None,
     levels: np.ndarray | None = None,
     log: bool = False,
+    formats: Sequence[str] | None = None,
+    dpi: int = style.DEFAULT_DPI,
 ) -> Path:
     """Filled contours with a colour bar."""
-    key, z, X, Y, fig, ax = _plane(surface, key, log, "a filled contour plot", (6, 5))
-    cs = ax.contourf(
-        X, Y, z, levels=levels if levels is not None else _auto_levels([z]), cmap="viridis", extend="both"
-    )
-    fig.colorbar(cs, ax=ax, label=_label(key, log))
-    _overlay(ax, surface)
-    return _save_plane(fig, ax, surface, key, out)
+    with style.context():
+        key, z, X, Y, fig, ax = _plane(surface, key, log, "a filled contour plot", (5.8, 4.8))
+        lv = _levels(z, levels)
+        cs = ax.contourf(X, Y, z, levels=lv, cmap="viridis", extend="both" if levels is not None else "neither")
+        ax.contour(X, Y, z, levels=lv, colors="k", linewidths=0.3, alpha=0.6)
+        style.nice_colorbar(fig, cs, ax=ax, label=style.quantity_label(key, log), shrink=0.9)
+        _overlay(ax, surface)
+        return _finish_plane(fig, ax, surface, key, log, out, formats, dpi)
 
 
 def plot_heatmap(
@@ -196,12 +314,16 @@ def plot_heatmap(
     vmin: float | None = None,
     vmax: float | None = None,
     log: bool = False,
+    formats: Sequence[str] | None = None,
+    dpi: int = style.DEFAULT_DPI,
 ) -> Path:
     """Heatmap, one cell per grid point (NaN cells blank)."""
-    key, z, X, Y, fig, ax = _plane(surface, key, log, "a heatmap", (6, 5))
-    mesh = ax.pcolormesh(X, Y, z, shading="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
-    fig.colorbar(mesh, ax=ax, label=_label(key, log))
-    return _save_plane(fig, ax, surface, key, out)
+    with style.context():
+        key, z, X, Y, fig, ax = _plane(surface, key, log, "a heatmap", (5.8, 4.8))
+        mesh = ax.pcolormesh(X, Y, z, shading="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
+        style.nice_colorbar(fig, mesh, ax=ax, label=style.quantity_label(key, log), shrink=0.9)
+        _overlay(ax, surface)
+        return _finish_plane(fig, ax, surface, key, log, out, formats, dpi)
 
 
 def plot_3d(
@@ -210,44 +332,72 @@ def plot_3d(
     *,
     key: str | None = None,
     log: bool = False,
-    zmax: float | None = None,
+    zlim: tuple[float, float] | None = None,
+    elev: float = 30.0,
+    azim: float = -60.0,
+    formats: Sequence[str] | None = None,
+    dpi: int = style.DEFAULT_DPI,
 ) -> Path:
-    """3D surface PNG via ``fig.add_subplot(projection="3d")`` (renders with current matplotlib)."""
+    """3D surface with a colour bar; ``zlim`` clips the values to ``(lo, hi)`` and fixes the z axis,
+    ``elev``/``azim`` set the view (degrees, matplotlib's convention)."""
     _need_2d(surface, "a 3D plot")
     key = key or _default_key(surface)
-    z = _value(surface, key, log)
-    if zmax is not None:
-        z = np.minimum(z, zmax)
+    z = plotted_values(surface, key, log)
+    if zlim is not None:
+        z = np.clip(z, *zlim)
     X, Y = _grid(surface)
-    fig = _figure(figsize=(7, 6))
-    ax = fig.add_subplot(projection="3d")
-    ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="coolwarm", linewidth=0, antialiased=True)
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_zlabel(_label(key, log))
-    ax.set_title(_title(surface, key), fontsize=9)
-    fig.savefig(out, dpi=120)
-    return Path(out)
+    with style.context():
+        fig = style.figure(figsize=(6.4, 5.0))
+        ax = fig.add_axes((0.0, 0.0, 0.84, 0.92), projection="3d")
+        surf = ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="viridis", linewidth=0, antialiased=True,
+                               rcount=200, ccount=200)
+        if zlim is not None:
+            ax.set_zlim(*zlim)
+        xl, yl = surface_axis_labels(surface)
+        label_axes3d(ax, xl, yl, style.quantity_label(key, log))
+        ax.view_init(elev=elev, azim=azim)
+        style.nice_colorbar(fig, surf, cax=fig.add_axes((0.86, 0.22, 0.025, 0.56)),
+                            label=style.quantity_label(key, log))
+        fig.suptitle(surface_title(surface, key, log), y=0.97)
+        return style.save(fig, out, formats, dpi)
 
 
+def label_axes3d(ax: Any, xlabel: str, ylabel: str, zlabel: str, *, small: bool = False) -> None:
+    """Few round ticks per axis and labels that clear them (no overlapping tick labels)."""
+    size = 6 if small else 7
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_locator(style.nice_locator(5))
+    ax.tick_params(labelsize=size, pad=0)
+    ax.set_xlabel(xlabel, fontsize=size + 1, labelpad=2)
+    ax.set_ylabel(ylabel, fontsize=size + 1, labelpad=2)
+    ax.set_zlabel(zlabel, fontsize=size + 1, labelpad=4)
+
+
+# ----------------------------------------------------------------------------- plotly
 def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False) -> Any:
     """A plotly 3D surface; plotly wants ``z[j][i]`` at ``(x[i], y[j])``, so ``z = f.T``."""
     import plotly.graph_objects as go
 
     _need_2d(surface, "a plotly surface")
     key = key or _default_key(surface)
-    z = _value(surface, key, log)
+    z = plotted_values(surface, key, log)
+    quantity = style.quantity_label(key, log)
+    xl, yl = surface_axis_labels(surface)
     fig = go.Figure(
         go.Surface(
             x=surface.xcoordinates,
             y=surface.ycoordinates,
             z=z.T,
             colorscale="Viridis",
-            colorbar={"title": _label(key, log)},
+            colorbar={"title": {"text": quantity, "side": "right"}},
+            hovertemplate=f"{xl}: %{{x:.3g}}<br>{yl}: %{{y:.3g}}<br>{quantity}: %{{z:.4g}}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=_title(surface, key), scene={"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": key}
+        title={"text": surface_title(surface, key, log).replace("\n", "<br>"), "x": 0.5},
+        font={"family": "DejaVu Sans, Arial, sans-serif", "size": 13},
+        scene={"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": quantity},
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig
 
@@ -255,7 +405,7 @@ def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False
 def plot_html(
     surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False
 ) -> Path:
-    """Interactive, self-contained HTML (``include_plotlyjs=True``: opens offline)."""
+    """Interactive, self-contained HTML (``include_plotlyjs=True``: plotly.js embedded, opens offline)."""
     plotly_figure(surface, key=key, log=log).write_html(str(out), include_plotlyjs=True, full_html=True)
     return Path(out)
 
@@ -288,61 +438,7 @@ def plot_plotly_png(
         return fallback
 
 
-def write_vts(
-    surface: Surface,
-    out: str | os.PathLike[str],
-    *,
-    key: str | None = None,
-    log: bool = False,
-    zscale: float = 1.0,
-) -> Path:
-    """VTK XML StructuredGrid (ASCII ``.vts``) for ParaView: points ``(x, y, zscale*value)``.
-
-    Points are ordered with x fastest (VTK's i index), so point ``i + nx*j`` is ``f[i, j]``; every
-    computed value array is attached as point data. Pure Python, no ``vtk`` package needed.
-    """
-    out = Path(out)
-    key = key or _default_key(surface)
-    z = _value(surface, key, log) * zscale
-    x = surface.xcoordinates
-    y = surface.ycoordinates if surface.ndim == 2 else np.zeros(1)
-    nx, ny = len(x), len(y)
-    z2 = z.reshape(nx, ny)
-
-    def fmt(v: float) -> str:
-        return repr(float(v)) if math.isfinite(v) else "nan"
-
-    extent = f"0 {nx - 1} 0 {ny - 1} 0 0"
-    lines = [
-        '<?xml version="1.0"?>',
-        '<VTKFile type="StructuredGrid" version="0.1" byte_order="LittleEndian">',
-        f'  <StructuredGrid WholeExtent="{extent}">',
-        f'    <Piece Extent="{extent}">',
-        f'      <PointData Scalars="{escape(key)}">',
-    ]
-    for name in surface.available():
-        vals = surface.values[name].reshape(nx, ny)
-        lines.append(f'        <DataArray type="Float64" Name="{escape(name)}" format="ascii">')
-        lines.append(" ".join(fmt(vals[i, j]) for j in range(ny) for i in range(nx)))
-        lines.append("        </DataArray>")
-    lines += [
-        "      </PointData>",
-        "      <Points>",
-        '        <DataArray type="Float64" NumberOfComponents="3" format="ascii">',
-    ]
-    lines.append(" ".join(f"{fmt(x[i])} {fmt(y[j])} {fmt(z2[i, j])}" for j in range(ny) for i in range(nx)))
-    lines += [
-        "        </DataArray>",
-        "      </Points>",
-        "    </Piece>",
-        "  </StructuredGrid>",
-        "</VTKFile>",
-        "",
-    ]
-    out.write_text("\n".join(lines))
-    return out
-
-
+# ----------------------------------------------------------------------------- everything at once
 def plot_all(
     path: str | os.PathLike[str],
     *,
@@ -352,38 +448,46 @@ def plot_all(
     levels: np.ndarray | None = None,
     log: bool = False,
     delta: float | None = None,
+    formats: Sequence[str] | None = style.DEFAULT_FORMATS,
+    dpi: int = style.DEFAULT_DPI,
+    zlim: tuple[float, float] | None = None,
+    elev: float = 30.0,
+    azim: float = -60.0,
 ) -> dict[str, Path]:
     """Write every applicable figure next to the file (or in ``out_dir``) and store its metrics.
 
-    Names: ``<stem>_1d.png``, ``_contour.png``, ``_contourf.png``, ``_heatmap.png``, ``_3d.png``,
-    ``_3d.html``, ``_plotly.png`` and ``<stem>.vts``. Returns ``{kind: path}``.
+    Names: ``<stem>_1d``, ``_contour``, ``_contourf``, ``_heatmap``, ``_3d`` (each ``.png`` and
+    ``.pdf`` by default, see ``formats``), ``_3d.html``, ``_plotly.png`` and ``<stem>.vts``. A
+    partial surface is drawn on its complete sub-grid (:func:`drawable`; a line says so) and its
+    metrics are computed there. Returns ``{kind: first file}``.
     """
-    surface = read_surface(path)
-    out_dir = Path(out_dir) if out_dir is not None else surface.path.parent
+    full = read_surface(path)
+    surface, note = drawable(full)
+    if note:
+        print(f"{full.path}: {note}")
+    out_dir = Path(out_dir) if out_dir is not None else full.path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = surface.path.stem
+    stem = full.path.stem
     if kinds is None:
         kinds = ["1d"] if surface.ndim == 1 else [k for k in KINDS if k != "1d"] + ["1d"]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown plot kinds {unknown}; choose from {KINDS}")
     key = key or _default_key(surface)
+    out_kw = {"formats": formats, "dpi": dpi}
     written: dict[str, Path] = {}
     for kind in kinds:
+        base = out_dir / f"{stem}_{kind}.png"
         if kind == "1d":
-            written[kind] = plot_1d(surface, out_dir / f"{stem}_1d.png", log=log)
+            written[kind] = plot_1d(surface, base, log=log, **out_kw)
         elif kind == "contour":
-            written[kind] = plot_contour(
-                surface, out_dir / f"{stem}_contour.png", key=key, levels=levels, log=log
-            )
+            written[kind] = plot_contour(surface, base, key=key, levels=levels, log=log, **out_kw)
         elif kind == "contourf":
-            written[kind] = plot_contourf(
-                surface, out_dir / f"{stem}_contourf.png", key=key, levels=levels, log=log
-            )
+            written[kind] = plot_contourf(surface, base, key=key, levels=levels, log=log, **out_kw)
         elif kind == "heatmap":
-            written[kind] = plot_heatmap(surface, out_dir / f"{stem}_heatmap.png", key=key, log=log)
+            written[kind] = plot_heatmap(surface, base, key=key, log=log, **out_kw)
         elif kind == "3d":
-            written[kind] = plot_3d(surface, out_dir / f"{stem}_3d.png", key=key, log=log)
+            written[kind] = plot_3d(surface, base, key=key, log=log, zlim=zlim, elev=elev, azim=azim, **out_kw)
         elif kind == "html":
             written[kind] = plot_html(surface, out_dir / f"{stem}_3d.html", key=key, log=log)
         elif kind == "plotly_png":
@@ -392,105 +496,30 @@ def plot_all(
             )
         elif kind == "vts":
             written[kind] = write_vts(surface, out_dir / f"{stem}.vts", key=key, log=log)
-    compute_and_store(surface.path, **({} if delta is None else {"delta": delta}))
+    store_metrics(full.path, surface, delta=DEFAULT_DELTA if delta is None else delta)
     return written
 
 
-METRIC_COLUMNS = (
-    "label",
-    "value",
-    "min",
-    "max",
-    "roughness",
-    "convexity_share",
-    "basin_threshold",
-    "basin_width_x",
-    "basin_width_y",
-    "basin_diameter",
-    "basin_truncated",
-)
+def store_metrics(path: str | os.PathLike[str], surface: Surface, *, delta: float = DEFAULT_DELTA,
+                  keys: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics of the loss arrays of (the drawn part of) a surface, written back into ``path``."""
+    keys = keys or [k for k in ("train_loss", "test_loss") if k in surface.available()]
+    result = {}
+    for key in keys:
+        m = surface_metrics(surface, key, delta=delta)
+        if surface.attrs.get("_full_shape"):
+            m["partial_grid"] = "\u00d7".join(map(str, surface.shape))
+        write_metrics(path, key, m)
+        result[key] = m
+    return result
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if not math.isfinite(v) else f"{v:.4g}"
-    return "" if v is None else str(v)
-
-
-def compare(
-    paths: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    key: str = "train_loss",
-    labels: Sequence[str] | None = None,
-    levels: np.ndarray | None = None,
-    log: bool = False,
-    delta: float | None = None,
-) -> tuple[Path, list[dict[str, Any]]]:
-    """Multi-panel figure with shared levels and colour scale plus a metrics table.
-
-    Writes ``out`` (PNG), ``out`` with ``.md`` (markdown table) and ``.csv``; metrics are also stored
-    as attributes in each surface file. Returns ``(png path, table rows)``.
-    """
-    if not paths:
-        raise ValueError("compare needs at least one surface file")
-    surfaces = [read_surface(p) for p in paths]
-    labels = list(labels) if labels else [s.label for s in surfaces]
-    if len(labels) != len(surfaces):
-        raise ValueError(f"{len(labels)} labels for {len(surfaces)} surfaces")
-    dims = {s.ndim for s in surfaces}
-    if len(dims) != 1:
-        raise ValueError("compare needs surfaces of one dimensionality (all 1D or all 2D)")
-    values = [_value(s, key, log) for s in surfaces]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    n = len(surfaces)
-    if dims == {2}:
-        lv = levels if levels is not None else _auto_levels(values)
-        cols = min(n, 4)
-        rows = math.ceil(n / cols)
-        fig = _figure(figsize=(3.6 * cols + 1.0, 3.4 * rows), layout="constrained")
-        axes = fig.subplots(rows, cols, squeeze=False)
-        cs = None
-        for k, (s, z, lab) in enumerate(zip(surfaces, values, labels)):
-            ax = axes[k // cols][k % cols]
-            X, Y = _grid(s)
-            cs = ax.contourf(X, Y, z, levels=lv, cmap="viridis", extend="both")
-            ax.contour(X, Y, z, levels=lv, colors="k", linewidths=0.3)
-            _overlay(ax, s)
-            ax.set_title(lab, fontsize=9)
-            ax.set_aspect("equal", adjustable="box")
-        for k in range(n, rows * cols):
-            axes[k // cols][k % cols].set_visible(False)
-        fig.colorbar(cs, ax=axes.ravel().tolist(), label=_label(key, log), shrink=0.9)
-    else:
-        fig = _figure(figsize=(6, 4), layout="constrained")
-        ax = fig.add_subplot()
-        for s, z, lab in zip(surfaces, values, labels):
-            ax.plot(s.xcoordinates, z, label=lab)
-        if levels is not None:
-            ax.set_ylim(levels[0], levels[-1])
-        ax.set_xlabel("x")
-        ax.set_ylabel(key)
-        ax.legend(fontsize=8)
-    fig.savefig(out, dpi=120)
-    rows_out = []
-    for s, lab in zip(surfaces, labels):
-        m = compute_and_store(s.path, [key], **({} if delta is None else {"delta": delta}))[key]
-        rows_out.append({"label": lab, **m})
-    md = ["| " + " | ".join(METRIC_COLUMNS) + " |", "|" + "---|" * len(METRIC_COLUMNS)]
-    md += ["| " + " | ".join(_fmt(r.get(c)) for c in METRIC_COLUMNS) + " |" for r in rows_out]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows_out)
-    return out, rows_out
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table of :func:`compare` rows for the terminal."""
-    cols = list(METRIC_COLUMNS)
-    cells = [cols] + [[_fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)
+def written_files(written: dict[str, Path], formats: Sequence[str] | None = style.DEFAULT_FORMATS) -> list[Path]:
+    """Every file behind :func:`plot_all`'s ``{kind: first file}`` (all formats of the matplotlib ones)."""
+    files: list[Path] = []
+    for kind, path in written.items():
+        if kind in MATPLOTLIB_KINDS and path.suffix == ".png" and path.stem.endswith(f"_{kind}"):
+            files += [p for p in style.outputs(path, formats) if p.exists()]
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))  # the plotly PNG's fallback is the 3D PNG: once

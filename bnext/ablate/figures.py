@@ -10,16 +10,17 @@ Layout under ``out_dir``::
 
     <key>/                        the training run (config.yaml, metrics.jsonl, checkpoints/, result.json)
     <key>/landscape.h5            the surface (landscape store schema)
-    <key>/landscape_contour.png, landscape_3d.png, landscape_3d.html
-    fig2_contours.png             all panels, shared contour levels and colour scale (log loss)
-    fig6_surfaces.png             the 3D surfaces side by side, shared z range
+    <key>/landscape_contour.png, landscape_3d.png (+ .pdf), landscape_3d.html
+    fig2_contours.png / .pdf      all panels, shared contour levels and colour scale (log10 loss)
+    fig6_surfaces.png / .pdf      the 3D surfaces side by side, shared z range
     fig2_contours.md / .csv       the landscape package's metrics table
-    table.md / table.csv          accuracy + smoothness per model
+    table.md / .tex / .csv        accuracy + smoothness per model (Markdown, LaTeX booktabs, CSV)
+
+Figures follow :mod:`landscape.style` (imported lazily, like every ``landscape`` use in ``bnext``).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
-from .results import markdown_table
+from .results import write_tables
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,14 @@ class Variant:
 
 
 FIG2_MODELS: tuple[Variant, ...] = (
-    Variant("resnet18", "(a) ResNet-18 (real)", "resnet18"),
-    Variant("binarynet18", "(b) BinaryNet-18", "binarynet18"),
-    Variant("bireal18", "(c) Bi-Real-18", "bireal18"),
-    Variant("real2binary18", "(d) Real2Binary-18", "real2binary18"),
-    Variant("bnext18_info_rcp", "(e) BNext-18 Info-RCP only", "bnext18", {"info_rcp": True, "elm_attention": False}),
-    Variant("bnext18_elm", "(f) BNext-18 ELM only", "bnext18", {"info_rcp": False, "elm_attention": True}),
-    Variant("bnext18", "(g) BNext-18", "bnext18", {"info_rcp": True, "elm_attention": True}),
-)
+    Variant("resnet18", "ResNet-18 (real)", "resnet18"),
+    Variant("binarynet18", "BinaryNet-18", "binarynet18"),
+    Variant("bireal18", "Bi-Real-18", "bireal18"),
+    Variant("real2binary18", "Real2Binary-18", "real2binary18"),
+    Variant("bnext18_info_rcp", "BNext-18 (Info-RCP only)", "bnext18", {"info_rcp": True, "elm_attention": False}),
+    Variant("bnext18_elm", "BNext-18 (ELM only)", "bnext18", {"info_rcp": False, "elm_attention": True}),
+    Variant("bnext18", "BNext-18 (Info-RCP + ELM)", "bnext18", {"info_rcp": True, "elm_attention": True}),
+)  # panel letters (a)-(g) are added by the panels in this order
 
 
 def module_variants(model: str = "bnext18", info_rcp: Sequence[bool] = (True, False),
@@ -85,6 +86,8 @@ def run_variant(
     plots: Sequence[str] = ("contour", "3d", "html"),
     watch: tasks.Stopwatch | None = None,
     stage: Callable[[str], None] | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 200,
 ) -> dict[str, Any]:
     """Train (or reuse) one variant, compute (or resume) its surface, plot it; returns its table row.
 
@@ -103,7 +106,7 @@ def run_variant(
     with watch(f"landscape {variant.key}"):
         h5 = tasks.compute_landscape(result["checkpoint"], run_dir / "landscape.h5", **landscape)
     with watch(f"plots {variant.key}"):
-        figures = tasks.plot_landscape(h5, run_dir, kinds=plots) if plots else {}
+        figures = tasks.plot_landscape(h5, run_dir, kinds=plots, formats=formats, dpi=dpi) if plots else {}
         metrics = tasks.landscape_row(h5)
     top1 = result.get("best_top1")
     return {
@@ -118,17 +121,10 @@ def run_variant(
 
 def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str], *,
                 columns: Sequence[str] = TABLE_COLUMNS, stem: str = "table") -> dict[str, Path]:
-    """``<stem>.md`` and ``<stem>.csv`` of the rows (selected columns in the Markdown)."""
-    out_dir = Path(out_dir)
-    md = out_dir / f"{stem}.md"
-    md.write_text(markdown_table(rows, list(columns)))
-    path = out_dir / f"{stem}.csv"
+    """``<stem>.md``, ``<stem>.tex`` (booktabs) of the selected columns and ``<stem>.csv`` of every field."""
     fields = [k for k in rows[0] if k != "figures"] if rows else list(columns)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return {"markdown": md, "csv": path}
+    return write_tables(rows, columns, Path(out_dir) / stem, csv_fields=fields,
+                        caption="Test top-1 accuracy and smoothness of the train-loss landscape per model")
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
@@ -156,6 +152,8 @@ def landscape_set(
     log: bool = True,
     watch: tasks.Stopwatch | None = None,
     stage: Callable[[str], None] | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 200,
 ) -> dict[str, Any]:
     """Every variant through :func:`run_variant`, then the shared-level panel and the table.
 
@@ -165,23 +163,24 @@ def landscape_set(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     watch = watch or tasks.Stopwatch()
-    rows = [run_variant(v, out_dir, train=train, landscape=landscape, plots=plots, watch=watch, stage=stage)
-            for v in variants]
+    rows = [run_variant(v, out_dir, train=train, landscape=landscape, plots=plots, watch=watch, stage=stage,
+                        formats=formats, dpi=dpi) for v in variants]
     if stage:
         stage("panel")
     with watch("panel"):
-        out = panels(rows, out_dir, panel=panel, panel_3d=panel_3d, log=log)
+        out = panels(rows, out_dir, panel=panel, panel_3d=panel_3d, log=log, formats=formats, dpi=dpi)
     return {"rows": rows, **out, "seconds": dict(watch.seconds)}
 
 
 def panels(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str], *,
            panel: str = "fig2_contours.png", panel_3d: str | None = "fig6_surfaces.png",
-           log: bool = True) -> dict[str, Any]:
+           log: bool = True, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> dict[str, Any]:
     """The contour panel, the 3D panel and the table of rows from :func:`run_variant`."""
     out_dir = Path(out_dir)
     paths, labels = [r["surface"] for r in rows], [r["model"] for r in rows]
-    png, _ = tasks.compare_landscapes(paths, out_dir / panel, labels=labels, log=log)
-    png3d = surfaces_3d_panel(paths, out_dir / panel_3d, labels=labels, log=log) if panel_3d else None
+    png, _ = tasks.compare_landscapes(paths, out_dir / panel, labels=labels, log=log, formats=formats, dpi=dpi)
+    png3d = surfaces_3d_panel(paths, out_dir / panel_3d, labels=labels, log=log, formats=formats,
+                              dpi=dpi) if panel_3d else None
     return {"panel": png, "panel_3d": png3d, "table": write_table(rows, out_dir)}
 
 
@@ -193,40 +192,51 @@ def surfaces_3d_panel(
     key: str = "train_loss",
     log: bool = True,
     cols: int = 4,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 200,
+    elev: float = 30.0,
+    azim: float = -60.0,
 ) -> Path:
-    """3D surfaces side by side with one shared z range and colour scale (paper Fig. 6 style).
-
-    ``log`` plots ``log(loss)`` so that sharp and flat landscapes fit one scale.
-    """
+    """3D surfaces side by side with one shared z range and colour scale (paper Fig. 6 style), panel
+    letters and one colour bar; ``log`` plots ``log10(loss)`` so sharp and flat landscapes fit one scale."""
     import numpy as np
     from matplotlib import colors
-    from matplotlib.figure import Figure
 
+    from landscape import style
+    from landscape.plot import drawable, label_axes3d, plotted_values, surface_axis_labels
     from landscape.store import read_surface
 
     data = []
     for path in surfaces:
-        s = read_surface(path)
+        s, _ = drawable(read_surface(path))
         if s.ndim != 2:
             raise ValueError(f"{path}: a 3D panel needs 2D surfaces")
-        z = np.asarray(s.values[key], dtype=float)
-        if log:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                z = np.log(np.where(z > 0, z, np.nan))
-        data.append((s, z))
-    finite = np.concatenate([z[np.isfinite(z)] for _, z in data])
-    norm = colors.Normalize(float(finite.min()), float(finite.max()))
+        data.append((s, plotted_values(s, key, log)))
+    lv = style.nice_levels([z for _, z in data])
+    norm = colors.Normalize(float(lv[0]), float(lv[-1]))
     n = len(data)
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(3.6 * cols, 3.3 * rows), layout="constrained")
-    for k, ((s, z), label) in enumerate(zip(data, labels)):
-        ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
-        X, Y = np.meshgrid(s.xcoordinates, s.ycoordinates, indexing="ij")
-        ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="viridis", norm=norm, linewidth=0, antialiased=True)
-        ax.set_zlim(norm.vmin, norm.vmax)
-        ax.set_title(label, fontsize=9)
-        ax.set_zlabel(f"log {key}" if log else key, fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.savefig(out, dpi=110)
-    return Path(out)
+    quantity = style.quantity_label(key, log)
+    with style.context():
+        fig = style.figure(figsize=(3.4 * cols + 0.8, 3.2 * rows + 0.3))
+        fig.suptitle(f"{quantity}: shared z range and colour scale", y=0.995, fontsize=10)
+        width = 0.92 / cols
+        axes = []
+        for k, ((s, z), label) in enumerate(zip(data, labels)):
+            r, c = divmod(k, cols)
+            ax = fig.add_axes((c * width, 0.95 - (r + 1) * 0.95 / rows, width, 0.86 / rows), projection="3d")
+            X, Y = np.meshgrid(s.xcoordinates, s.ycoordinates, indexing="ij")
+            surf = ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="viridis", norm=norm, linewidth=0,
+                                   antialiased=True)
+            ax.set_zlim(norm.vmin, norm.vmax)
+            ax.view_init(elev=elev, azim=azim)
+            xl, yl = surface_axis_labels(s)
+            label_axes3d(ax, xl.split(" (")[0], yl.split(" (")[0], "", small=True)  # z: the colour bar
+            ax.set_title(style.wrap(label, 28), fontsize=8, pad=0)
+            if n > 1:
+                style.panel_letter(ax, k, three_d=True)
+            axes.append(ax)
+        cax = fig.add_axes((0.94, 0.2, 0.012, 0.6))
+        style.nice_colorbar(fig, surf, cax=cax, label=quantity)
+        return style.save(fig, out, formats, dpi)

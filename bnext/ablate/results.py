@@ -16,6 +16,7 @@ Schema (``format: bnext-ablation-result``, ``version: 1``)::
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import math
@@ -135,16 +136,83 @@ def default_out_dir(ablation: str, out_dir: str | os.PathLike[str] | None = None
     return path
 
 
+def _cell(v: Any) -> str:
+    """A table cell: floats to 4 significant digits, booleans yes/no, None empty."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return "" if v is None else str(v)
+
+
 def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """A GitHub Markdown table of ``rows`` (floats to 4 significant digits)."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        return "" if v is None else str(v)
-
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+#: column headers of the LaTeX tables (others: underscores become spaces)
+COLUMN_TITLES = {
+    "model": "Model", "params": "Params", "top1": "Top-1 (\\%)", "top5": "Top-5 (\\%)",
+    "final_top1": "Final top-1 (\\%)", "delta_top1": "$\\Delta$ top-1", "loss_centre": "Loss at centre",
+    "roughness": "Roughness", "convexity_share": "Convex share", "basin_width_x": "Basin width $x$",
+    "basin_width_y": "Basin width $y$", "basin_diameter": "Basin diameter", "train_seconds": "Train (s)",
+    "info_rcp": "Info-RCP", "elm_attention": "ELM", "n": "$n$",
+}
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "—": "---", "−": "$-$"}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX table cell (``±``, ``×`` as math)."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _numeric(text: str) -> bool:
+    head = text.split(" ± ")[0].strip()
+    try:
+        float(head)
+    except ValueError:
+        return head in ("", "nan", "n/a")
+    return True
+
+
+def latex_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, caption: str | None = None,
+                label: str | None = None) -> str:
+    """A booktabs LaTeX table (``\\usepackage{booktabs}``) of ``rows``: numbers right-aligned,
+    text left-aligned, cells formatted as in :func:`markdown_table`."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    align = "".join("r" if cells and all(_numeric(row[k]) for row in cells) else "l" for k in range(len(columns)))
+    head = " & ".join(COLUMN_TITLES.get(c, latex_escape(c.replace("_", " "))) for c in columns)
+    lines = ["\\begin{table}[t]", "\\centering"]
+    if caption:
+        lines.append(f"\\caption{{{latex_escape(caption)}}}")
+    if label:
+        lines.append(f"\\label{{{label}}}")
+    lines += [f"\\begin{{tabular}}{{{align}}}", "\\toprule", head + " \\\\", "\\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + " \\\\" for row in cells]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], base: str | os.PathLike[str], *,
+                 csv_fields: Sequence[str] | None = None, caption: str | None = None,
+                 markdown_prefix: str = "") -> dict[str, Path]:
+    """``<base>.md`` (Markdown), ``<base>.tex`` (booktabs) of the ``columns`` and ``<base>.csv`` of
+    ``csv_fields`` (default: every key of the rows, lists and dicts as JSON); all written atomically."""
+    base = Path(base)
+    paths = {"markdown": base.with_suffix(".md"), "latex": base.with_suffix(".tex"), "csv": base.with_suffix(".csv")}
+    with atomic_open(paths["markdown"], "w") as fh:
+        fh.write(markdown_prefix + markdown_table(rows, columns))
+    with atomic_open(paths["latex"], "w") as fh:
+        fh.write(latex_table(rows, columns, caption=caption))
+    if csv_fields is None:
+        csv_fields = list(dict.fromkeys(k for r in rows for k in r)) or list(columns)
+    with atomic_open(paths["csv"], "w") as fh:  # "\r\n" rows as csv writes them (no newline translation on POSIX)
+        writer = csv.DictWriter(fh, fieldnames=list(csv_fields), extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(_plain(v)) if isinstance(v, list | dict) else v for k, v in r.items()})
+    return paths

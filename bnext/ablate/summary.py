@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_open
 from .grid import normalized
-from .results import markdown_table, read_result
+from .results import latex_table, markdown_table, read_result
 
 #: parameters that never split table rows (repetitions, bookkeeping)
 REPEAT_PARAMETERS = ("seed", "out_dir")
@@ -143,9 +144,11 @@ def _label(keys: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in keys.items()) or "all"
 
 
-def write_summary(out: str | os.PathLike[str], *, metric: str | None = None) -> dict[str, Path]:
+def write_summary(out: str | os.PathLike[str], *, metric: str | None = None,
+                  formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> dict[str, Path]:
     """Write ``summary.csv`` (every row of every run), ``summary.md`` (paper-style table with mean ± std,
-    failures listed) and ``summary.png`` (bar chart of the first metric) into ``out``."""
+    failures listed), ``summary.tex`` (the same table, booktabs) and ``summary.png``/``.pdf`` (bar chart
+    of the first metric, bars from 0, in ``formats``) into ``out``."""
     out = Path(out)
     results, failures = collect(out)
     rows = flat_rows(results)
@@ -174,6 +177,10 @@ def write_summary(out: str | os.PathLike[str], *, metric: str | None = None) -> 
         shown = [{**{k: r[k] for k in index}, **{c: _pm(r[f"{c}_mean"], r[f"{c}_std"], digits[c]) for c in columns},
                   "n": r["n"]} for r in table]
         md.append(markdown_table(shown, list(index) + list(columns) + ["n"]))
+        with atomic_open(out / "summary.tex", "w") as fh:
+            fh.write(latex_table(shown, list(index) + list(columns) + ["n"],
+                                 caption=f"{' / '.join(titles) or 'Sweep summary'}: mean ± std over n runs"))
+        written["latex"] = out / "summary.tex"
     if failures:
         md += ["## Failed runs", "", "| run | status | cell | error |", "|---|---|---|---|"]
         for f in failures:
@@ -192,26 +199,39 @@ def write_summary(out: str | os.PathLike[str], *, metric: str | None = None) -> 
 
     metric = metric or (columns[0] if columns else None)
     if table and metric:
-        written["figure"] = _figure(table, index, metric, out / "summary.png", " / ".join(titles))
+        written["figure"] = _figure(table, index, metric, out / "summary.png", " / ".join(titles), formats, dpi)
     return written
 
 
-def _figure(table: Sequence[Mapping[str, Any]], index: Sequence[str], metric: str, path: Path, title: str) -> Path:
-    from matplotlib.figure import Figure
+def _figure(table: Sequence[Mapping[str, Any]], index: Sequence[str], metric: str, path: Path, title: str,
+            formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> Path:
+    """Horizontal bars of ``metric`` (mean ± std) per row; the axis starts at 0 (bars are lengths)."""
+    from landscape import style
 
     labels = [_label({k: r[k] for k in index}) for r in table]
     means = [r[f"{metric}_mean"] for r in table]
     stds = [r[f"{metric}_std"] for r in table]
-    fig = Figure(figsize=(7, 0.45 * len(table) + 1.6), layout="constrained")
-    ax = fig.add_subplot()
-    y = list(range(len(table)))
-    ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} (mean ± std over runs)")
-    ax.set_title(title or "sweep summary", fontsize=9)
     finite = [m for m in means if math.isfinite(m)]
-    if finite and metric.startswith(("top1", "top5", "acc")):
-        ax.set_xlim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5) if max(finite) <= 100 else None)
-    fig.savefig(path, dpi=110)
-    return path
+    digits = _digits(finite)
+    with style.context():
+        fig = style.figure(figsize=(6.5, 0.4 * len(table) + 1.4), layout="constrained")
+        ax = fig.add_subplot()
+        y = list(range(len(table)))
+        ax.barh(y, means, xerr=stds, color="#4C72B0", capsize=3, height=0.6, error_kw={"linewidth": 1})
+        for yi, m, sd in zip(y, means, stds):
+            if math.isfinite(m):
+                ax.annotate(f"{m:.{digits}f} ± {sd:.{digits}f}", (m + (sd if math.isfinite(sd) else 0), yi),
+                            xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{metric.replace('_', ' ')} (mean ± std over runs)")
+        ax.set_title(title or "sweep summary")
+        lo = min([0.0, *[m - s for m, s in zip(means, stds) if math.isfinite(m) and math.isfinite(s)]])
+        hi = max([m + s for m, s in zip(means, stds) if math.isfinite(m) and math.isfinite(s)], default=1.0)
+        if metric.startswith(("top1", "top5", "acc")) and hi <= 100:
+            ax.set_xlim(lo, 100.0)  # percentages: the whole scale, bars from 0
+        else:
+            ax.set_xlim(lo, hi * 1.15 if hi > 0 else 1.0)  # bars from 0; room for the value labels
+        ax.xaxis.set_major_locator(style.nice_locator(6))
+        ax.spines[["top", "right"]].set_visible(False)
+        return style.save(fig, path, formats, dpi)

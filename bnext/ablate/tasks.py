@@ -313,6 +313,8 @@ def plot_landscape(
     kinds: Sequence[str] = ("contour", "3d", "html"),
     key: str = "train_loss",
     reuse: bool = True,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 200,
 ) -> dict[str, Path]:
     """Figures of one surface file (``<stem>_contour.png``, ``_3d.png``, ``_3d.html``, ...).
 
@@ -324,7 +326,7 @@ def plot_landscape(
     surface = Path(surface)
     out_dir = Path(out_dir) if out_dir is not None else surface.parent
     stamp_path = out_dir / f"{surface.stem}_plots.json"
-    stamp = _surface_stamp(surface, kinds, key)
+    stamp = _surface_stamp(surface, [*kinds, *formats, f"dpi={dpi}"], key)
     if reuse and stamp_path.is_file():
         try:
             saved = json.loads(stamp_path.read_text())
@@ -333,7 +335,7 @@ def plot_landscape(
         files = {k: Path(v) for k, v in saved.get("files", {}).items()}
         if saved.get("stamp") == stamp and files and all(p.is_file() for p in files.values()):
             return files
-    files = plot_all(surface, out_dir=out_dir, kinds=list(kinds), key=key)
+    files = plot_all(surface, out_dir=out_dir, kinds=list(kinds), key=key, formats=formats, dpi=dpi)
     stamp_path.write_text(json.dumps({"stamp": stamp, "files": {k: str(v) for k, v in files.items()}}, indent=1))
     return files
 
@@ -359,12 +361,12 @@ def landscape_row(surface: str | os.PathLike[str], key: str = "train_loss") -> d
 
 def compare_landscapes(
     surfaces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, labels: Sequence[str],
-    key: str = "train_loss", log: bool = False,
+    key: str = "train_loss", log: bool = False, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Multi-panel figure with shared levels (paper Fig. 2 a-g) plus the metrics table (``.md``/``.csv``)."""
-    from landscape.plot import compare
+    from landscape.compare import compare
 
-    return compare(list(surfaces), out, key=key, labels=list(labels), log=log)
+    return compare(list(surfaces), out, key=key, labels=list(labels), log=log, formats=formats, dpi=dpi)
 
 
 class Stopwatch:

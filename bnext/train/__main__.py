@@ -1,4 +1,7 @@
-"""``python -m bnext.train --config FILE.yaml [key=value ...] [--resume]`` (also under torchrun)."""
+"""``python -m bnext.train --config FILE.yaml [key=value ...] [--resume]`` (also under torchrun).
+
+``python -m bnext.train plot RUN_DIR...`` draws the training curves of one or more runs.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,16 @@ from .config import ConfigError, load_config, valid_keys
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the config, train; returns the exit status (2 for config errors)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["plot"]:  # python -m bnext.train plot RUN_DIR...: training curves
+        from .curves import main as plot_main
+
+        return plot_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bnext.train",
         description="Train a workbench model (BNext recipe, paper section 5.1). Under torchrun: DDP.",
-        epilog="Overrides are dotted keys, e.g. train.epochs=3 model.options.info_rcp=false data.batch_size=64.",
+        epilog="Overrides are dotted keys, e.g. train.epochs=3 model.options.info_rcp=false data.batch_size=64. "
+               "Training curves of finished or running runs: python -m bnext.train plot RUN_DIR... (see plot --help).",
     )
     parser.add_argument("--config", help="YAML config file (see configs/); required unless --list-keys")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")

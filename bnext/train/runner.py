@@ -4,7 +4,8 @@ Files (rank 0 writes): ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON l
 ``checkpoints/last.pt`` (every epoch: model + optimizer, scheduler, RNG states, best metric)
 and ``checkpoints/best.pt`` (best test top-1), both written atomically by
 :func:`bnext.models.save` (loadable by :func:`bnext.models.load` and ``weights_only=True``),
-optional ``trajectory.h5`` and ``result.json`` at the end.
+optional ``trajectory.h5``, and at the end ``result.json`` and ``curves.png``/``.pdf``
+(:mod:`bnext.train.curves`).
 
 Exact resume on CPU: the data order and augmentation are functions of ``(seed, epoch)``, the
 progressive-binarization temperature a function of progress, and the torch / NumPy / Python RNG
@@ -373,4 +374,11 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         tmp = out / f".result.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
         os.replace(tmp, out / "result.json")
+    if ctx.is_main and metrics_path.exists():
+        try:  # curves.png/.pdf; a figure must never fail a run
+            from .curves import write_run_curves
+
+            write_run_curves(out)
+        except Exception as exc:  # noqa: BLE001
+            print(f"[{cfg.name}] training curves not drawn: {exc}", file=sys.stderr)
     return result
