@@ -374,8 +374,10 @@ def label_axes3d(ax: Any, xlabel: str, ylabel: str, zlabel: str, *, small: bool 
 
 
 # ----------------------------------------------------------------------------- plotly
-def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False) -> Any:
-    """A plotly 3D surface; plotly wants ``z[j][i]`` at ``(x[i], y[j])``, so ``z = f.T``."""
+def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False, elev: float = 30.0,
+                  azim: float = -60.0) -> Any:
+    """A plotly 3D surface; plotly wants ``z[j][i]`` at ``(x[i], y[j])``, so ``z = f.T``. The camera
+    starts at matplotlib's ``elev``/``azim`` view, so the HTML opens looking like the 3D PNG."""
     import plotly.graph_objects as go
 
     _need_2d(surface, "a plotly surface")
@@ -396,17 +398,27 @@ def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False
     fig.update_layout(
         title={"text": surface_title(surface, key, log).replace("\n", "<br>"), "x": 0.5},
         font={"family": "DejaVu Sans, Arial, sans-serif", "size": 13},
-        scene={"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": quantity},
+        scene={"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": quantity,
+               "aspectmode": "manual", "aspectratio": {"x": 1, "y": 1, "z": 0.7},
+               "camera": {"eye": _eye(elev, azim)}},
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig
 
 
+def _eye(elev: float, azim: float, distance: float = 2.2) -> dict[str, float]:
+    e, a = np.radians(elev), np.radians(azim)
+    return {"x": float(distance * np.cos(e) * np.cos(a)), "y": float(distance * np.cos(e) * np.sin(a)),
+            "z": float(distance * np.sin(e))}
+
+
 def plot_html(
-    surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False
+    surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False,
+    elev: float = 30.0, azim: float = -60.0,
 ) -> Path:
     """Interactive, self-contained HTML (``include_plotlyjs=True``: plotly.js embedded, opens offline)."""
-    plotly_figure(surface, key=key, log=log).write_html(str(out), include_plotlyjs=True, full_html=True)
+    fig = plotly_figure(surface, key=key, log=log, elev=elev, azim=azim)
+    fig.write_html(str(out), include_plotlyjs=True, full_html=True, config={"displaylogo": False})
     return Path(out)
 
 
@@ -489,7 +501,7 @@ def plot_all(
         elif kind == "3d":
             written[kind] = plot_3d(surface, base, key=key, log=log, zlim=zlim, elev=elev, azim=azim, **out_kw)
         elif kind == "html":
-            written[kind] = plot_html(surface, out_dir / f"{stem}_3d.html", key=key, log=log)
+            written[kind] = plot_html(surface, out_dir / f"{stem}_3d.html", key=key, log=log, elev=elev, azim=azim)
         elif kind == "plotly_png":
             written[kind] = plot_plotly_png(
                 surface, out_dir / f"{stem}_plotly.png", key=key, log=log, fallback=out_dir / f"{stem}_3d.png"
