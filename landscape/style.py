@@ -151,17 +151,21 @@ def nice_colorbar(fig: Any, mappable: Any, *, label: str, n: int = 6, ticks: Seq
     return cb
 
 
-def panel_letter(ax: Any, index: int, *, three_d: bool = False) -> None:
-    """Bold ``(a)``, ``(b)``, ... in the top-left corner inside a panel (on a white box: never
-    collides with the panel's title or tick labels)."""
+def panel_letter(ax: Any, index: int, *, three_d: bool = False, outside: bool = False) -> None:
+    """Bold ``(a)``, ``(b)``, ... at a panel's top-left corner: inside on a white box (maps, where the
+    corner is background) or, with ``outside``, above the axes' left end (line charts, whose data can
+    reach any corner)."""
     letter = f"({chr(ord('a') + index)})"
-    kw = {"fontweight": "bold", "fontsize": 10, "va": "top", "ha": "left", "transform": ax.transAxes,
-          "bbox": {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
-          "zorder": 10}
+    kw: dict[str, Any] = {"fontweight": "bold", "fontsize": 10, "ha": "left", "transform": ax.transAxes,
+                          "zorder": 10}
     if three_d:
-        ax.text2D(0.0, 1.0, letter, **kw)
+        ax.text2D(0.0, 1.0, letter, va="top", **kw)
+    elif outside:
+        ax.annotate(letter, (0, 1), xycoords="axes fraction", xytext=(-28, 6), textcoords="offset points",
+                    va="bottom", ha="left", fontweight="bold", fontsize=10, annotation_clip=False)
     else:
-        ax.text(0.03, 0.97, letter, **kw)
+        box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+        ax.text(0.03, 0.97, letter, va="top", bbox=box, **kw)
 
 
 def wrap(text: str, width: int = 32) -> str:

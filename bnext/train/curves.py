@@ -126,7 +126,7 @@ def plot_curves(
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
             ax.grid(True, alpha=0.3)
             ax.spines[["top", "right"]].set_visible(False)
-            style.panel_letter(ax, k)
+            style.panel_letter(ax, k, outside=True)
             if k >= 2:
                 ax.set_xlabel("epoch")
         handles = [Line2D([], [], color="k", linestyle="-", label="train"),
