@@ -52,12 +52,15 @@ FIG2_MODELS: tuple[Variant, ...] = (
 
 def module_variants(model: str = "bnext18", info_rcp: Sequence[bool] = (True, False),
                     elm_attention: Sequence[bool] = (True, False)) -> list[Variant]:
-    """Table 4 variants of a BNext model: every combination of Info-RCP and ELM-Attention on/off."""
+    """Table 4 variants of a BNext model: every combination of Info-RCP and ELM-Attention on/off,
+    labelled as the figures name them ("BNext-18 (Info-RCP only)")."""
+    from landscape.style import model_display_name
+
     out = []
     for rcp in info_rcp:
         for elm in elm_attention:
             key = f"{model}_rcp{'1' if rcp else '0'}_elm{'1' if elm else '0'}"
-            label = f"{model} Info-RCP {'on' if rcp else 'off'}, ELM {'on' if elm else 'off'}"
+            label = model_display_name({"name": model, "options": {"info_rcp": bool(rcp), "elm_attention": bool(elm)}})
             out.append(Variant(key, label, model, {"info_rcp": bool(rcp), "elm_attention": bool(elm)}))
     return out
 
