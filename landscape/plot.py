@@ -278,9 +278,9 @@ def plot_contour(
 
 
 def _level_format(levels: np.ndarray) -> str:
-    """Fewest decimals that tell the (round) levels apart."""
+    """Fewest decimals that write every (round) level exactly: 7.5 stays 7.5, 8.0 prints 8."""
     for digits in range(0, 7):
-        if len({round(float(v), digits) for v in levels}) == len(levels):
+        if all(abs(round(float(v), digits) - float(v)) <= 1e-9 * max(1.0, abs(float(v))) for v in levels):
             return f"%.{digits}f"
     return "%.3g"
 
@@ -350,7 +350,7 @@ def plot_3d(
         fig = style.figure(figsize=(6.4, 5.0))
         ax = fig.add_axes((0.0, 0.0, 0.84, 0.92), projection="3d")
         surf = ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="viridis", linewidth=0, antialiased=True,
-                               rcount=200, ccount=200)
+                               rcount=200, ccount=200, vmin=float(np.nanmin(z)), vmax=float(np.nanmax(z)))
         if zlim is not None:
             ax.set_zlim(*zlim)
         xl, yl = surface_axis_labels(surface)
