@@ -227,7 +227,7 @@ def _overlay(ax: Any, surface: Surface) -> None:
         t = surface.trajectory
         ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="training trajectory",
                 zorder=4)
-        ax.legend(loc="upper right", fontsize=7, frameon=True, framealpha=0.8)
+    ax.legend(loc="best", fontsize=7, frameon=True, framealpha=0.8)
 
 
 def _plane(surface: Surface, key: str | None, log: bool, what: str, figsize: tuple[float, float]) -> tuple:
