@@ -20,7 +20,16 @@ import numpy as np
 
 from . import style
 from .metrics import DEFAULT_DELTA
-from .plot import _grid, _overlay, drawable, plotted_values, store_metrics, surface_axis_labels, surface_name
+from .plot import (
+    _grid,
+    _overlay,
+    drawable,
+    partial_note,
+    plotted_values,
+    store_metrics,
+    surface_axis_labels,
+    surface_name,
+)
 from .store import read_surface
 
 METRIC_COLUMNS = (
@@ -156,10 +165,7 @@ def _panels_2d(surfaces: Sequence[Any], values: Sequence[np.ndarray], labels: Se
         _overlay(ax, s)
         if ax.get_legend() is not None and k:
             ax.get_legend().remove()  # one trajectory legend is enough
-        title = style.wrap(lab)
-        if s.attrs.get("_full_shape"):
-            title += f"\n(partial: {'×'.join(map(str, s.shape))} of {s.attrs['_full_shape']})"
-        ax.set_title(title, fontsize=9)
+        ax.set_title(style.wrap(lab) + partial_note(s), fontsize=9)
         ax.set_aspect("equal", adjustable="box")
         ax.xaxis.set_major_locator(style.nice_locator(4))
         ax.yaxis.set_major_locator(style.nice_locator(4))

@@ -38,7 +38,7 @@ MATPLOTLIB_KINDS = ("1d", "contour", "contourf", "heatmap", "3d")
 
 __all__ = [
     "KINDS", "drawable", "label_axes3d", "parse_levels", "parse_range", "plot_1d", "plot_3d", "plot_all",
-    "plot_contour",
+    "partial_note", "plot_contour",
     "plot_contourf", "plot_heatmap", "plot_html", "plot_plotly_png", "plotly_figure", "plotted_values",
     "store_metrics", "surface_axis_labels", "surface_name",
     "surface_title", "write_vts", "written_files",
@@ -109,19 +109,21 @@ def drawable(surface: Surface) -> tuple[Surface, str | None]:
     """The part of ``surface`` that can be drawn and a note when it is not the whole grid.
 
     A complete surface comes back unchanged with ``None``. A partial one is cut to its finest
-    complete coarse-to-fine level (every ``s``-th point of each axis); with no complete level yet
-    a ValueError says how many points are done.
+    complete coarse-to-fine level (every ``s``-th point of each axis); with no complete level (a
+    file filled in another order) the whole grid is drawn with the missing points left blank.
     """
     done = surface.done
     if done.all():
         return surface, None
     shape = "\u00d7".join(str(n) for n in done.shape)
+    if not done.any():
+        raise ValueError(f"{surface.path}: no point computed yet (0 of {done.size}); run or resume the compute "
+                         "command first")
     s = complete_level(done)
     if s is None:
-        raise ValueError(
-            f"{surface.path}: only {int(done.sum())} of {done.size} points computed and no complete "
-            f"coarse grid yet; rerun the compute command to resume it, then plot again"
-        )
+        note = (f"partial: {int(done.sum())} of {done.size} points computed and no complete coarse level; "
+                f"drawn on the {shape} grid with the missing points left blank")
+        return dataclasses.replace(surface, attrs={**surface.attrs, "_full_shape": shape}), note
     idx = [level_indices(n, s) for n in done.shape]
     sub = np.ix_(*idx)
     part = dataclasses.replace(
@@ -160,10 +162,19 @@ def surface_title(surface: Surface, key: str | None, log: bool = False) -> str:
     title = surface_name(surface)
     if key:
         title += f" \u2014 {style.quantity_label(key, log)}"
+    return title + partial_note(surface)
+
+
+def partial_note(surface: Surface) -> str:
+    """``"\n(partial: 6×6 sub-grid of 11×11)"`` (or ``"... 36 of 81 points"``) for a surface cut by
+    :func:`drawable`; empty for a complete one."""
     full = surface.attrs.get("_full_shape")
-    if full:
-        title += f"\n(partial: {'×'.join(map(str, surface.shape))} sub-grid of {full})"
-    return title
+    if not full:
+        return ""
+    drawn = "\u00d7".join(map(str, surface.shape))
+    if drawn != full:
+        return f"\n(partial: {drawn} sub-grid of {full})"
+    return f"\n(partial: {int(surface.done.sum())} of {surface.done.size} points)"
 
 
 def surface_axis_labels(surface: Surface) -> tuple[str, str]:

@@ -227,10 +227,17 @@ def test_partial_surface_is_drawn_at_its_complete_level(tmp_path, capsys, monkey
     assert "30 of 81" in capsys.readouterr().out
     assert "partial" in figures[0].axes[0].get_title()
     assert read_surface(path).metrics["train_loss"]["partial_grid"] == "5\u00d75"
+    with SurfaceWriter.open(tmp_path / "rows.h5", settings={}, xcoordinates=xs, ycoordinates=xs,
+                            directions={"x": {}, "y": {}}) as w:  # filled row by row: no complete level
+        w.write([((i, j), {"train_loss": xs[i] ** 2 + xs[j] ** 2 + 1}) for i in range(4) for j in range(n)])
+    rows, note = plot.drawable(read_surface(tmp_path / "rows.h5"))
+    assert rows.shape == (n, n) and "36 of 81" in note and "left blank" in note
+    plot.plot_all(tmp_path / "rows.h5", kinds=["contourf"], formats=("png",))
+    assert "partial" in figures[-1].axes[0].get_title()
     with SurfaceWriter.open(tmp_path / "none.h5", settings={}, xcoordinates=xs, ycoordinates=xs,
-                            directions={"x": {}, "y": {}}) as w:
-        w.write([((0, 0), {"train_loss": 1.0})])
-    with pytest.raises(ValueError, match="1 of 81 points"):
+                            directions={"x": {}, "y": {}}):
+        pass
+    with pytest.raises(ValueError, match="no point computed yet"):
         plot.plot_all(tmp_path / "none.h5", kinds=["contour"], formats=("png",))
 
 
