@@ -5,7 +5,9 @@ Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: 
 Modules: :mod:`~landscape.directions` (random filter-normalized, interpolation, PCA, reference-tool
 files), :mod:`~landscape.surface` (grid specs, evaluation engine, resumable and sharded compute),
 :mod:`~landscape.store` (the HDF5 schema), :mod:`~landscape.metrics` (roughness, convexity share,
-basin width), :mod:`~landscape.plot` (figures, HTML, VTS, comparisons).
+basin width), :mod:`~landscape.plot` (figures, HTML), :mod:`~landscape.compare` (multi-panel
+comparisons), :mod:`~landscape.vts` (ParaView export) and :mod:`~landscape.style` (the one figure
+style of the workbench).
 
 Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_version=1``):
 ``xcoordinates`` (nx,), ``ycoordinates`` (ny,) for 2D, ``train_loss``/``train_acc``/``test_loss``/
