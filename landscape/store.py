@@ -399,6 +399,14 @@ class SurfaceWriter:
             self._done[index] = 1
         self._f.flush()
 
+    def set_attribute(self, name: str, value: Any) -> None:
+        """Write a root attribute that is not a compared setting (e.g. ``engine``: the evaluation
+        settings actually used by the latest run, see ``landscape.engine.SurfaceEngine.settings``)."""
+        if name == "settings" or name in self.settings:
+            raise ValueError(f"{name!r} is a compared setting of the file; it cannot be rewritten")
+        self._f.attrs[name] = _attr_value(value)
+        self._f.flush()
+
     def close(self) -> None:
         if self._f.id.valid:
             self._f.close()

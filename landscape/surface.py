@@ -8,18 +8,12 @@ reference tool spends ~99% of its time in forward passes, so the engine makes th
 * weights are set in place from flat float32 buffers (``theta0``, ``dx``, ``dy``): the perturbed
   parameters are views into one buffer holding ``theta0 + (x*dx + y*dy)`` (rounded like the
   reference tool's ``w + (d0*x + d1*y)``), a few elementwise ops per point, no copies of the model;
-* BatchNorm is folded into the preceding ``nn.Conv2d`` (exact types only, found in
-  ``nn.Sequential`` chains or by an ``torch.fx`` trace where a conv's only consumer is the BN) on a
-  copy that shares all other parameters; the folded weights are refreshed per point from the
-  current (possibly perturbed or recalibrated) conv/BN tensors and checked against the unfused
-  model once (to 1e-5 of the largest logit); large evaluation batches. Folding is exact for
-  real-valued networks (~1e-7) but changes float rounding, and binary networks turn rounding
-  differences into occasional sign flips (loss differences ~1e-4): use ``fuse_bn=False`` there
-  (the CLI does so for models with binary layers; their packed forward never folds);
-* optional ``channels_last``, ``torch.compile``, a pluggable ``forward_factory`` (e.g. a bit-packed
-  XNOR engine for binary networks, called after the weights of each point are set), and, for GPUs,
-  ``points_per_forward > 1`` which evaluates several grid points per forward with
-  ``torch.func.functional_call`` + ``vmap`` (slower on CPU, so not the default).
+* the defaults are the fast path (see :mod:`landscape.engine` for the options and the tolerance
+  contract): a registered forward provider (the packed XNOR engine of ``bnext.packed`` for binary
+  networks), otherwise BatchNorm folded into plain convs and channels-last inputs on the CPU (each
+  checked against the model on a probe batch), a deterministic batch size
+  (:mod:`landscape.batching`), several points per forward (``vmap``) on CUDA; ``exact=True`` is
+  bit-identical to the model's own forward. The settings used are stored as the ``engine`` attribute.
 
 The user's model is left exactly as it was: original parameter tensors are re-attached (bitwise
 unchanged), buffers copied back, ``requires_grad`` and train/eval flags restored.
@@ -211,11 +205,13 @@ def compute_surface(
 
     try:
         shard = pending[rank::world]
-        k = int(engine_options.get("points_per_forward", 1))
-        rounds = math.ceil(math.ceil(len(pending) / world) / k) if pending else 0
         if not pending:
             return Path(out_path)
         with SurfaceEngine(model, directions, data, **engine_options) as engine:
+            k = engine.points_per_forward
+            rounds = math.ceil(math.ceil(len(pending) / world) / k)
+            if writer is not None:  # the evaluation settings actually used (not compared on reuse)
+                writer.set_attribute("engine", engine.settings)
             bar = tqdm(
                 total=len(pending),
                 disable=not progress or rank != 0,

@@ -53,6 +53,9 @@ class BinaryConv2d(nn.Module):
     """
 
     pad_value: float = 0.0
+    #: module that registers the packed XNOR engine as a ``landscape`` forward provider (imported by
+    #: ``landscape.providers`` when a model contains this layer; landscape never imports bnext itself)
+    landscape_provider: str = "bnext.packed"
 
     def __init__(
         self,
@@ -93,7 +96,21 @@ class BinaryConv2d(nn.Module):
 
     # -- weights -------------------------------------------------------------------
     def binary_weight(self) -> Tensor:
-        """Effective weight used by the forward pass (progressive binarization)."""
+        """Effective weight of the layer (progressive binarization, times ``alpha`` when scaled).
+
+        The forward pass convolves with :meth:`unscaled_weight` and multiplies the result by
+        :meth:`alpha` (same value in exact arithmetic; see :meth:`forward`).
+        """
+        wb = self.unscaled_weight()
+        return wb if self.scale == "none" else wb * self.alpha()
+
+    def alpha(self) -> Tensor:
+        """Per-output-channel scale ``mean |W|`` of shape ``(O, 1, 1, 1)`` (detached for Bi-Real)."""
+        alpha = self.weight.abs().mean(dim=(1, 2, 3), keepdim=True)
+        return alpha.detach() if self.scale == "mean_abs_detached" else alpha
+
+    def unscaled_weight(self) -> Tensor:
+        """``clamp(w / tau, -1, 1)`` or ``sign(w)`` with the straight-through gradient, without ``alpha``."""
         w = self.weight
         tau = float(self.tau)
         if tau > SIGN_THRESHOLD:
@@ -107,11 +124,6 @@ class BinaryConv2d(nn.Module):
             wb = latent + (target - latent).detach()
         else:  # evaluation: exactly +-1 (no rounding from the STE arithmetic), and cheaper
             wb = target
-        if self.scale != "none":
-            alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
-            if self.scale == "mean_abs_detached":
-                alpha = alpha.detach()
-            wb = wb * alpha
         return wb
 
     @property
@@ -129,7 +141,12 @@ class BinaryConv2d(nn.Module):
         return xb if self.sign_zero else xb * (x != 0).to(xb.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(self.binarize_input(x), self.binary_weight(), None, self.stride, self.padding)
+        # Scaled layers convolve with the unscaled weight and multiply the result by alpha once:
+        # equal to conv(x, W * alpha) in exact arithmetic, but conv of +-1 values is an exact
+        # integer, so the output no longer depends on the conv algorithm's summation order (batch
+        # size, memory format) and equals the packed engine's integer * alpha bit for bit.
+        y = F.conv2d(self.binarize_input(x), self.unscaled_weight(), None, self.stride, self.padding)
+        return y if self.scale == "none" else y * self.alpha().view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

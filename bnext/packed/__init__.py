@@ -11,7 +11,7 @@ from .._lazy import lazy_exports
 # imported on first use (``python -m bnext.packed --help`` stays free of torch)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".fileformat": ["PackedFormatError", "info", "load", "save"],
-    ".forward": ["PackedForward", "packed_forward_factory"],
+    ".forward": ["PackedForward", "packed_forward_factory", "register_landscape_provider"],
     ".fusion": ["FusedBinaryBlock"],
     ".layers": ["PackedBinaryConv2d", "PackedMaxPool2d", "PackingError"],
     ".model": ["DEFAULT_THREADS", "PackedModel", "pack", "repack_"],

@@ -4,6 +4,11 @@
 ``forward_factory(model) -> callable``, called after each change of the weights.  For binary
 models :class:`PackedForward` packs once and then refreshes the packed weights in place
 (:func:`repack_`) per call, so every evaluation runs through the XNOR-popcount kernels.
+
+Importing this module registers the packed engine as ``landscape``'s ``"packed"`` forward provider
+(:func:`register_landscape_provider`), so ``landscape.surface.compute_surface`` uses it by default
+for models with :class:`~bnext.nn.BinaryConv2d` layers (``BinaryConv2d.landscape_provider`` names
+this module, which the engine imports on demand).
 """
 
 from __future__ import annotations
@@ -15,33 +20,75 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .model import pack, repack_
+from .model import DEFAULT_THREADS, is_binary_model, pack, repack_
+
+#: a packed batch keeps its largest float activation within this many bytes (memory-bound engine:
+#: the float parts between binary convs stream their tensors, which should stay in the caches)
+PACKED_BATCH_BYTES = 8 << 20
+#: batch range of the packed engine's rule
+PACKED_BATCH_RANGE = (32, 256)
 
 
 class PackedForward:
     """Forward factory over :func:`pack`: packs once, then ``repack_`` per call."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = DEFAULT_THREADS) -> None:
         self._packed: Any = None
+        self.threads = int(threads)
+        self._peak_per_sample: int | None = None
 
     def __call__(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
         if self._packed is None:
-            self._packed = pack(model)
+            self._packed = pack(model, threads=self.threads)
         else:
             repack_(self._packed, model)
         return self._packed
 
+    def batch_size(self, sample_shape: tuple[int, ...]) -> int:
+        """Deterministic batch rule: the largest power of two in :data:`PACKED_BATCH_RANGE` whose largest
+        float activation fits :data:`PACKED_BATCH_BYTES` (measured once with one sample)."""
+        lo, hi = PACKED_BATCH_RANGE
+        if self._packed is None:
+            return lo
+        if self._peak_per_sample is None:
+            peak = [0]
 
-def packed_forward_factory(model: nn.Module, probe: Tensor, *, required: bool) -> PackedForward | None:
-    """A :class:`PackedForward` if packing ``model`` reproduces it on ``probe`` (within 1e-4 relative).
+            def hook(_m: nn.Module, _i: object, out: object) -> None:
+                if isinstance(out, Tensor):
+                    peak[0] = max(peak[0], out.numel() * out.element_size())
 
+            mods = [m for m in self._packed.model.modules() if not list(m.children())]
+            handles = [m.register_forward_hook(hook) for m in mods]
+            try:
+                self._packed(torch.zeros((1, *sample_shape)))
+            finally:
+                for h in handles:
+                    h.remove()
+            self._peak_per_sample = max(1, peak[0])
+        fit = PACKED_BATCH_BYTES // self._peak_per_sample
+        batch = hi
+        while batch > lo and batch > fit:
+            batch //= 2
+        return batch
+
+    def info(self) -> dict[str, Any]:
+        """What the forward runs (stored by ``landscape`` in the surface file)."""
+        return {"engine": "bnext.packed", "threads": self.threads, "batch_bytes": PACKED_BATCH_BYTES}
+
+
+def packed_forward_factory(model: nn.Module, probe: Tensor, *, required: bool,
+                           exact: bool = False) -> PackedForward | None:
+    """A :class:`PackedForward` if packing ``model`` reproduces it on ``probe``.
+
+    The packed engine computes what the simulated model computes bit for bit (README "Exactness"),
+    so the check is strict: within 1e-4 of the largest logit (``exact``: identical).
     With ``required=False`` a failure warns and returns ``None`` (use the torch forward);
     with ``required=True`` it raises ``RuntimeError`` naming the reason.
     """
     factory = PackedForward()
     try:
         with torch.inference_mode():
-            ref = model.eval()(probe)
+            ref = model.eval()(probe).float().cpu()
             got = factory(model)(probe)
         err = float((ref - got).abs().max())
     except Exception as exc:  # noqa: BLE001  (any packing failure means: fall back to torch)
@@ -49,10 +96,31 @@ def packed_forward_factory(model: nn.Module, probe: Tensor, *, required: bool) -
             raise RuntimeError(f"packing failed ({exc})") from exc
         warnings.warn(f"packed forward unavailable ({exc}); using the torch forward", stacklevel=2)
         return None
-    if err > 1e-4 * max(1.0, float(ref.abs().max())):
-        msg = f"packed forward differs from the model by {err:.3g}"
+    limit = 0.0 if exact else 1e-4 * max(1.0, float(ref.abs().max()))
+    if not err <= limit:
+        msg = f"packed forward differs from the model by {err:.3g} (allowed {limit:.3g})"
         if required:
             raise RuntimeError(msg)
         warnings.warn(f"{msg}; using the torch forward", stacklevel=2)
         return None
     return factory
+
+
+def _landscape_build(model: nn.Module, probe: Tensor, *, exact: bool) -> PackedForward | None:
+    return packed_forward_factory(model, probe, required=False, exact=exact)
+
+
+def register_landscape_provider() -> bool:
+    """Register the packed engine as ``landscape``'s ``"packed"`` forward provider (CPU, binary models).
+
+    Returns False when ``landscape`` is not importable (``bnext`` does not need it).
+    """
+    try:
+        from landscape.providers import register_forward_provider
+    except ImportError:
+        return False
+    register_forward_provider("packed", is_binary_model, _landscape_build, devices=("cpu",))
+    return True
+
+
+register_landscape_provider()  # on import: landscape's default forward for binary models (no-op without landscape)

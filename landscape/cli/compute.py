@@ -176,16 +176,17 @@ def run(args: argparse.Namespace) -> int:
             f"({'drop --y' if d.ndim == 1 else 'add --y'})"
         )
     forward_factory = None
-    binary = _has_binary_layers(model)
-    if args.forward == "packed" or (args.forward == "auto" and binary):
-        probe = next(iter(data.values()))[0][:8]
-        forward_factory = packed_forward_factory(model, probe, required=args.forward == "packed")
+    if args.forward == "packed":  # required; "auto" lets the engine ask its providers (bnext.packed registers one)
+        probe = next(iter(data.values()))[0][:16]
+        forward_factory = packed_forward_factory(model, probe, required=True)
+    elif args.forward == "auto" and _has_binary_layers(model):
+        import bnext.packed  # noqa: F401 - registers the packed forward provider
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
     mode = "overwrite" if args.overwrite else "new" if args.new_file else "resume"
     meta.update(
         {
             "data": data_spec,
-            "forward": "packed" if forward_factory is not None else "torch",
+            "forward": args.forward,
         }
     )
     meta["note"] = args.note or ""
@@ -201,10 +202,13 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=device,
         batch_size=args.batch_size,
-        fuse_bn=not (args.no_fuse_bn or binary),
+        exact=args.exact,
+        forward="torch" if args.forward == "torch" else "auto",
+        fuse_bn=False if args.no_fuse_bn else None,
         bn_recalibrate=args.bn_recalibrate,
         forward_factory=forward_factory,
-        channels_last=args.channels_last,
+        channels_last=True if args.channels_last else None,
+        precision=args.precision,
         compile=args.compile,
         points_per_forward=args.points_per_forward,
     )
@@ -289,13 +293,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--batch-size",
         type=lambda v: v if v == "auto" else int(v),
-        default=512,
-        help="evaluation batch size, or 'auto' (fastest of 64..512, timed once; default 512)",
+        default="auto",
+        help="evaluation batch size (default auto: the deterministic rule of landscape.batching)",
+    )
+    c.add_argument(
+        "--exact",
+        action="store_true",
+        help="bit-identical to the model's own forward (no folding/channels-last, batch 128); default: the "
+        "fast path within the tolerance contract (relative loss 5e-3, accuracy 0.5 points)",
+    )
+    c.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast the float parts (CPU/CUDA)"
     )
     c.add_argument(
         "--no-fuse-bn",
         action="store_true",
-        help="do not fold BatchNorm into convolutions (never folded for models with binary layers)",
+        help="do not fold BatchNorm into convolutions (default: folded where it reproduces the model)",
     )
     c.add_argument("--bn-recalibrate", action="store_true", help="recompute BN statistics at every point")
     c.add_argument(
@@ -304,13 +317,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: the packed XNOR engine for binary models when bnext.packed exists",
     )
-    c.add_argument("--channels-last", action="store_true")
+    c.add_argument("--channels-last", action="store_true", help="force channels-last (default: on the CPU)")
     c.add_argument("--compile", action="store_true", help="torch.compile the forward")
     c.add_argument(
         "--points-per-forward",
-        type=int,
-        default=1,
-        help="grid points per forward via vmap (GPU option; slower on CPU)",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="grid points per forward via vmap (default auto: 4 on CUDA, 1 on CPU where it is slower)",
     )
     c.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     c.add_argument("--note", default=None, help="free text stored with the file (not compared)")
