@@ -1,29 +1,39 @@
-"""Loss-landscape speed: the reference tool's per-point loop vs the ``landscape`` engine, one process.
+"""Loss-landscape speed: the reference tool's per-point loop vs the ``landscape`` engine with its DEFAULTS.
 
 For each model the same 2D grid (filter-normalized random directions, seed 0) is evaluated
 
 (a) the way Li et al.'s tool does it: for every point ``p.data = w + x*dx + y*dy`` from the stored
     per-parameter directions, then a DataLoader with batch 128 over the subset, ``torch.no_grad``,
-    loss accumulated as ``loss.item() * batch``;
-(b) with :class:`landscape.engine.SurfaceEngine` (cached tensors, inference mode, in-place flat
-    buffers, BatchNorm folded, batch size tuned once (64..512), channels_last, and for binary models
-    the packed XNOR forward of ``bnext.packed`` when it exists),
+    fp32, loss accumulated as ``loss.item() * batch``;
+(b) with :class:`landscape.engine.SurfaceEngine` and no options at all (what ``compute_surface``
+    and ``python -m landscape compute`` do): the packed XNOR engine for binary models, BN folding and
+    channels-last for float models, the deterministic batch rule; set-up counts as engine time;
 
-interleaved point by point so that load changes on a shared machine affect both alike.
+interleaved point by point (A, B, B, A, ...) so that load changes on a shared machine hit both alike;
+min and median seconds per point are reported with the load average (a warning when it exceeds
+the core count). Agreement is checked against the tolerance contract (relative loss <= 5e-3,
+accuracy within 0.5 points at every point) and printed next to the noise floor: the same comparison
+between two batch sizes (128 and 512) of the unfused float model at two points. ``--bf16`` adds
+the engine with ``precision="bf16"`` and prints its agreement. The run keeps to ``--budget``
+seconds (points left out are reported; ratios use the points both contenders ran). Results go to a
+JSON file next to the printed table.
 
-It checks that the surfaces agree (relative loss difference <= 1e-5, accuracy within one sample)
-and prints points/s of each and the ratio. Targets on 2 CPU cores: >= 1.5x for resnet18 and >= 5x
-for bnext18 (the latter needs the packed engine).
+Targets (quiet 2-core CPU, 2 threads): resnet18 >= 2x, bnext18 width 1.0 >= 5x, bireal18 width 1.0
+>= 4x; on a GPU >= 10x points/s.
 
-    python benchmarks/landscape_speed.py                      # resnet18 and bnext18, 11x11 grid
-    python benchmarks/landscape_speed.py --grid 5 --models bnext18
+    python benchmarks/landscape_speed.py                      # resnet18, bnext18, bireal18; ~3 min
+    python benchmarks/landscape_speed.py --quick              # 2x2 grid, 128 samples (~40 s)
+    python benchmarks/landscape_speed.py --device cuda        # points/s on the GPU (resnet18, bnext18)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from landscape.directions import Directions, random_directions
-from landscape.engine import SurfaceEngine
+from landscape.engine import TOLERANCE, SurfaceEngine
 from landscape.grid import parse_grid
 
 
@@ -43,14 +53,16 @@ class ReferenceLoop:
     ``loss.item() * batch``. Works on its own copy of the model."""
 
     def __init__(
-        self, model: nn.Module, dirs: Directions, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128
+        self, model: nn.Module, dirs: Directions, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128,
+        device: str = "cpu",
     ):
-        self.model = copy.deepcopy(model).eval()
+        self.device = torch.device(device)
+        self.model = copy.deepcopy(model).eval().to(self.device)
         self.params = list(self.model.parameters())
         names = [n for n, _ in self.model.named_parameters()]
         self.weights = [p.data.clone() for p in self.params]
-        self.dx = [dirs.x[n] for n in names]
-        self.dy = [dirs.y[n] for n in names]
+        self.dx = [dirs.x[n].to(self.device) for n in names]
+        self.dy = [dirs.y[n].to(self.device) for n in names]
         self.loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
 
     def __call__(self, a: float, b: float) -> tuple[float, float]:
@@ -60,31 +72,13 @@ class ReferenceLoop:
         total_loss, correct, total = 0.0, 0, 0
         with torch.no_grad():
             for inputs, targets in self.loader:
+                inputs, targets = inputs.to(self.device), targets.to(self.device)
                 outputs = self.model(inputs)
                 loss = F.cross_entropy(outputs, targets)
                 total_loss += loss.item() * inputs.size(0)
                 correct += outputs.max(1)[1].eq(targets).sum().item()
                 total += inputs.size(0)
         return total_loss / total, 100.0 * correct / total
-
-
-def packed_factory(model: nn.Module, probe: torch.Tensor):
-    """The CLI's packed forward factory (``bnext.packed``), or ``(None, reason)`` when unavailable."""
-    try:
-        from bnext.packed import PackedForward
-
-        factory = PackedForward()
-    except ImportError as exc:
-        return None, f"bnext.packed not available ({exc})"
-    try:
-        with torch.inference_mode():
-            ref = model.eval()(probe)
-            err = float((factory(model)(probe) - ref).abs().max())
-    except Exception as exc:  # noqa: BLE001
-        return None, f"bnext.packed.pack failed ({exc.__class__.__name__}: {exc})"
-    if err > 1e-4 * max(1.0, float(ref.abs().max())):
-        return None, f"packed forward differs by {err:.3g}"
-    return factory, "packed XNOR forward"
 
 
 def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
@@ -105,7 +99,26 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> No
     model.eval()
 
 
-def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
+
+
+def load_info(where: str) -> float:
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    print(f"load average {where}: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({cores} cores)", flush=True)
+    if load > cores:
+        print(f"WARNING: load average {load:.1f} exceeds the {cores} cores: other jobs share the CPU, "
+              "ratios are unreliable (rerun on a quiet machine)", flush=True)
+    return load
+
+
+def differences(a: dict, b: dict) -> tuple[float, float]:
+    """Max relative loss difference and max accuracy difference (points) over the entries of a and b."""
+    rel = max((abs(a[k][0] - b[k][0]) / max(abs(b[k][0]), 1e-12) for k in a), default=0.0)
+    acc = max((abs(a[k][1] - b[k][1]) for k in a), default=0.0)
+    return rel, acc
+
+
+def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
     import bnext.models
     from bnext.data import load_tensors
 
@@ -119,108 +132,125 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
     dirs = random_directions(model, seed=0, normalization="filter", bias_bn="ignore")
     xs = parse_grid(f"-1:1:{args.grid}")
     ys = parse_grid(f"-1:1:{args.grid}")
-    n = len(xs) * len(ys)
-    opts_engine = {
-        "batch_size": args.batch_size,
-        "channels_last": not args.no_channels_last,
-        "compile": args.compile,
-    }
-    label = "torch forward, BN folded"
-    if name != "resnet18" and not args.no_packed:
-        factory, label = packed_factory(model, x[:8])
-        if factory is not None:
-            opts_engine["forward_factory"] = factory
-            opts_engine["channels_last"] = False  # the packed model owns its layout
-        else:
-            print(
-                f"[{name}] {label}: the engine runs the float model (the 5x target needs the packed engine)"
-            )
-            label = "torch forward (no packed engine)"
-            opts_engine["fuse_bn"] = False  # folding changes rounding, which flips signs in binary nets
-
-    print(
-        f"[{name}] {sum(p.numel() for p in model.parameters()):,} parameters, {len(x)} samples, "
-        f"{len(xs)}x{len(ys)} grid, {torch.get_num_threads()} threads",
-        flush=True,
-    )
-    # The two are interleaved point by point (alternating which goes first), so that load changes on a
-    # shared machine hit both alike; engine set-up (tracing, folding, batch tuning) counts as engine time.
-    shape = (len(xs), len(ys))
-    ref = {"train_loss": np.full(shape, np.nan), "train_acc": np.full(shape, np.nan)}
-    got = {"train_loss": np.full(shape, np.nan), "train_acc": np.full(shape, np.nan)}
+    points = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
+    print(f"[{name}] {sum(p.numel() for p in model.parameters()):,} parameters, {len(x)} samples, "
+          f"{len(xs)}x{len(ys)} grid, {torch.get_num_threads()} threads, device {args.device}", flush=True)
+    data = {"train": (x, y)}
     t0 = time.perf_counter()
-    reference = ReferenceLoop(model, dirs, x, y)
-    t_ref = time.perf_counter() - t0
+    reference = ReferenceLoop(model, dirs, x, y, device=args.device)
+    setup_ref = time.perf_counter() - t0
     t0 = time.perf_counter()
-    engine = SurfaceEngine(model, dirs, {"train": (x, y)}, device="cpu", **opts_engine).open()
-    t_eng = time.perf_counter() - t0
-    bar = tqdm(total=n, desc=name, unit="pt", leave=False, disable=args.no_progress)
-    for k, (i, j) in enumerate((i, j) for i in range(len(xs)) for j in range(len(ys))):
-        for which in ("ref", "eng") if k % 2 == 0 else ("eng", "ref"):
+    engine = SurfaceEngine(model, dirs, data, device=args.device).open()  # the defaults: nothing else
+    setup_eng = time.perf_counter() - t0
+    contenders = {"ref": reference, "eng": lambda a, b: tuple(engine.evaluate(a, b).values())}
+    if args.bf16:  # its own copy: two open engines on one model would share its parameters
+        bf16 = SurfaceEngine(copy.deepcopy(model), dirs, data, device=args.device, precision="bf16").open()
+        contenders["bf16"] = lambda a, b: tuple(bf16.evaluate(a, b).values())
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    vals: dict[str, dict] = {k: {} for k in contenders}
+    bar = tqdm(total=len(points), desc=name, unit="pt", leave=False, disable=args.no_progress)
+    for k, (i, j) in enumerate(points):
+        if k and time.perf_counter() > deadline:
+            break
+        order = list(contenders) if k % 2 == 0 else list(reversed(contenders))
+        for which in order:
             t0 = time.perf_counter()
-            if which == "ref":
-                ref["train_loss"][i, j], ref["train_acc"][i, j] = reference(xs[i], ys[j])
-                t_ref += time.perf_counter() - t0
-            else:
-                vals = engine.evaluate(xs[i], ys[j])
-                got["train_loss"][i, j], got["train_acc"][i, j] = vals["train_loss"], vals["train_acc"]
-                t_eng += time.perf_counter() - t0
+            vals[which][(i, j)] = contenders[which](xs[i], ys[j])
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[which].append(time.perf_counter() - t0)
         bar.update()
     bar.close()
-    t0 = time.perf_counter()
-    batch = engine.batch_size
+    settings = dict(engine.settings)
     engine.close()
-    t_eng += time.perf_counter() - t0
-    print(f"[{name}] (a) reference loop: {t_ref:.1f} s, {n / t_ref:.3f} points/s", flush=True)
-    extras = (", channels_last" if opts_engine["channels_last"] else "") + (
-        ", compile" if args.compile else ""
-    )
-    print(
-        f"[{name}] (b) landscape engine ({label}, batch {batch}{extras}): {t_eng:.1f} s, "
-        f"{n / t_eng:.3f} points/s",
-        flush=True,
-    )
-    rel = float(
-        np.max(np.abs(got["train_loss"] - ref["train_loss"]) / np.maximum(np.abs(ref["train_loss"]), 1e-12))
-    )
-    acc = float(np.max(np.abs(got["train_acc"] - ref["train_acc"])))
-    one_sample = 100.0 / len(x)
-    ok = rel <= 1e-5 and acc <= one_sample + 1e-9
-    ratio = t_ref / t_eng
-    print(
-        f"[{name}] surfaces agree: {'yes' if ok else 'NO'} (max relative loss difference {rel:.2e}, "
-        f"max accuracy difference {acc:.3f} points; one sample = {one_sample:.3f})"
-    )
-    print(f"[{name}] speed-up: {ratio:.2f}x", flush=True)
-    return {"ref_pps": n / t_ref, "eng_pps": n / t_eng, "ratio": ratio, "agree": float(ok)}
+    if args.bf16:
+        bf16.close()
+    done = len(times["ref"])
+    # noise floor: the unfused float model at batch 128 vs 512, at 2 of the points done
+    floor_pts = [list(vals["ref"])[0], list(vals["ref"])[-1]] if done > 1 else list(vals["ref"])
+    floor_vals = []
+    for batch in (128, 512):
+        with SurfaceEngine(model, dirs, data, device=args.device, exact=True, forward="torch", batch_size=batch) as e:
+            floor_vals.append({p: tuple(e.evaluate(xs[p[0]], ys[p[1]]).values()) for p in floor_pts})
+    floor = differences(floor_vals[1], floor_vals[0])
+    rel, acc = differences(vals["eng"], vals["ref"])
+    ok = rel <= TOLERANCE["loss_rel"] and acc <= TOLERANCE["acc_points"]
+    t_ref = setup_ref + sum(times["ref"])
+    t_eng = setup_eng + sum(times["eng"])
+    r = {
+        "model": name, "width": opts.get("width", 1.0), "samples": len(x), "points": done,
+        "points_planned": len(points), "engine_settings": settings,
+        "ref_s_per_point": {"min": min(times["ref"]), "median": float(np.median(times["ref"]))},
+        "eng_s_per_point": {"min": min(times["eng"]), "median": float(np.median(times["eng"]))},
+        "setup_s": {"ref": setup_ref, "eng": setup_eng},
+        "ref_pps": done / t_ref, "eng_pps": done / t_eng, "ratio": t_ref / t_eng,
+        "ratio_min": min(times["ref"]) / min(times["eng"]),
+        "ratio_median": float(np.median(times["ref"]) / np.median(times["eng"])),
+        "max_rel_loss_diff": rel, "max_acc_diff": acc, "within_tolerance": ok,
+        "noise_floor": {"batch": [128, 512], "points": len(floor_pts), "max_rel_loss_diff": floor[0],
+                        "max_acc_diff": floor[1]},
+    }
+    print(f"[{name}] engine: forward {settings['forward']}, batch {settings['batch_size']}, BN folded pairs "
+          f"{settings['bn_folded_pairs']}, channels_last {settings['channels_last']}")
+    print(f"[{name}] (a) reference loop: {r['ref_pps']:.3f} points/s; (b) engine defaults: {r['eng_pps']:.3f} "
+          f"points/s; ratio {r['ratio']:.2f}x (per point min {r['ratio_min']:.2f}x, median "
+          f"{r['ratio_median']:.2f}x) over {done}/{len(points)} points", flush=True)
+    print(f"[{name}] agreement: max rel loss diff {rel:.2e}, max acc diff {acc:.2f} points -> "
+          f"{'within' if ok else 'OUTSIDE'} the contract; noise floor (float model, batch 128 vs 512): "
+          f"{floor[0]:.2e}, {floor[1]:.2f} points", flush=True)
+    if args.bf16:
+        brel, bacc = differences(vals["bf16"], vals["ref"])
+        r["bf16"] = {"pps": len(times["bf16"]) / sum(times["bf16"]), "max_rel_loss_diff": brel, "max_acc_diff": bacc,
+                     "ratio_median": float(np.median(times["ref"]) / np.median(times["bf16"]))}
+        print(f"[{name}] bf16: {r['bf16']['pps']:.3f} points/s (median ratio {r['bf16']['ratio_median']:.2f}x), "
+              f"max rel loss diff {brel:.2e}, max acc diff {bacc:.2f} points", flush=True)
+    return r
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="resnet18,bnext18", help="comma-separated (default resnet18,bnext18)")
-    p.add_argument("--grid", type=int, default=11, help="points per axis of the [-1,1]^2 grid (default 11)")
-    p.add_argument("--samples", type=int, default=512, help="digits training samples (default 512)")
-    p.add_argument(
-        "--width", type=float, default=0.25, help="width multiplier of binary models (default 0.25)"
-    )
+    p.add_argument("--models", default=None, help="comma-separated (default resnet18,bnext18,bireal18; "
+                   "cuda: resnet18,bnext18)")
+    p.add_argument("--grid", type=int, default=None, help="points per axis of the [-1,1]^2 grid (default 4, quick 2)")
+    p.add_argument("--samples", type=int, default=None, help="digits training samples (default 512, quick 128)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of binary models (default 1.0)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument(
-        "--batch-size",
-        type=lambda v: v if v == "auto" else int(v),
-        default="auto",
-        help="engine batch size (default auto: fastest of 64..512, timed once)",
-    )
-    p.add_argument("--compile", action="store_true", help="also torch.compile the engine's forward")
-    p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--no-packed", action="store_true", help="do not use bnext.packed for binary models")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--bf16", action="store_true", help="also time the engine with precision='bf16'")
+    p.add_argument("--quick", action="store_true", help="2x2 grid, 128 samples, ~40 s")
+    p.add_argument("--budget", type=float, default=None, help="seconds for the grids (default 170, quick 40)")
+    p.add_argument("--json", default="runs/benchmarks/landscape_speed.json", help="results file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available on this machine")
+    args.grid = args.grid or (2 if args.quick else 4)
+    args.samples = args.samples or (128 if args.quick else 512)
+    short = args.quick or args.device.startswith("cuda")
+    default_models = "resnet18,bnext18" if short else "resnet18,bnext18,bireal18"
+    models = [m for m in (args.models or default_models).split(",") if m]
+    budget = args.budget or (40.0 if args.quick else 170.0)
     torch.set_num_threads(args.threads)
-    results = {m: bench(m, args) for m in args.models.split(",") if m}
-    print("\nmodel        reference pts/s   engine pts/s   ratio   agree")
-    for m, r in results.items():
-        agree = "yes" if r["agree"] else "NO"
-        print(f"{m:<12} {r['ref_pps']:>15.3f} {r['eng_pps']:>14.3f} {r['ratio']:>7.2f}x   {agree}")
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
+    start = time.perf_counter()
+    out = {"device": args.device, "gpu": gpu, "threads": args.threads, "budget_s": budget,
+           "load_start": load_info("at start"), "models": []}
+    for k, m in enumerate(models):
+        deadline = start + budget * (k + 1) / len(models)
+        out["models"].append(bench(m, args, deadline))
+    out["load_end"] = load_info("at end")
+    out["total_s"] = time.perf_counter() - start
+    print(f"\n{'model':<10} {'width':>5} {'points':>6} {'ref pts/s':>10} {'engine pts/s':>12} {'ratio':>7} "
+          f"{'median':>7} {'rel loss':>9} {'noise floor':>11} {'contract':>8}")
+    for r in out["models"]:
+        print(f"{r['model']:<10} {r['width']:>5} {r['points']:>6} {r['ref_pps']:>10.3f} {r['eng_pps']:>12.3f} "
+              f"{r['ratio']:>6.2f}x {r['ratio_median']:>6.2f}x {r['max_rel_loss_diff']:>9.1e} "
+              f"{r['noise_floor']['max_rel_loss_diff']:>11.1e} {'ok' if r['within_tolerance'] else 'NO':>8}")
+    print(f"total {out['total_s']:.0f} s (budget {budget:.0f} s for the grids{'; GPU ' + gpu if gpu else ''})")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,29 @@
-"""Packed XNOR-popcount engine vs float: per binary 3x3 layer and end to end (issue 5).
+"""Packed XNOR-popcount engine vs float: per binary 3x3 layer and end to end (issue 5, issue 10).
 
-One process, ``--threads`` (default 2) for torch and numba, batch 1 and 8. Every figure is
-the best of several interleaved repeats (the machine may be shared: the load average is
-printed). Per layer: the packed kernel on a packed input vs ``F.conv2d`` fp32 on the same
-shape, and the whole packed layer (binarize + pack the NCHW float input, convolve, write
-NCHW float). End to end: the packed model vs the simulated model (fp32, eval,
-``torch.inference_mode``) and vs the same float model with its +-1 weights computed once.
+One process, ``--threads`` (default 2) for torch and numba. The contenders of each row are run
+interleaved (A, B, C, A, B, C ...); min and median are reported. The load average is printed at
+start and end, with a warning when it exceeds the core count (ratios are then unreliable). The run
+keeps to ``--budget`` seconds: repeats shrink with the time left and rows that no longer fit are
+skipped (and listed). Results go to a JSON file next to the printed table.
 
-    python benchmarks/packed_speed.py [--threads 2] [--quick]
+Per layer: the packed kernel on a packed input vs ``F.conv2d`` fp32 on the same shape, and the
+whole packed layer (binarize + pack the NCHW float input, convolve, write NCHW float), with the
+per-layer popcount bound of the 256->256 3x3 @14x14 layer. End to end: the packed model vs the
+simulated model (fp32, eval, ``torch.inference_mode``) and vs the same float model with its +-1
+weights computed once.
+
+    python benchmarks/packed_speed.py                 # ~2-3 minutes on a quiet 2-core machine
+    python benchmarks/packed_speed.py --quick         # batch 1 only, fewer rows and repeats (~30 s)
+    python benchmarks/packed_speed.py --threads 1 --models bnext18:224
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -26,59 +36,100 @@ LAYERS = [  # cin, cout, size, stride
     (512, 512, 7, 1),
     (256, 256, 14, 2),
 ]
-MODELS = [("bnext18", 224), ("bnext18", 32), ("bnext_t", 224)]
+MODELS = ["bnext18:224", "bnext18:32", "bnext_t:224"]
+#: AVX-512 VPOPCNTDQ: one 512-bit vpopcntq (8 words) per cycle per core, plus the XOR and add
+POPCOUNT_WORDS_PER_CYCLE = 8.0
+
+
+def popcount_bound_ms(cin: int, cout: int, size: int, stride: int, batch: int, threads: int, ghz: float) -> float:
+    """Lower bound of a 3x3 binary layer's kernel time: 64-bit words to popcount / (8 per cycle per core)."""
+    words = -(-cin // 64)
+    out = batch * cout * ((size - 1) // stride + 1) ** 2
+    return out * 9 * words / POPCOUNT_WORDS_PER_CYCLE / (ghz * 1e9) / threads * 1e3
+
+
+def warn_load(where: str) -> dict:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cores = os.cpu_count() or 1
+    print(f"load average {where}: {load_average()} ({cores} cores)")
+    if load > cores:
+        print(f"WARNING: load average {load:.1f} exceeds the {cores} cores: other jobs share the CPU, "
+              "ratios are unreliable (rerun on a quiet machine)")
+    return {"load1": load, "cores": cores}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
-    ap.add_argument("--budget", type=float, default=105.0, help="seconds; repeats shrink when the machine is slow")
+    ap.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 8 (--quick: 1)")
+    ap.add_argument("--models", default=None, help=f"comma-separated name:input_size (default {','.join(MODELS)})")
+    ap.add_argument("--quick", action="store_true", help="batch 1, fewer rows and repeats")
+    ap.add_argument("--budget", type=float, default=None, help="seconds (default 150, --quick 40)")
+    ap.add_argument("--ghz", type=float, default=2.6, help="core clock for the popcount bound (default 2.6)")
+    ap.add_argument("--json", default="runs/benchmarks/packed_speed.json", help="results file")
     args = ap.parse_args(argv)
+    batches = args.batches or ([1] if args.quick else [1, 8])
+    models = [m for m in (args.models or ",".join(MODELS[:2] if args.quick else MODELS)).split(",") if m]
+    layers = [LAYERS[2], LAYERS[3]] if args.quick else LAYERS
+    budget = args.budget or (40.0 if args.quick else 150.0)
     set_threads(args.threads)
     start = time.perf_counter()
-    print(f"CPU: {cpu_model()}; threads: {args.threads} (torch {torch.get_num_threads()}, numba); "
-          f"load average at start: {load_average()}")
-    layer_reps, model_reps = (3, 1) if args.quick else (10, 3)
-    deadline = start + args.budget
-    n_layers, n_models = len(LAYERS) * len(args.batches), len(MODELS) * len(args.batches)
+    deadline = start + budget
+    print(f"CPU: {cpu_model()}; threads: {args.threads} (torch {torch.get_num_threads()}, numba)")
+    out: dict = {"cpu": cpu_model(), "threads": args.threads, "budget_s": budget, "load_start": warn_load("at start"),
+                 "layers": [], "models": [], "skipped": []}
+    reps = 5 if args.quick else 10
 
     def share(items_left: int, weight: float) -> float:
-        """Seconds one measurement may take: its share of the time left (a busy machine gets fewer repeats)."""
-        return max(0.05, (deadline - time.perf_counter()) * weight / max(items_left, 1))
+        return max(0.02, (deadline - time.perf_counter()) * weight / max(items_left, 1))
 
-    print("\nBinary 3x3 conv layers: packed kernel vs F.conv2d fp32 (same shape), best of interleaved repeats")
-    print(f"{'shape':<26} {'batch':>5} {'torch ms':>9} {'kernel ms':>10} {'ratio':>6} {'layer ms':>9} "
-          f"{'ratio':>6} {'pack ms':>8}")
-    done = 0
-    for batch in args.batches:
-        for cin, cout, size, stride in LAYERS:
-            # 4 candidates x 3 rounds; layers get ~1/4 of the budget
-            budget = share(n_layers - done, 0.25) / 12
-            r = layer_benchmark(cin, cout, size, stride, batch=batch, repeats=layer_reps, max_seconds=budget)
-            done += 1
-            print(f"{r['shape']:<26} {batch:>5} {r['torch_ms']:>9.3f} {r['packed_ms']:>10.3f} {r['ratio']:>5.1f}x "
-                  f"{r['packed_e2e_ms']:>9.3f} {r['ratio_e2e']:>5.1f}x {r['pack_input_ms']:>8.3f}", flush=True)
-    print("  kernel = XNOR-popcount on an already packed input; layer = binarize + pack float NCHW input, "
-          "kernel, float NCHW output")
+    print("\nBinary 3x3 conv layers: packed kernel vs F.conv2d fp32 (same shape), interleaved, min (median)")
+    print(f"{'shape':<26} {'batch':>5} {'torch ms':>9} {'kernel ms':>10} {'ratio':>13} {'layer ms':>9} "
+          f"{'ratio':>13} {'bound':>6}")
+    todo = [(b, spec) for b in batches for spec in layers]
+    for k, (batch, (cin, cout, size, stride)) in enumerate(todo):
+        if time.perf_counter() > start + 0.35 * budget:
+            out["skipped"].append(f"layer {cin}->{cout} @{size} s{stride} batch {batch}")
+            continue
+        r = layer_benchmark(cin, cout, size, stride, batch=batch, repeats=reps,
+                            max_seconds=share(len(todo) - k, 0.3))
+        bound = popcount_bound_ms(cin, cout, size, stride, batch, args.threads, args.ghz)
+        r["popcount_bound_ms"], r["bound_fraction"] = bound, bound / r["packed_ms"]
+        out["layers"].append(r)
+        print(f"{r['shape']:<26} {batch:>5} {r['torch_ms']:>9.3f} {r['packed_ms']:>10.3f} "
+              f"{r['ratio']:>5.1f}x ({r['median_ratio']:>4.1f}x) {r['packed_e2e_ms']:>9.3f} "
+              f"{r['ratio_e2e']:>5.1f}x ({r['median_ratio_e2e']:>4.1f}x) {100 * r['bound_fraction']:>5.0f}%",
+              flush=True)
+    print(f"  kernel = XNOR-popcount on a packed input; layer = binarize + pack float NCHW input, kernel, float "
+          f"NCHW output; bound = VPOPCNTDQ popcount bound at {args.ghz} GHz / kernel time")
 
     print("\nEnd to end: packed vs simulated fp32 (eval, inference_mode) and vs fp32 with precomputed +-1 weights")
-    print(f"{'model':<9} {'input':>5} {'batch':>5} {'simulated':>10} {'prebin.':>9} {'packed':>8} {'ratio':>6} "
-          f"{'ratio':>6} {'weights fp32':>12} {'packed':>8} {'max rel diff':>12}")
-    done = 0
-    for batch in args.batches:
-        for name, size in MODELS:
-            budget = share(n_models - done, 1.0) / 8  # 3 candidates x 2 rounds + warm-ups and checks
-            r = model_benchmark(name, size, batch, repeats=model_reps, threads=args.threads, max_seconds=budget)
-            done += 1
-            print(f"{name:<9} {size:>5} {batch:>5} {r['simulated_ms']:>8.1f}ms {r['prebinarized_ms']:>7.1f}ms "
-                  f"{r['packed_ms']:>6.1f}ms {r['ratio']:>5.1f}x {r['ratio_prebinarized']:>5.2f}x "
-                  f"{r['weights_float_mib']:>8.2f} MiB {r['weights_packed_mib']:>4.2f} MiB {r['max_rel_diff']:>12.1e}",
-                  flush=True)
-    print("  ratio = simulated / packed, then prebinarized / packed; weights = parameters held for inference "
-          "(binary convs at 1 bit when packed)")
-    print(f"\nload average at end: {load_average()}; total {time.perf_counter() - start:.0f} s")
+    print(f"{'model':<9} {'input':>5} {'batch':>5} {'simulated':>10} {'prebin.':>9} {'packed':>8} {'ratio':>13} "
+          f"{'vs prebin':>9} {'max rel diff':>12}")
+    todo_m = [(b, m) for b in batches for m in models]
+    for k, (batch, spec) in enumerate(todo_m):
+        name, _, size = spec.partition(":")
+        size = int(size or 224)
+        left = deadline - time.perf_counter()
+        if left < 0.1 * budget / max(1, len(todo_m)):
+            out["skipped"].append(f"model {name}@{size} batch {batch}")
+            continue
+        r = model_benchmark(name, size, batch, repeats=3 if args.quick else 5, threads=args.threads,
+                            max_seconds=share(len(todo_m) - k, 0.6))
+        out["models"].append(r)
+        print(f"{name:<9} {size:>5} {batch:>5} {r['simulated_ms']:>8.1f}ms {r['prebinarized_ms']:>7.1f}ms "
+              f"{r['packed_ms']:>6.1f}ms {r['ratio']:>5.1f}x ({r['median_ratio']:>4.1f}x) "
+              f"{r['ratio_prebinarized']:>8.2f}x {r['max_rel_diff']:>12.1e}", flush=True)
+    print("  ratio = simulated / packed: min (median); vs prebin = prebinarized / packed (min)")
+    if out["skipped"]:
+        print(f"skipped to keep the {budget:.0f} s budget: " + "; ".join(out["skipped"]))
+    out["load_end"] = warn_load("at end")
+    out["total_s"] = time.perf_counter() - start
+    print(f"total {out['total_s']:.0f} s (budget {budget:.0f} s)")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"results: {path}")
     return 0
 
 

@@ -9,8 +9,8 @@ the same job always runs with the same batch (reruns reproduce each other bit fo
    batch's largest activation within a cache-sized budget.
 3. Otherwise (a float torch forward, compute-bound convolutions): 512 on CPU, 1024 on CUDA.
 
-In every case the batch is capped by the number of samples of the largest split and by
-:data:`MAX_ACTIVATION_BYTES` for the largest activation of one batch (measured by one forward
+In every case the batch is capped by the number of samples of the largest split, and in 1 and 3
+by :data:`MAX_ACTIVATION_BYTES` for the largest activation of one batch (measured by one forward
 of a single sample with hooks, see :func:`peak_activation_bytes`).
 """
 

@@ -268,13 +268,13 @@ class SurfaceEngine:
             self._forward = torch.compile(self._forward)
         preferred = getattr(self.forward_factory, "batch_size", None)
         if self.batch_size == 0:
-            sample_shape = tuple(probe.shape[1:])
+            pref = preferred(tuple(probe.shape[1:])) if callable(preferred) and not self.exact else None
             self.batch_size = batching.resolve_batch_size(
                 samples=max(xs.shape[0] for xs, _ in self._data.values()),
                 device_type=self.device.type,
                 exact=self.exact,
-                preferred=preferred(sample_shape) if callable(preferred) else None,
-                peak_bytes=batching.peak_activation_bytes(work, work, probe),
+                preferred=pref,
+                peak_bytes=1 if pref is not None else batching.peak_activation_bytes(work, work, probe),
             )
             if self.points_per_forward > 1:  # vmap: k points share each forward's memory
                 self.batch_size = max(1, self.batch_size // self.points_per_forward)

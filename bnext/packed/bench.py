@@ -64,6 +64,33 @@ def best_time(fn: Callable[[], Any], repeats: int = 10, max_seconds: float | Non
     return best
 
 
+def interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int = 10, max_seconds: float | None = None,
+                      warmup: bool = True) -> dict[str, list[float]]:
+    """Wall times (seconds) of each ``fns[name]()`` called in turn A, B, C, A, B, C ... ``repeats`` rounds.
+
+    Interleaving makes load changes on a shared machine hit every contender alike. ``max_seconds``
+    stops after the round in which that much time was spent (at least one round always runs).
+    """
+    if warmup:
+        for fn in fns.values():
+            fn()  # compilation, allocator, thread pools
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+    return times
+
+
+def summary(times: list[float]) -> tuple[float, float]:
+    """``(min, median)`` of a list of times."""
+    return min(times), float(np.median(times))
+
+
 class PrebinarizedConv2d(nn.Module):
     """Float reference of a binary conv with its +-1 (times alpha) weights computed once (not per forward)."""
 
@@ -124,14 +151,13 @@ def layer_benchmark(cin: int, cout: int, size: int, stride: int = 1, kernel_size
     xn = x.numpy()
     xp = packed.pack_input(xn)
     out = np.empty(packed.output_shape(batch, size, size), np.float32)
-    t_torch = t_kernel = t_e2e = t_pack = float("inf")
-    for i in range(3):  # interleave the candidates: a busy machine then hurts them alike
-        t_torch = min(t_torch, best_time(lambda: F.conv2d(x, w, None, stride, layer.padding), repeats, max_seconds,
-                                         i == 0))
-        t_kernel = min(t_kernel, best_time(lambda: packed.conv_packed(xp, size, size, out), repeats, max_seconds,
-                                           i == 0))
-        t_e2e = min(t_e2e, best_time(lambda: packed(x), repeats, max_seconds, i == 0))
-        t_pack = min(t_pack, best_time(lambda: packed.pack_input(xn), repeats, max_seconds, i == 0))
+    times = interleaved_times({
+        "torch": lambda: F.conv2d(x, w, None, stride, layer.padding),
+        "kernel": lambda: packed.conv_packed(xp, size, size, out),
+        "layer": lambda: packed(x),
+        "pack": lambda: packed.pack_input(xn),
+    }, repeats, max_seconds)
+    (t_torch, m_torch), (t_kernel, m_kernel), (t_e2e, m_e2e), (t_pack, _) = (summary(times[k]) for k in times)
     return {
         "shape": f"{cin}->{cout} k{kernel_size} s{stride} @{size}x{size}",
         "batch": batch,
@@ -141,6 +167,12 @@ def layer_benchmark(cin: int, cout: int, size: int, stride: int = 1, kernel_size
         "packed_e2e_ms": t_e2e * 1e3,
         "ratio": t_torch / t_kernel,
         "ratio_e2e": t_torch / t_e2e,
+        "median_torch_ms": m_torch * 1e3,
+        "median_packed_ms": m_kernel * 1e3,
+        "median_packed_e2e_ms": m_e2e * 1e3,
+        "median_ratio": m_torch / m_kernel,
+        "median_ratio_e2e": m_torch / m_e2e,
+        "repeats": len(times["torch"]),
     }
 
 
@@ -159,11 +191,9 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
     x = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     reference = prebinarized(model)
     t_pack = best_time(lambda: pack(model, threads=threads), 1)
-    t_sim = t_pre = t_packed = float("inf")
-    for i in range(2):  # interleaved
-        t_sim = min(t_sim, best_time(lambda: model(x), repeats, max_seconds, i == 0))
-        t_pre = min(t_pre, best_time(lambda: reference(x), repeats, max_seconds, i == 0))
-        t_packed = min(t_packed, best_time(lambda: packed(x), repeats, max_seconds, i == 0))
+    times = interleaved_times({"simulated": lambda: model(x), "prebinarized": lambda: reference(x),
+                               "packed": lambda: packed(x)}, repeats, max_seconds)
+    (t_sim, m_sim), (t_pre, m_pre), (t_packed, m_packed) = (summary(times[k]) for k in times)
     ref, out = model(x), packed(x)
     rel = float((ref - out).abs().max() / ref.abs().max().clamp_min(1e-30))
     binary_float = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, BinaryConv2d))
@@ -179,6 +209,10 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
         "packed_ms": t_packed * 1e3,
         "ratio": t_sim / t_packed,
         "ratio_prebinarized": t_pre / t_packed,
+        "median_simulated_ms": m_sim * 1e3,
+        "median_packed_ms": m_packed * 1e3,
+        "median_ratio": m_sim / m_packed,
+        "repeats": len(times["packed"]),
         "pack_ms": t_pack * 1e3,
         "max_rel_diff": rel,
         "weights_float_mib": (binary_float + real) / 2**20,
