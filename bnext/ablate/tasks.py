@@ -281,7 +281,8 @@ def compute_landscape(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     device = None if device in (None, "auto") else device
-    kwargs = dict(metadata=meta, progress=progress, device=device, batch_size=batch_size, forward_factory=factory)
+    kwargs = dict(metadata=meta, progress=progress, device=device, batch_size=batch_size, forward_factory=factory,
+                  forward="torch" if forward == "torch" else "auto")  # the engine's default asks providers
     try:
         return compute_surface(out, model, dirs, tensors, x, y, mode="resume", **kwargs)
     except SettingsMismatchError:
