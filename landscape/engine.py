@@ -144,6 +144,7 @@ class SurfaceEngine:
         self._fuse = (not exact) if fuse_bn is None else bool(fuse_bn)
         self._fuse_explicit = fuse_bn is not None
         self.precision = precision
+        self._ppf_auto = points_per_forward == "auto"
         if points_per_forward == "auto":
             vmap_ok = self.device.type == "cuda" and not exact and forward_factory is None and not bn_recalibrate
             points_per_forward = 4 if vmap_ok else 1
@@ -253,10 +254,12 @@ class SurfaceEngine:
         forward_name, check = "torch", None
         if self.forward_factory is not None:
             forward_name = "custom"
-        elif self._forward_option == "auto" and self.points_per_forward == 1:
+        elif self._forward_option == "auto" and (self._ppf_auto or self.points_per_forward == 1):
             found = find_forward(work, probe, device_type=self.device.type, exact=self.exact)
             if found is not None:
                 forward_name, self.forward_factory = found
+        if self._ppf_auto and self.points_per_forward > 1 and (forward_name != "torch" or not self._vmap_works(probe)):
+            self.points_per_forward = 1  # a provider's forward, or a model vmap cannot run (custom autograd ops)
         cl = False
         if self.forward_factory is None and self.points_per_forward == 1:
             check, cl = self._setup_fast_torch(work, probe)
@@ -295,6 +298,14 @@ class SurfaceEngine:
             "torch_threads": torch.get_num_threads(),
             "tolerance": None if self.exact else dict(TOLERANCE),
         }
+
+    def _vmap_works(self, probe: Tensor) -> bool:
+        try:
+            with torch.inference_mode():
+                self._vmapped()(self._stacked([(0.0, 0.0), (0.0, 0.0)]), probe[:2])
+        except Exception:  # noqa: BLE001 - e.g. autograd.Function without setup_context: one point per forward
+            return False
+        return True
 
     def _setup_fast_torch(self, work: nn.Module, probe: Tensor) -> tuple[float | None, bool]:
         """Fold BN and/or use channels-last when they reproduce the model on ``probe``; returns (diff, cl)."""
@@ -428,31 +439,40 @@ class SurfaceEngine:
             forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
             return self._measure(forward)
 
+    def _stacked(self, points: Sequence[tuple[float, float]]) -> dict[str, Tensor]:
+        """Perturbed parameters of ``len(points)`` grid points stacked along a new first dimension."""
+        k = len(points)
+        xs_ = torch.tensor([p[0] for p in points], dtype=self._theta0.dtype, device=self.device)
+        ys_ = torch.tensor([p[1] for p in points], dtype=self._theta0.dtype, device=self.device)
+        stacked = {}
+        for e in self._entries:
+            sl = slice(e.offset, e.offset + e.numel)
+            flat = self._theta0[sl][None] + xs_[:, None] * self._dx[sl][None]
+            if self._dy is not None:
+                flat = flat + ys_[:, None] * self._dy[sl][None]
+            stacked[e.name] = flat.reshape(k, *e.target.shape).to(e.target.dtype)
+        return stacked
+
+    def _vmapped(self) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+        from torch.func import functional_call, vmap
+
+        work = self.work
+
+        def one(params: dict[str, Tensor], xb: Tensor) -> Tensor:
+            return functional_call(work, params, (xb,))
+
+        return vmap(one, in_dims=(0, None))
+
     def evaluate_many(self, points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
         """Evaluate several points; with ``points_per_forward > 1`` they share forwards via ``vmap``."""
         if self.points_per_forward == 1 or len(points) == 1:
             return [self.evaluate(*p) for p in points]
         if not self._opened:
             raise RuntimeError("SurfaceEngine is not open; use it as a context manager")
-        from torch.func import functional_call, vmap
-
         k = len(points)
-        xs_ = torch.tensor([p[0] for p in points], dtype=self._theta0.dtype, device=self.device)
-        ys_ = torch.tensor([p[1] for p in points], dtype=self._theta0.dtype, device=self.device)
-        stacked = {}
         with torch.inference_mode():
-            for e in self._entries:
-                sl = slice(e.offset, e.offset + e.numel)
-                flat = self._theta0[sl][None] + xs_[:, None] * self._dx[sl][None]
-                if self._dy is not None:
-                    flat = flat + ys_[:, None] * self._dy[sl][None]
-                stacked[e.name] = flat.reshape(k, *e.target.shape).to(e.target.dtype)
-            work = self.work
-
-            def one(params: dict[str, Tensor], xb: Tensor) -> Tensor:
-                return functional_call(work, params, (xb,))
-
-            batched = vmap(one, in_dims=(0, None))
+            stacked = self._stacked(points)
+            batched = self._vmapped()
             results: list[dict[str, float]] = [{} for _ in points]
             with self._autocast():
                 for split, (xs, ys) in self._data.items():

@@ -136,3 +136,13 @@ def test_vmap_points_per_forward_on_cpu():
     for i in range(2):
         for j in range(2):
             assert_within_contract({k: v[i, j] for k, v in got.items()}, {k: v[i, j] for k, v in ref.items()})
+
+
+def test_cuda_default_falls_back_when_vmap_cannot_run_the_model():
+    """On CUDA the default is several points per forward; models vmap cannot run (the binarizers are
+    autograd Functions without ``setup_context``) fall back to one point per forward."""
+    d = data()
+    for name, works in (("resnet18", True), ("bnext18", False)):
+        model = zoo_model(name, 0.25)
+        with SurfaceEngine(model, random_directions(model, seed=0), d, forward="torch") as engine:
+            assert engine._vmap_works(d["train"][0][:2]) is works
