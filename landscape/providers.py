@@ -59,7 +59,7 @@ def forward_providers() -> list[ForwardProvider]:
 
 def import_declared_providers(model: nn.Module) -> None:
     """Import the modules that the model's module classes name in ``landscape_provider`` (a dotted
-    module name, e.g. ``bnext.nn.BinaryConv2d.landscape_provider = "bnext.packed"``); importing such
+    module name, e.g. ``bnext.nn.BinaryConv2d.landscape_provider = "bnext.packed.forward"``); importing such
     a module registers its provider. This is how a plain ``compute_surface`` call finds the packed
     engine without ``landscape`` importing ``bnext``."""
     import importlib

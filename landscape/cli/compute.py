@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         probe = next(iter(data.values()))[0][:16]
         forward_factory = packed_forward_factory(model, probe, required=True)
     elif args.forward == "auto" and _has_binary_layers(model):
-        import bnext.packed  # noqa: F401 - registers the packed forward provider
+        import bnext.packed.forward  # noqa: F401 - registers the packed forward provider
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
     mode = "overwrite" if args.overwrite else "new" if args.new_file else "resume"
     meta.update(
