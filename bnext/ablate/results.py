@@ -78,8 +78,13 @@ def write_result(
     files: Mapping[str, str | os.PathLike[str]] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``<out_dir>/result.json`` (see the module docstring); paths are stored relative to ``out_dir``."""
+    """Write ``<out_dir>/result.json`` (see the module docstring); paths are stored relative to ``out_dir``.
+
+    In the tasks other than the first of a several-task cluster job (``RANK`` > 0) nothing is written:
+    task 0 owns the point's result."""
     out_dir = Path(out_dir)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return out_dir / "result.json"
     missing = [c for c in list(index) + list(columns) if rows and any(c not in r for r in rows)]
     if missing:
         raise ValueError(f"result rows lack the table column(s) {sorted(set(missing))}")

@@ -11,6 +11,11 @@ timeout kills the kernel too. Each run folder ``<out>/<run-id>/`` holds::
     failure.json         when the run failed: status (failed|timeout|error), failing cell index and
                          source, error name, message and traceback
     log.txt              the worker's stdout/stderr
+    .point.lock          flock held while a process runs the point (with its PID)
+    job.json             with ``--executor slurm``: the submitit job running the point
+
+A sweep never writes into a folder whose ``params.json`` records other parameters unless asked to
+(``overwrite=True``, CLI ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from . import grid as grids
+from .guard import PointBusyError, PointLock
 from .results import atomic_write_json
 
 KERNEL_NAME = "python3"
+PARAMS_FILE = "params.json"
+#: how a parameter left to the notebook's default shows in a difference
+NOTEBOOK_DEFAULT = "(notebook default)"
 
 
 @dataclass
@@ -40,6 +49,7 @@ class RunOutcome:
     status: str  # ok | skipped | failed | timeout | error
     seconds: float = 0.0
     failure: dict[str, Any] | None = None
+    job_id: str | None = None  # the submitit job (``--executor slurm``)
 
 
 @dataclass
@@ -54,7 +64,7 @@ class SweepReport:
 
     @property
     def failed(self) -> list[RunOutcome]:
-        return [o for o in self.outcomes if o.status not in ("ok", "skipped")]
+        return [o for o in self.outcomes if o.status not in ("ok", "skipped", "submitted", "queued")]
 
 
 def is_complete(run_dir: Path, parameters: Mapping[str, Any]) -> bool:
@@ -115,31 +125,59 @@ def execute_point(
     cwd: Path | None = None,
     kernel_name: str = KERNEL_NAME,
     python: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> RunOutcome:
-    """Execute one grid point in a fresh worker process; never raises for a failing notebook."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Execute one grid point in a fresh worker process; never raises for a failing notebook.
+
+    The point's lock (:class:`bnext.ablate.guard.PointLock`) is held by this process and the worker
+    for the whole run; a point whose lock is held elsewhere is not started (status ``busy``). The
+    worker dies with this process (:func:`bnext.ablate.guard.die_with_parent`).
+    """
+    run_id = run_dir.name
+    try:
+        lock = PointLock(run_dir).acquire()
+    except PointBusyError as exc:
+        return RunOutcome(run_id, dict(parameters), "busy", 0.0, {"status": "busy", "message": str(exc)})
+    try:
+        return _execute_locked(notebook, run_dir, parameters, lock, timeout=timeout, cwd=cwd,
+                               kernel_name=kernel_name, python=python, extra_env=extra_env)
+    finally:
+        lock.release()
+
+
+def _execute_locked(notebook: Path, run_dir: Path, parameters: Mapping[str, Any], lock: PointLock, *,
+                    timeout: float | None, cwd: Path | None, kernel_name: str, python: str | None,
+                    extra_env: Mapping[str, str] | None, files_dir: Path | None = None) -> RunOutcome:
+    """Run the worker with ``out_dir=run_dir``; the executed notebook, log and failure go to ``files_dir``
+    (default ``run_dir``; the other tasks of a several-task cluster job use their own)."""
+    files = files_dir or run_dir
+    files.mkdir(parents=True, exist_ok=True)
     for stale in ("result.json", "failure.json"):
-        (run_dir / stale).unlink(missing_ok=True)
+        (files / stale).unlink(missing_ok=True)
     params = dict(parameters)
     params["out_dir"] = str(run_dir)
-    atomic_write_json(run_dir / "params.json", dict(parameters))
-    output = run_dir / notebook.name
+    if files == run_dir:
+        atomic_write_json(run_dir / PARAMS_FILE, dict(parameters))
+    output = files / notebook.name
     spec = {
         "notebook": str(notebook), "output": str(output), "parameters": params,
         "cwd": str(cwd or Path.cwd()), "kernel_name": kernel_name,
-        "failure": str(run_dir / "failure.json"),
+        "failure": str(files / "failure.json"), "parent_pid": os.getpid(),
     }
-    spec_path = run_dir / "worker.json"
+    spec_path = files / "worker.json"
     atomic_write_json(spec_path, spec)
-    log = run_dir / "log.txt"
+    log = files / "log.txt"
     start = time.monotonic()
     env = dict(os.environ)
+    env.update(extra_env or {})
     # busy-waiting OpenMP threads make small models crawl on a shared 2-core machine (see bnext.demo)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(log, "wb") as fh:
+        # the worker inherits the locked file: the lock outlives this process while the worker runs
         proc = subprocess.Popen([python or sys.executable, "-m", "bnext.ablate.worker", str(spec_path)],
                                 stdout=fh, stderr=subprocess.STDOUT, cwd=str(cwd or Path.cwd()),
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env, pass_fds=(lock.fd,))
+        lock.record(proc.pid)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -150,14 +188,16 @@ def execute_point(
             raise
     seconds = time.monotonic() - start
     run_id = run_dir.name
+    if files != run_dir and rc == 0:
+        return RunOutcome(run_id, dict(parameters), "ok", seconds)
     if rc is None:
         failure = {"status": "timeout", "message": f"the run exceeded the timeout of {timeout:g} s and was killed",
                    **_running_cell(output)}
     elif rc == 0 and is_complete(run_dir, parameters):
         return RunOutcome(run_id, dict(parameters), "ok", seconds)
-    elif (run_dir / "failure.json").is_file():
+    elif (files / "failure.json").is_file():
         try:
-            failure = json.loads((run_dir / "failure.json").read_text())
+            failure = json.loads((files / "failure.json").read_text())
         except ValueError:
             failure = {"status": "error", "message": "unreadable failure.json"}
     elif rc == 0:
@@ -167,8 +207,34 @@ def execute_point(
         failure = {"status": "error", "message": f"worker exited with status {rc}", **_running_cell(output)}
     failure.setdefault("log_tail", _tail(log))
     failure.update({"run_id": run_id, "parameters": dict(parameters), "seconds": round(seconds, 2)})
-    atomic_write_json(run_dir / "failure.json", failure)
+    atomic_write_json(files / "failure.json", failure)
     return RunOutcome(run_id, dict(parameters), failure.get("status", "failed"), seconds, failure)
+
+
+def stored_difference(run_dir: Path, parameters: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{name: (stored, requested)}`` where the point folder's ``params.json`` differs from ``parameters``
+    (a name missing on one side shows as :data:`NOTEBOOK_DEFAULT`); empty for a new or matching folder."""
+    try:
+        stored = json.loads((Path(run_dir) / PARAMS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    have, want = grids.normalized(stored), grids.normalized(dict(parameters))
+    return {k: (have.get(k, NOTEBOOK_DEFAULT), want.get(k, NOTEBOOK_DEFAULT))
+            for k in sorted(set(have) | set(want)) if have.get(k, NOTEBOOK_DEFAULT) != want.get(k, NOTEBOOK_DEFAULT)}
+
+
+def check_overwrite(out: Path, points: list[tuple[str, dict]]) -> None:
+    """Refuse (GridError naming every difference) when a point folder holds a run with other parameters."""
+    lines = []
+    for rid, point in points:
+        for name, (old, new) in stored_difference(out / rid, point).items():
+            lines.append(f"  {rid}: {name} was {old!r}, now {new!r}")
+    if lines:
+        shown = lines[:20] + ([f"  ... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+        raise grids.GridError(f"{out} holds runs made with other parameters:\n" + "\n".join(shown)
+                              + "\nRefusing to overwrite them: use another --out, or pass --overwrite to replace them.")
 
 
 def prepare(notebook: str | os.PathLike[str], grid: Mapping[str, Any]) -> tuple[Path, list[tuple[str, dict]]]:
@@ -194,13 +260,16 @@ def run_sweep(
     cwd: str | os.PathLike[str] | None = None,
     kernel_name: str = KERNEL_NAME,
     force: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     summarize: bool = True,
 ) -> SweepReport:
     """Run ``notebook`` at every point of ``grid`` into ``out/<run-id>/`` and summarize the sweep.
 
     Points whose ``result.json`` matches are skipped (unless ``force``); a failing or timed-out run
-    is recorded in its ``failure.json`` and the sweep goes on. Returns a :class:`SweepReport`.
+    is recorded in its ``failure.json`` and the sweep goes on; a point still running in another
+    process is left alone (status ``busy``). Folders holding other parameters are refused (GridError)
+    unless ``overwrite``. Returns a :class:`SweepReport`.
     """
     from tqdm.auto import tqdm
 
@@ -208,6 +277,8 @@ def run_sweep(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out).resolve()
+    if not overwrite:
+        check_overwrite(out, points)
     out.mkdir(parents=True, exist_ok=True)
     report = SweepReport(nb, out)
     todo = []

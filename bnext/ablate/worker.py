@@ -3,7 +3,8 @@
 Started by :mod:`bnext.ablate.runner`, one process per grid point. The spec names the notebook,
 the output notebook, the parameters, the kernel's working directory and the failure file. Exit
 status 0 when the notebook ran to the end; 1 with ``failure.json`` written when a cell raised or
-papermill could not run it.
+papermill could not run it. When the spec names ``parent_pid`` the worker (with its kernel) ends
+as soon as that process does (:func:`bnext.ablate.guard.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bnext.ablate.worker SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
+    if spec.get("parent_pid"):
+        from .guard import die_with_parent
+
+        die_with_parent(int(spec["parent_pid"]))  # a killed runner takes this worker and its kernel along
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

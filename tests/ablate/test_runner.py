@@ -127,10 +127,15 @@ def test_sweep_with_failing_point_then_rerun(toy: Path, tmp_path: Path):
                                                              "a=2__b=fail": "failed"}
     assert stamps == {rid: (out / rid / "result.json").stat().st_mtime_ns for rid in stamps}
 
-    # a changed fixed parameter makes the same folders incomplete: they run again
-    changed = run_sweep(toy, {"a": [1], "b": ["ok", "fail"], "seed": 1}, out, timeout=120, cwd=tmp_path,
-                        progress=False)
-    assert [o.status for o in changed.outcomes] == ["ok", "ok"]
+    # a changed fixed parameter: the folders hold other work, refused (naming the difference) ...
+    seeded = {**grid, "seed": 1}
+    with pytest.raises(GridError, match=r"(?s)a=1__b=ok: seed was '\(notebook default\)', now 1.*--overwrite"):
+        run_sweep(toy, seeded, out, timeout=120, cwd=tmp_path, progress=False)
+    assert stamps == {rid: (out / rid / "result.json").stat().st_mtime_ns for rid in stamps}
+    # ... unless asked to overwrite them
+    changed = run_sweep(toy, seeded, out, jobs=2, timeout=120, cwd=tmp_path, overwrite=True, progress=False)
+    assert [o.status for o in changed.outcomes] == ["ok", "ok", "ok", "failed"]
+    assert json.loads((out / "a=1__b=ok" / "params.json").read_text()) == {"a": 1, "b": "ok", "seed": 1}
 
 
 @pytest.mark.slow
