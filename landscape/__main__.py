@@ -1,4 +1,4 @@
-"""Command line: ``python -m landscape compute|plot|compare`` (thin wrappers over the library).
+"""Command line: ``python -m landscape compute|plot|compare|merge`` (thin wrappers over the library).
 
 Each subcommand lives in its own module of :mod:`landscape.cli` (``register`` adds its parser,
 ``run`` executes it). Only :mod:`landscape.cli` imports :mod:`bnext`: it rebuilds models from
@@ -11,6 +11,7 @@ Examples::
     python -m landscape compute --model bnext18 --model-option width=0.25 --x -1:1:11 --y -1:1:11
     python -m landscape plot runs/digits/landscape_random_2d.h5
     python -m landscape compare runs/a/landscape_random_2d.h5 runs/b/landscape_random_2d.h5 --labels A B
+    python -m landscape merge runs/a/landscape_random_2d.part-*-of-16.h5 --out runs/a/landscape_random_2d.h5
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .cli import compute, plot
+from .cli import compute, merge, plot
 
-COMMANDS = (compute, plot)  # each module: register(subparsers) and the commands' run functions
+COMMANDS = (compute, plot, merge)  # each module: register(subparsers) and the commands' run functions
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .directions import Directions
 from .engine import EvalData, SurfaceEngine
-from .grid import grid_points, parse_grid
+from .grid import coarse_to_fine, grid_points, parse_grid
 from .store import SurfaceWriter, package_version
 
 
@@ -150,6 +150,7 @@ def compute_surface(
     metadata: Mapping[str, Any] | None = None,
     mode: str = "resume",
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
     **engine_options: Any,
 ) -> Path:
     """Compute a surface into the HDF5 file ``path``, resuming and flushing as it goes.
@@ -158,7 +159,10 @@ def compute_surface(
     the flag flushed) as soon as it is computed. ``mode`` is ``resume`` (refuse a file computed
     with other settings), ``overwrite`` or ``new``. ``metadata`` adds root attributes (model spec,
     checkpoint path and SHA-256, data spec, ...). Under ``torch.distributed`` points are sharded
-    across ranks and rank 0 writes. Returns the path written (differs from ``path`` for ``new``).
+    across ranks and rank 0 writes. ``shard=(i, n)`` (1 <= i <= n) computes only every n-th point of
+    the coarse-to-fine order starting at the i-th (a part of a job array; ``landscape.merge`` joins
+    the parts; the shard is stored in the settings). Returns the path written (differs from
+    ``path`` for ``new``).
     """
     import torch.distributed as dist
 
@@ -173,6 +177,11 @@ def compute_surface(
         bn_recalibrate=engine_options.get("bn_recalibrate", False),
         metadata=metadata,
     )
+    if shard is not None:
+        i, n = shard
+        if not 1 <= i <= n:
+            raise ValueError(f"shard {i}/{n}: expected 1 <= i <= n")
+        settings = {**settings, "shard": f"{i}/{n}"}
     distributed, rank, world = _dist_info()
     writer = None
     status: list[Any] = [None]
@@ -190,7 +199,12 @@ def compute_surface(
                 trajectory=None if trajectory is None else np.asarray(trajectory),
                 mode=mode,
             )
-            status = [("ok", writer.pending(), str(writer.path))]
+            pending = writer.pending()
+            if shard is not None:  # this part's points: every n-th of the coarse-to-fine order, resumable
+                left = set(pending)
+                grid_shape = (len(xc),) if yc is None else (len(xc), len(yc))
+                pending = [p for p in coarse_to_fine(grid_shape)[shard[0] - 1 :: shard[1]] if p in left]
+            status = [("ok", pending, str(writer.path))]
         except Exception as exc:
             status = [("error", f"{exc.__class__.__name__}: {exc}", None)]
             if distributed:

@@ -1,4 +1,11 @@
-"""DistributedDataParallel set-up from torchrun's environment (nccl on CUDA, gloo on CPU)."""
+"""DistributedDataParallel set-up from torchrun's or submitit's environment (nccl on CUDA, gloo on CPU).
+
+Under ``torchrun`` the rank variables are already set. Inside a submitit job with several tasks
+(``--executor slurm`` of ``python -m bnext.ablate``: one task per GPU, on one or more nodes)
+:func:`export_submitit_env` derives them from submitit's ``JobEnvironment`` (global rank, number
+of tasks, local rank, the first host of the job as master, a port drawn from the job id), so the
+same training code joins one process group across the job's nodes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_metrics", "cleanup", "setup"]
+__all__ = ["DistContext", "all_reduce_metrics", "cleanup", "export_submitit_env", "setup"]
 
 
 @dataclass
@@ -40,8 +47,35 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
+def export_submitit_env() -> dict[str, str]:
+    """Inside a submitit job of several tasks, set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``,
+    ``MASTER_ADDR`` and ``MASTER_PORT`` from its ``JobEnvironment`` (kept when torchrun set them already).
+
+    Returns the variables set (empty outside a submitit job, for a one-task job, or under torchrun).
+    Child processes started afterwards (a notebook kernel) inherit them.
+    """
+    if "WORLD_SIZE" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return {}
+    try:
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+
+        if JobEnvironment().num_tasks <= 1:
+            return {}
+        env = TorchDistributedEnvironment()
+    except (ImportError, RuntimeError, KeyError, ValueError):
+        return {}
+    values = {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
+              "LOCAL_WORLD_SIZE": str(env.local_world_size), "MASTER_ADDR": str(env.master_addr),
+              "MASTER_PORT": str(env.master_port)}
+    os.environ.update(values)
+    return values
+
+
 def setup(device: str = "auto", backend: str | None = None) -> DistContext:
-    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``); otherwise single process."""
+    """Join the process group when launched by torchrun or in a several-task submitit job (``WORLD_SIZE > 1``);
+    otherwise single process."""
+    export_submitit_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)

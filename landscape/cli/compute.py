@@ -134,10 +134,15 @@ def _init_distributed(device: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "executor", "local") == "slurm":  # a job array of shards, merged at the end
+        from .cluster import submit_shards
+
+        return submit_shards(args)
     import torch
 
     from .. import directions as dirs
     from ..grid import parse_grid
+    from ..merge import parse_shard, part_path
     from ..surface import compute_surface
 
     if args.threads:
@@ -182,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.forward == "auto" and _has_binary_layers(model):
         import bnext.packed.forward  # noqa: F401 - registers the packed forward provider
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
+    if shard is not None:
+        out = part_path(out, *shard)
     mode = "overwrite" if args.overwrite else "new" if args.new_file else "resume"
     meta.update(
         {
@@ -211,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         compile=args.compile,
         points_per_forward=args.points_per_forward,
+        shard=shard,
     )
     import torch.distributed as dist
 
@@ -222,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"surface written to {path}")
     if args.export_directions:
         print(f"directions exported to {dirs.write_reference(d, args.export_directions, model)}")
-    if args.plot:
+    if args.plot and shard is None:
         from ..plot import plot_all
 
         for kind, p in plot_all(path).items():
@@ -329,5 +338,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--note", default=None, help="free text stored with the file (not compared)")
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--plot", action="store_true", help="also write all figures after computing")
+    c.add_argument("--shard", default=None, metavar="I/N",
+                   help="compute every N-th point (coarse-to-fine order) from the I-th into <out stem>.part-I-of-N.h5 "
+                        "(resumable; join the parts with 'landscape merge')")
+    c.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="slurm: submit --shards jobs (a submitit job array), wait, and merge the parts into --out")
+    c.add_argument("--shards", type=int, default=None, help="number of shards (jobs) for --executor slurm")
+    from bnext.ablate import slurm
+
+    slurm.add_arguments(c)
     c.set_defaults(func=run)
 
