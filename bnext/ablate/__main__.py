@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} run(s): {report.count('ok')} ran, {report.count('skipped')} already complete, "
           f"{len(report.failed)} failed")
     for o in report.failed:
+        if o.status == "busy":
+            print(f"  BUSY {o.run_id}: {o.failure['message'] if o.failure else 'running elsewhere'}")
+            continue
         where = o.failure.get("cell_index") if o.failure else None
         print(f"  FAILED {o.run_id} ({o.status}{f', cell {where}' if where is not None else ''}): "
               f"see {report.out / o.run_id / 'failure.json'}")

@@ -158,7 +158,10 @@ def make_executor(folder: str | os.PathLike[str], conf: Mapping[str, Any], *, na
         except RuntimeError as exc:
             raise SlurmSettingsError(f"--executor slurm: {exc} (no Slurm here; --submitit-cluster local runs the "
                                      f"jobs on this machine)") from None
-        ex.update_parameters(**params)
+        try:
+            ex.update_parameters(**params)
+        except (ValueError, TypeError) as exc:
+            raise SlurmSettingsError(f"slurm settings rejected by submitit: {str(exc).splitlines()[0]}") from None
         return ex
     if cluster == "local":
         ex = submitit.LocalExecutor(folder)

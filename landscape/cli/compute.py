@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     from ..merge import parse_shard, part_path
     from ..surface import compute_surface
 
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else None  # a bad I/N fails before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     xc = parse_grid(args.x, "x")
@@ -187,7 +188,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.forward == "auto" and _has_binary_layers(model):
         import bnext.packed.forward  # noqa: F401 - registers the packed forward provider
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
-    shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
     if shard is not None:
         out = part_path(out, *shard)
     mode = "overwrite" if args.overwrite else "new" if args.new_file else "resume"

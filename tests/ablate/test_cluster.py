@@ -162,3 +162,16 @@ def test_a_two_task_job_trains_as_one_ddp_run(tmp_path: Path, monkeypatch):
     assert json.loads((tmp_path / "ddp" / "result.json").read_text())["world_size"] == 2
     log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_0_log.*"))
     assert "global_rank=0(2)" in log
+
+
+def test_shipped_table4_sweep_is_valid_for_the_notebook(tmp_path: Path):
+    from bnext.ablate.grid import load_grid_file
+    from bnext.ablate.runner import prepare
+
+    grid = load_grid_file(ROOT / "configs/sweeps/table4_cifar10.yaml")
+    block = grid.pop("slurm")
+    grid["data_root"] = "/data/cifar10"
+    _, points = prepare(ROOT / "notebooks/module_ablation.ipynb", grid)
+    assert len(points) == 12 and points[0][0] == "info_rcp=true__elm_attention=true__seed=0"
+    text = slurm.sbatch_script(slurm.settings(block), tmp_path / "%j", name="ablate-module_ablation", array=12)
+    assert "#SBATCH --time=1440" in text and "#SBATCH --gpus-per-node=1" in text and "#SBATCH --array=0-11%12" in text
