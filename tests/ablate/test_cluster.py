@@ -141,27 +141,45 @@ def test_bad_slurm_settings_and_missing_slurm_exit_2(toy: Path, tmp_path: Path, 
         assert "no Slurm here" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_a_two_task_job_trains_as_one_ddp_run(tmp_path: Path, monkeypatch):
-    """The training code under submitit's environment: 2 tasks -> one gloo process group (world size 2)."""
-    import submitit
+def _join_and_reduce() -> dict:
+    """In a job task: the trainer's set-up (bnext.train.distributed.setup) and metric reduction."""
+    from bnext.train.distributed import all_reduce_metrics, cleanup, setup
 
-    from bnext.train import load_config, run
-    from tests.train.conftest import tiny_overrides
+    ctx = setup("cpu")
+    try:
+        metrics = all_reduce_metrics({"count": 1 + ctx.rank, "loss": float(ctx.rank), "top1": 50.0}, ctx)
+    finally:
+        cleanup(ctx)
+    return {"rank": ctx.rank, "world": ctx.world_size, "local": ctx.local_rank, "loss": metrics["loss"],
+            "count": metrics["count"], "master": os.environ["MASTER_ADDR"], "port": os.environ["MASTER_PORT"]}
+
+
+@pytest.mark.slow
+def test_a_two_task_job_is_one_process_group(tmp_path: Path, monkeypatch):
+    """submitit's JobEnvironment -> RANK/WORLD_SIZE/...: the two tasks of one job join one gloo group."""
+    import submitit
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
-    cfg = load_config(None, tiny_overrides(tmp_path / "ddp", **{"train.epochs": 1, "train.steps_per_epoch": 2,
-                                                                "device": "cpu"}))
     ex = submitit.LocalExecutor(tmp_path / "jobs")
     ex.update_parameters(tasks_per_node=2, timeout_min=5)
-    job = ex.submit(run, cfg)
-    results = job.results()
-    assert [r["world_size"] for r in results] == [2, 2]
-    assert json.loads((tmp_path / "ddp" / "result.json").read_text())["world_size"] == 2
-    log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_0_log.*"))
-    assert "global_rank=0(2)" in log
+    results = ex.submit(_join_and_reduce).results()
+    assert [(r["rank"], r["world"], r["local"]) for r in results] == [(0, 2, 0), (1, 2, 1)]
+    # weighted by count: (1 * 0.0 + 2 * 1.0) / 3 on both ranks
+    assert all(r["count"] == 3 and r["loss"] == pytest.approx(2 / 3) for r in results)
+    assert results[0]["master"] == results[1]["master"] and results[0]["port"] == results[1]["port"]
+
+
+def test_other_tasks_of_a_job_write_no_result(tmp_path: Path, monkeypatch):
+    from bnext.ablate import write_result
+
+    monkeypatch.setenv("RANK", "1")
+    write_result(tmp_path, notebook="toy", parameters={}, rows=[{"a": 1}], index=["a"], columns=[])
+    assert not (tmp_path / "result.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    write_result(tmp_path, notebook="toy", parameters={}, rows=[{"a": 1}], index=["a"], columns=[])
+    assert (tmp_path / "result.json").is_file()
 
 
 def test_shipped_table4_sweep_is_valid_for_the_notebook(tmp_path: Path):
