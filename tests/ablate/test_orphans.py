@@ -78,3 +78,16 @@ def test_a_point_whose_worker_lives_is_not_started_again(tmp_path: Path):
         assert f"PID {os.getpid()}" in report.outcomes[0].failure["message"]
         assert not (out / "default" / "params.json").exists() and not (out / "default" / "log.txt").exists()
     assert lock_holder(out / "default") is None
+
+
+def test_status_of_local_points(tmp_path: Path, capsys):
+    from bnext.ablate.__main__ import main
+
+    toy = write_toy(tmp_path / "toy.ipynb")
+    out = tmp_path / "sweep"
+    (out / "a=2").mkdir(parents=True)
+    with PointLock(out / "a=2"):
+        assert main([str(toy), "a=[1,2]", "--out", str(out), "--status"]) == 0
+    text = capsys.readouterr().out
+    assert "pending   a=1: not started" in text and f"running   a=2: PID {os.getpid()}" in text
+    assert "1 pending, 1 running" in text
