@@ -14,8 +14,8 @@ line wins)::
       account: my-project
 
 Jobs are submitted through `submitit <https://github.com/facebookincubator/submitit>`_ (the
-launcher of DeiT and ConvNeXt). ``cluster`` ``local`` and ``debug`` run the very same job objects on
-this machine (submitit's LocalExecutor and DebugExecutor): that is how the tests cover the path.
+launcher of DeiT and ConvNeXt). ``cluster="local"`` runs the very same job objects as processes on
+this machine (submitit's LocalExecutor): that is how the tests cover the path.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ OPTIONS = {
     "mem": "memory per node, e.g. 64G",
     "array_parallelism": "at most this many jobs of the array at once",
 }
-CLUSTERS = ("slurm", "local", "debug")
+CLUSTERS = ("slurm", "local")
 
 
 class SlurmSettingsError(ValueError):
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, text in OPTIONS.items():
         g.add_argument(f"--slurm-{name.replace('_', '-')}", dest=f"slurm_{name}", default=None, help=text)
     g.add_argument("--submitit-cluster", choices=CLUSTERS, default="slurm",
-                   help="slurm (default); local/debug run the same jobs on this machine through submitit "
+                   help="slurm (default); local runs the same jobs as processes on this machine through submitit "
                         "(for trying a sweep without a cluster)")
 
 
@@ -145,8 +145,7 @@ def make_executor(folder: str | os.PathLike[str], conf: Mapping[str, Any], *, na
     """A submitit executor writing its job files under ``folder``.
 
     ``slurm``: ``SlurmExecutor`` with :func:`executor_parameters` (needs ``srun``/``sbatch``);
-    ``local``: ``LocalExecutor`` (jobs run as processes here, tasks = GPUs per node or 1);
-    ``debug``: ``DebugExecutor`` (jobs run inside this process when their result is asked for).
+    ``local``: ``LocalExecutor`` (jobs run as processes here, tasks = GPUs per node or 1).
     """
     import submitit
 
@@ -168,6 +167,4 @@ def make_executor(folder: str | os.PathLike[str], conf: Mapping[str, Any], *, na
         ex.update_parameters(timeout_min=params["time"], tasks_per_node=params["ntasks_per_node"],
                              gpus_per_node=params.get("gpus_per_node", 0))
         return ex
-    if cluster == "debug":
-        return submitit.DebugExecutor(folder)
     raise SlurmSettingsError(f"unknown submitit cluster {cluster!r}; expected one of {', '.join(CLUSTERS)}")

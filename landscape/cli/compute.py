@@ -344,8 +344,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--executor", choices=["local", "slurm"], default="local",
                    help="slurm: submit --shards jobs (a submitit job array), wait, and merge the parts into --out")
     c.add_argument("--shards", type=int, default=None, help="number of shards (jobs) for --executor slurm")
-    from bnext.ablate import slurm
-
-    slurm.add_arguments(c)
+    try:
+        from bnext.ablate import slurm
+    except ImportError:  # landscape without bnext: no cluster options
+        pass
+    else:
+        slurm.add_arguments(c)
     c.set_defaults(func=run)
 
