@@ -114,8 +114,11 @@ def train(config: Any, *, reuse: bool = True) -> dict[str, Any]:
     saved = _saved_config(run_dir)
     same = saved is not None and _comparable(saved) == _comparable(json.loads(json.dumps(cfg.to_dict())))
     result_path = run_dir / "result.json"
+    stored = None
     if reuse and same and result_path.is_file() and (run_dir / "checkpoints" / "best.pt").is_file():
-        result = json.loads(result_path.read_text())
+        stored = json.loads(result_path.read_text())
+    if stored is not None and stored.get("finished", True):  # a run stopped early (train.stop_after) goes on
+        result = stored
         reused = True
     else:
         if saved is not None and not same:  # another recipe ran here: start over
