@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GridError, slurm.SlurmSettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the running points were stopped (rerun the same command to continue)", file=sys.stderr)
+        return 130
     n = len(report.outcomes)
     if report.count("submitted") or report.count("queued"):
         print(f"{n} point(s): {report.count('submitted')} submitted, {report.count('queued')} already queued or "

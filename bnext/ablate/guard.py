@@ -162,9 +162,10 @@ class PointLock:
 
     def record(self, pid: int) -> None:
         """Write the PID of the process that now runs the point."""
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+        if self.fd is not None:  # overwrite, then cut: a reader never sees an empty file
+            data = f"{pid}\n".encode()
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
 
     def release(self) -> None:
         if self.fd is not None:

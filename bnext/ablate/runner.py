@@ -40,6 +40,8 @@ KERNEL_NAME = "python3"
 PARAMS_FILE = "params.json"
 #: how a parameter left to the notebook's default shows in a difference
 NOTEBOOK_DEFAULT = "(notebook default)"
+#: worker processes running now (killed when the sweep is interrupted)
+_LIVE: set[subprocess.Popen] = set()
 
 
 @dataclass
@@ -178,6 +180,7 @@ def _execute_locked(notebook: Path, run_dir: Path, parameters: Mapping[str, Any]
                                 stdout=fh, stderr=subprocess.STDOUT, cwd=str(cwd or Path.cwd()),
                                 start_new_session=True, env=env, pass_fds=(lock.fd,))
         lock.record(proc.pid)
+        _LIVE.add(proc)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -186,6 +189,8 @@ def _execute_locked(notebook: Path, run_dir: Path, parameters: Mapping[str, Any]
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            _LIVE.discard(proc)
     seconds = time.monotonic() - start
     run_id = run_dir.name
     if files != run_dir and rc == 0:
@@ -291,7 +296,8 @@ def run_sweep(
                disable=not progress)
     bar.set_postfix(failed=0, skipped=len(points) - len(todo))
     work_dir = Path(cwd).resolve() if cwd is not None else Path.cwd()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = {pool.submit(execute_point, nb, out / rid, point, timeout=timeout, cwd=work_dir,
                                kernel_name=kernel_name): rid for rid, point in todo}
         for fut in as_completed(futures):
@@ -304,6 +310,12 @@ def run_sweep(
                           + f": {outcome.failure.get('error', '')} {outcome.failure.get('message', '')}".rstrip())
             bar.update(1)
             bar.set_postfix(failed=len(report.failed), skipped=report.count("skipped"))
+    except BaseException:  # Ctrl-C: stop the running workers (and their kernels) rather than wait for them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(_LIVE):
+            _kill_group(proc)
+        raise
+    pool.shutdown(wait=True)
     bar.close()
     order = {rid: i for i, (rid, _) in enumerate(points)}
     report.outcomes.sort(key=lambda o: order[o.run_id])
