@@ -2,24 +2,27 @@
 
 Layout of a surface file (format ``landscape-surface``, version :data:`FORMAT_VERSION`)::
 
-    /                         attrs: format="landscape-surface", format_version=1, ndim (1|2),
+    /                         attrs: format="landscape-surface", format_version=2, ndim (1|2),
                                      settings (JSON, compared on reuse), one attribute per
                                      setting (model, checkpoint_path, checkpoint_sha256, data,
                                      subset_size, seed, normalization, ignore, ...),
-                                     package_version, created
+                                     package_version, created, nonfinite_points
     /xcoordinates             (nx,)  float64
     /ycoordinates             (ny,)  float64            (2D surfaces only)
-    /train_loss /train_acc    (nx,) or (nx, ny) float64, NaN where not (yet) computed
+    /train_loss /train_acc    (nx,) or (ny, nx) float64, NaN where not (yet) computed
     /test_loss  /test_acc     same
-    /done                     (nx,) or (nx, ny) uint8, 1 where every requested split is stored
+    /done                     (nx,) or (ny, nx) uint8, 1 where every requested split is stored
     /directions/x/<param>     float32, the x direction keyed by parameter (or buffer) name
     /directions/y/<param>     float32 (2D surfaces only)
     /trajectory/xcoordinates  optional projected training trajectory (PCA directions)
     /metrics/<value name>     optional, attrs written by :mod:`landscape.metrics`
 
-Orientation: ``train_loss[i, j]`` is the value at ``(xcoordinates[i], ycoordinates[j])``; the
-reference tool of Li et al. (2018) declares ``(nx, ny)`` but fills ``[iy, ix]``, which scrambles
-non-square grids. Dataset names match that tool so its users' scripts read these files.
+Orientation on disk (version 2): a 2D dataset has shape ``(ny, nx)`` and ``train_loss[j, i]`` is
+the value at ``(xcoordinates[i], ycoordinates[j])``: the reading convention of Li et al.'s
+``plot_2D.py``/``h52vtp`` and of matplotlib's ``contour(X, Y, Z)`` with ``X, Y = np.meshgrid(x, y)``.
+Version-1 files stored ``[i, j]`` (shape ``(nx, ny)``); they are still read (and resumed in their
+own layout). In memory (:class:`Surface`, :meth:`SurfaceWriter.write` indices) the API is always
+``values[k][i, j]`` = value at ``(x[i], y[j])``: the transpose happens at the file boundary only.
 
 Unlike the reference tool (which marks missing entries with -1 and so recomputes a genuine loss
 of 0 forever), missing entries are NaN and the ``done`` mask says what is stored. All datasets are
@@ -44,7 +47,7 @@ import h5py
 import numpy as np
 
 FORMAT = "landscape-surface"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 VALUE_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
 SPLITS = ("train", "test")
 # Settings that do not change the values on the grid and are therefore not compared on reuse.
@@ -101,6 +104,16 @@ def _decode_attr(value: Any) -> Any:
         value = value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
+    return value
+
+
+def _decode_json(value: Any) -> Any:
+    """Attributes stored as JSON text (lists, dicts) decoded; other values unchanged."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
     return value
 
 
@@ -174,7 +187,18 @@ def _open(path: Path, mode: str = "r") -> h5py.File:
         ) from None
 
 
-def _check_layout(f: h5py.File, path: Path) -> None:
+def _on_disk_shape(shape: tuple[int, ...], version: int) -> tuple[int, ...]:
+    """The stored shape of a grid of in-memory ``shape`` (version 2 stores 2D grids as (ny, nx))."""
+    return tuple(reversed(shape)) if version >= 2 else tuple(shape)
+
+
+def _to_memory(arr: np.ndarray, version: int) -> np.ndarray:
+    """A stored 2D array in the in-memory orientation ``[i, j]`` (x index first)."""
+    return np.ascontiguousarray(arr.T) if version >= 2 and arr.ndim == 2 else arr
+
+
+def _check_layout(f: h5py.File, path: Path) -> int:
+    """Validate the schema; returns the file's format version."""
     fmt = _decode_attr(f.attrs.get("format"))
     if fmt != FORMAT:
         hint = ""
@@ -201,13 +225,16 @@ def _check_layout(f: h5py.File, path: Path) -> None:
         shape: tuple[int, ...] = (nx, f["ycoordinates"].shape[0])
     else:
         shape = (nx,)
+    stored = _on_disk_shape(shape, version)
     for name in ("done", *VALUE_NAMES):
-        if tuple(f[name].shape) != shape:
+        if tuple(f[name].shape) != stored:
             raise _fail(
                 path,
-                f"dataset '{name}' has shape {tuple(f[name].shape)}, expected {shape} "
-                "(xcoordinates x ycoordinates)",
+                f"dataset '{name}' has shape {tuple(f[name].shape)}, expected {stored} "
+                f"({'ycoordinates x xcoordinates' if version >= 2 else 'xcoordinates x ycoordinates'}, "
+                f"format version {version})",
             )
+    return version
 
 
 def read_surface(path: str | os.PathLike[str]) -> Surface:
@@ -215,11 +242,11 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
     path = Path(path)
     with _open(path) as f:
         try:
-            _check_layout(f, path)
+            version = _check_layout(f, path)
             x = np.asarray(f["xcoordinates"][()], dtype=np.float64)
             y = np.asarray(f["ycoordinates"][()], dtype=np.float64) if "ycoordinates" in f else None
-            values = {k: np.asarray(f[k][()], dtype=np.float64) for k in VALUE_NAMES}
-            done = np.asarray(f["done"][()]).astype(bool)
+            values = {k: _to_memory(np.asarray(f[k][()], dtype=np.float64), version) for k in VALUE_NAMES}
+            done = _to_memory(np.asarray(f["done"][()]).astype(bool), version)
             attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
             metrics = {}
             if "metrics" in f:
@@ -231,7 +258,7 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
                 trajectory = np.stack([t["xcoordinates"][()], t["ycoordinates"][()]], axis=1)
             direction_info = {}
             if "directions" in f:
-                direction_info = {k: _decode_attr(v) for k, v in f["directions"].attrs.items()}
+                direction_info = {k: _decode_json(_decode_attr(v)) for k, v in f["directions"].attrs.items()}
         except SurfaceFileError:
             raise
         except Exception as exc:  # noqa: BLE001 - damaged data blocks surface as assorted errors
@@ -256,7 +283,7 @@ def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
                 grp = f["directions"][axis]
                 names = json.loads(_decode_attr(grp.attrs.get("names", "null")) or "null") or list(grp.keys())
                 out[axis] = {n: np.asarray(grp[n][()]) for n in names}
-        info = {k: _decode_attr(v) for k, v in f["directions"].attrs.items()}
+        info = {k: _decode_json(_decode_attr(v)) for k, v in f["directions"].attrs.items()}
     out["info"] = info  # type: ignore[assignment]
     return out
 
@@ -280,8 +307,15 @@ class SurfaceWriter:
         self.path = path
         self._f = handle
         self._done = handle["done"]
-        self.shape = tuple(self._done.shape)
+        self.version = int(_decode_attr(handle.attrs["format_version"]))
+        stored = tuple(self._done.shape)
+        # in-memory shape (nx[, ny]); version 2 stores 2D grids as (ny, nx)
+        self.shape = tuple(reversed(stored)) if self.version >= 2 else stored
         self.settings = json.loads(_decode_attr(handle.attrs["settings"]))
+
+    def _disk(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        """The stored index of in-memory grid index ``(i[, j])``."""
+        return tuple(reversed(index)) if self.version >= 2 else tuple(index)
 
     # ----------------------------------------------------------------- creation / reuse
     @classmethod
@@ -342,7 +376,7 @@ class SurfaceWriter:
         shape: tuple[int, ...] = (x.size,)
         if ycoordinates is not None:
             y = np.asarray(ycoordinates, dtype=np.float64).reshape(-1)
-            shape = (x.size, y.size)
+            shape = (y.size, x.size)  # on disk: (ny, nx), Z[j, i] = f(x[i], y[j])
         try:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = FORMAT
@@ -352,6 +386,7 @@ class SurfaceWriter:
                 for k, v in settings.items():
                     f.attrs[k] = _attr_value(v)
                 f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+                f.attrs["nonfinite_points"] = 0
                 f.create_dataset("xcoordinates", data=x)
                 if len(shape) == 2:
                     f.create_dataset("ycoordinates", data=y)
@@ -379,24 +414,43 @@ class SurfaceWriter:
                 tmp.unlink()
 
     # ----------------------------------------------------------------- points
+    def done(self) -> np.ndarray:
+        """The ``done`` mask in the in-memory orientation ``[i, j]``."""
+        return _to_memory(np.asarray(self._done[()]).astype(bool), self.version)
+
     def pending(self) -> list[tuple[int, ...]]:
-        """Grid indices not yet stored, in row-major order (the ``done`` mask, not loss values)."""
-        done = np.asarray(self._done[()]).astype(bool)
-        return [tuple(int(i) for i in idx) for idx in np.argwhere(~done)]
+        """Grid indices ``(i[, j])`` not yet stored (the ``done`` mask, not loss values), coarse to fine.
+
+        The order is :func:`landscape.grid.coarse_to_fine`: every 2^k-th point first, so an
+        interrupted surface already holds a complete lower-resolution grid.
+        """
+        from .grid import coarse_to_fine
+
+        done = self.done()
+        return [idx for idx in coarse_to_fine(self.shape) if not done[idx]]
 
     def write(self, results: Iterable[tuple[tuple[int, ...], Mapping[str, float]]]) -> None:
-        """Store ``(index, {value_name: value})`` pairs: values first (flushed), then ``done`` (flushed)."""
+        """Store ``(index, {value_name: value})`` pairs: values first (flushed), then ``done`` (flushed).
+
+        ``index`` is the in-memory grid index ``(i[, j])``. Points holding a non-finite value are
+        counted in the root attribute ``nonfinite_points``.
+        """
         results = list(results)
         if not results:
             return
+        bad = 0
         for index, vals in results:
+            disk = self._disk(index)
             for name, value in vals.items():
                 if name not in VALUE_NAMES:
                     raise KeyError(f"unknown value name {name!r}; expected one of {VALUE_NAMES}")
-                self._f[name][index] = float(value)
+                self._f[name][disk] = float(value)
+            bad += any(not math.isfinite(float(v)) for v in vals.values())
+        if bad:
+            self._f.attrs["nonfinite_points"] = int(_decode_attr(self._f.attrs.get("nonfinite_points", 0))) + bad
         self._f.flush()
         for index, _ in results:
-            self._done[index] = 1
+            self._done[self._disk(index)] = 1
         self._f.flush()
 
     def set_attribute(self, name: str, value: Any) -> None:

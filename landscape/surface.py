@@ -24,20 +24,31 @@ shards the pending points across ranks; rank 0 gathers each round and is the onl
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor, nn
+from torch import nn
 
+from .bn import (
+    calibration_record,
+    check_interpolated_variance,
+    has_batchnorm,
+    nonfinite_message,
+    resolve_bn_mode,
+    tensor_sha256,
+)
 from .directions import Directions
 from .engine import EvalData, SurfaceEngine
 from .grid import coarse_to_fine, grid_points, parse_grid
 from .store import SurfaceWriter, package_version
+
+__all__ = ["compute_surface", "evaluate_grid", "fit_trajectory_grid", "resolve_grid", "surface_settings",
+           "tensor_sha256"]
 
 
 # ----------------------------------------------------------------------------- grids
@@ -52,13 +63,19 @@ def evaluate_grid(
     xcoordinates: np.ndarray | str,
     ycoordinates: np.ndarray | str | None = None,
     *,
+    bn: str | None = None,
     progress: bool = False,
     **engine_options: Any,
 ) -> dict[str, np.ndarray]:
-    """Evaluate a whole grid in memory; returns ``{'<split>_loss': array, ...}`` of shape (nx[, ny])."""
-    xc = parse_grid(xcoordinates, "x")
-    yc = parse_grid(ycoordinates, "y") if ycoordinates is not None else None
+    """Evaluate a whole grid in memory; returns ``{'<split>_loss': array, ...}`` of shape (nx[, ny]).
+
+    ``bn`` and grid specs as in :func:`compute_surface`.
+    """
+    xc = resolve_grid(xcoordinates, directions, "x")
+    yc = resolve_grid(ycoordinates, directions, "y")
     _check_dims(directions, yc)
+    engine_options = dict(engine_options)
+    _bn_options(model, directions, data, xc, yc, bn, engine_options, None)
     shape = (len(xc),) if yc is None else (len(xc), len(yc))
     out = {f"{s}_{m}": np.full(shape, np.nan) for s in data for m in ("loss", "acc")}
     points = grid_points(xc, yc)
@@ -70,11 +87,19 @@ def evaluate_grid(
         for s in range(0, len(points), k):
             chunk = points[s : s + k]
             for idx, vals in zip(chunk, engine.evaluate_many([_coords(i, xc, yc) for i in chunk])):
+                _warn_nonfinite(idx, xc, yc, vals)
                 for name, v in vals.items():
                     out[name][idx] = v
             bar.update(len(chunk))
         bar.close()
     return out
+
+
+def _warn_nonfinite(idx: tuple[int, ...], xc: np.ndarray, yc: np.ndarray | None, vals: Mapping[str, float]) -> bool:
+    msg = nonfinite_message(idx, float(xc[idx[0]]), None if yc is None else float(yc[idx[1]]), dict(vals))
+    if msg:
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return msg is not None
 
 
 def _check_dims(directions: Directions, yc: np.ndarray | None) -> None:
@@ -84,14 +109,88 @@ def _check_dims(directions: Directions, yc: np.ndarray | None) -> None:
         raise ValueError(f"y coordinates given but the {directions.kind!r} directions have no y direction")
 
 
-def tensor_sha256(*tensors: Tensor) -> str:
-    """SHA-256 of tensors' shapes and bytes (identifies the evaluation subset in the settings)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+def fit_trajectory_grid(trajectory: np.ndarray, num: int = 21, margin: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """x and y coordinates covering a projected trajectory (and the origin) with a margin.
+
+    Each axis spans ``[min, max]`` of the trajectory's coordinates and 0, widened by ``margin``
+    times that span on both sides (Li et al.'s PCA plots frame the whole path the same way).
+    """
+    t = np.asarray(trajectory, dtype=np.float64).reshape(-1, 2)
+    axes = []
+    for k in range(2):
+        lo, hi = min(0.0, float(t[:, k].min())), max(0.0, float(t[:, k].max()))
+        pad = margin * (hi - lo) if hi > lo else 1.0
+        axes.append(np.linspace(lo - pad, hi + pad, int(num)))
+    return axes[0], axes[1]
+
+
+def resolve_grid(
+    spec: np.ndarray | str | None, directions: Directions, axis: str
+) -> np.ndarray | None:
+    """Grid coordinates from a ``min:max:num`` spec or, for PCA directions, ``auto`` / ``auto:num``.
+
+    ``auto`` fits the grid to the projected trajectory (:func:`fit_trajectory_grid`, 21 points).
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str) and spec.strip().split(":")[0] == "auto":
+        parts = spec.strip().split(":")
+        trajectory = directions.info.get("trajectory")
+        if trajectory is None or directions.ndim != 2:
+            raise ValueError(
+                f"grid spec {axis}={spec!r}: 'auto' fits a grid to a training trajectory and needs PCA "
+                f"directions (these are {directions.kind!r}); give '{axis}=min:max:num'"
+            )
+        try:
+            num = int(parts[1]) if len(parts) > 1 else 21
+        except ValueError:
+            raise ValueError(f"grid spec {axis}={spec!r} must be 'auto' or 'auto:num', e.g. 'auto:21'") from None
+        if len(parts) > 2 or num < 2:
+            raise ValueError(f"grid spec {axis}={spec!r} must be 'auto' or 'auto:num' with num >= 2")
+        return fit_trajectory_grid(np.asarray(trajectory), num)[0 if axis == "x" else 1]
+    return parse_grid(spec, axis)
+
+
+def _warn_trajectory_outside(directions: Directions, xc: np.ndarray, yc: np.ndarray | None) -> None:
+    t = directions.info.get("trajectory")
+    if t is None or yc is None:
+        return
+    t = np.asarray(t, dtype=np.float64).reshape(-1, 2)
+    out = (t[:, 0] < xc.min()) | (t[:, 0] > xc.max()) | (t[:, 1] < yc.min()) | (t[:, 1] > yc.max())
+    if out.any():
+        warnings.warn(
+            f"{int(out.sum())} of {len(t)} trajectory snapshots lie outside the grid "
+            f"(x in [{xc.min():g}, {xc.max():g}], y in [{yc.min():g}, {yc.max():g}]; the trajectory spans "
+            f"x in [{t[:, 0].min():.3g}, {t[:, 0].max():.3g}], y in [{t[:, 1].min():.3g}, {t[:, 1].max():.3g}]); "
+            "use grid 'auto' (CLI: omit --x/--y) to fit it",
+            stacklevel=3,
+        )
+
+
+def _bn_options(
+    model: nn.Module,
+    directions: Directions,
+    data: EvalData,
+    xc: np.ndarray,
+    yc: np.ndarray | None,
+    bn: str | None,
+    engine_options: dict[str, Any],
+    calibration_seed: int | None,
+) -> tuple[str, dict[str, Any] | None]:
+    """Resolve the BN policy, set the engine's recalibration options, check interpolated variances."""
+    mode = resolve_bn_mode(bn, directions.kind, engine_options.pop("bn_recalibrate", None))
+    record = None
+    if mode == "recalibrate" and has_batchnorm(model):
+        calib = engine_options.get("calibration")
+        source = "calibration" if calib is not None else "train" if "train" in data else next(iter(data))
+        if calib is None:
+            calib = data[source][0]
+            engine_options["calibration"] = calib
+        engine_options["bn_recalibrate"] = True
+        record = calibration_record(calib, calibration_seed, source)
+    elif mode == "interpolate":
+        check_interpolated_variance(model, directions, xc, yc)
+    return mode, record
 
 
 def surface_settings(
@@ -100,7 +199,8 @@ def surface_settings(
     xcoordinates: np.ndarray,
     ycoordinates: np.ndarray | None,
     *,
-    bn_recalibrate: bool = False,
+    bn: str = "interpolate",
+    bn_calibration: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The settings stored as root attributes and compared when a file is reused."""
@@ -124,7 +224,9 @@ def surface_settings(
             "data_sha256": {s: tensor_sha256(xs, ys) for s, (xs, ys) in data.items()},
             "xcoordinates": [float(v) for v in xcoordinates],
             "ycoordinates": None if ycoordinates is None else [float(v) for v in ycoordinates],
-            "bn_recalibrate": bool(bn_recalibrate),
+            "bn": bn,
+            "bn_recalibrate": bn == "recalibrate" and bn_calibration is not None,
+            "bn_calibration": None if bn_calibration is None else dict(bn_calibration),
             "package_version": package_version(),
         }
     )
@@ -149,6 +251,8 @@ def compute_surface(
     *,
     metadata: Mapping[str, Any] | None = None,
     mode: str = "resume",
+    bn: str | None = None,
+    calibration_seed: int | None = None,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     **engine_options: Any,
@@ -163,18 +267,31 @@ def compute_surface(
     the coarse-to-fine order starting at the i-th (a part of a job array; ``landscape.merge`` joins
     the parts; the shard is stored in the settings). Returns the path written (differs from
     ``path`` for ``new``).
+
+    Grid specs are ``min:max:num`` strings or arrays; for PCA directions ``auto`` (``auto:num``)
+    fits the grid to the projected trajectory with a margin. ``bn`` is the BatchNorm policy of
+    :mod:`landscape.bn`: ``recalibrate`` (default for interpolation and plane directions; statistics
+    re-estimated at every point from the engine option ``calibration``, default the train split,
+    recorded with ``calibration_seed`` in the settings) or ``interpolate`` (default otherwise;
+    grids where an interpolated running variance turns negative are refused). Points whose values
+    are not all finite are warned about and counted in the root attribute ``nonfinite_points``;
+    points are evaluated coarse to fine (:func:`landscape.grid.coarse_to_fine`).
     """
     import torch.distributed as dist
 
-    xc = parse_grid(xcoordinates, "x")
-    yc = parse_grid(ycoordinates, "y") if ycoordinates is not None else None
+    xc = resolve_grid(xcoordinates, directions, "x")
+    yc = resolve_grid(ycoordinates, directions, "y")
     _check_dims(directions, yc)
+    _warn_trajectory_outside(directions, xc, yc)
+    engine_options = dict(engine_options)
+    bn_mode, bn_record = _bn_options(model, directions, data, xc, yc, bn, engine_options, calibration_seed)
     settings = surface_settings(
         directions,
         data,
         xc,
         yc,
-        bn_recalibrate=engine_options.get("bn_recalibrate", False),
+        bn=bn_mode,
+        bn_calibration=bn_record,
         metadata=metadata,
     )
     if shard is not None:
@@ -236,6 +353,8 @@ def compute_surface(
                 chunk = shard[r * k : (r + 1) * k]
                 values = engine.evaluate_many([_coords(i, xc, yc) for i in chunk]) if chunk else []
                 results = list(zip(chunk, values))
+                for idx, vals in results:
+                    _warn_nonfinite(idx, xc, yc, vals)
                 if distributed:
                     gathered: list[Any] = [None] * world if rank == 0 else None  # type: ignore[assignment]
                     dist.gather_object(results, gathered, dst=0)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from landscape import store
+from landscape.grid import coarse_to_fine
 from landscape.store import SettingsMismatchError, SurfaceFileError, SurfaceWriter, read_surface
 
 X = np.linspace(-1, 1, 3)
@@ -26,7 +27,7 @@ def _open(path, mode="resume", settings=None, y=Y):
 def test_create_layout_and_roundtrip(tmp_path):
     path = tmp_path / "s.h5"
     with _open(path) as w:
-        assert w.pending() == [(i, j) for i in range(3) for j in range(5)]
+        assert w.pending() == coarse_to_fine((3, 5)) and w.shape == (3, 5)
         w.write([((1, 4), {"train_loss": 0.0, "train_acc": 50.0})])
     s = read_surface(path)
     assert s.shape == (3, 5) and s.ndim == 2
@@ -34,9 +35,9 @@ def test_create_layout_and_roundtrip(tmp_path):
     assert np.isnan(s.values["train_loss"][0, 0]) and np.isnan(s.values["test_loss"]).all()
     assert s.attrs["format"] == store.FORMAT and s.attrs["format_version"] == store.FORMAT_VERSION
     assert s.settings["seed"] == 1 and s.attrs["seed"] == 1
-    with h5py.File(path) as f:
+    with h5py.File(path) as f:  # on disk: (ny, nx), Z[j, i] = f(x[i], y[j])
         assert list(f["directions/x"].keys()) == ["w"]
-        assert f["train_loss"].shape == (3, 5)
+        assert f["train_loss"].shape == (5, 3) and f["train_loss"][4, 1] == 0.0 and f["done"][4, 1] == 1
     # a genuine loss of 0 is stored and not recomputed (the reference tool used loss <= 0 as "missing")
     with _open(path) as w:
         assert (1, 4) not in w.pending() and len(w.pending()) == 14
@@ -103,3 +104,38 @@ def test_metrics_written_as_attributes(tmp_path):
     _open(path).close()
     store.write_metrics(path, "train_loss", {"roughness": 0.25, "basin_truncated": True})
     assert read_surface(path).metrics["train_loss"] == {"roughness": 0.25, "basin_truncated": True}
+
+
+def _as_version_1(path):
+    """Rewrite a version-2 file in the version-1 layout ([i, j], shape (nx, ny))."""
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 1
+        for name in (*store.VALUE_NAMES, "done"):
+            data = f[name][()].T
+            del f[name]
+            f.create_dataset(name, data=data)
+
+
+def test_version_1_files_read_and_resume_in_their_layout(tmp_path):
+    path = tmp_path / "v1.h5"
+    with _open(path) as w:
+        w.write([((2, 1), {"train_loss": 7.0})])
+    _as_version_1(path)
+    with h5py.File(path) as f:
+        assert f["train_loss"].shape == (3, 5) and f["train_loss"][2, 1] == 7.0
+    s = read_surface(path)
+    assert s.values["train_loss"][2, 1] == 7.0 and s.done[2, 1] and s.done.sum() == 1
+    with _open(path) as w:  # resuming keeps the file's own layout
+        assert (2, 1) not in w.pending() and len(w.pending()) == 14
+        w.write([((0, 3), {"train_loss": 5.0})])
+    with h5py.File(path) as f:
+        assert f.attrs["format_version"] == 1 and f["train_loss"][0, 3] == 5.0
+    assert read_surface(path).values["train_loss"][0, 3] == 5.0
+
+
+def test_nonfinite_points_counted(tmp_path):
+    path = tmp_path / "s.h5"
+    with _open(path) as w:
+        w.write([((0, 0), {"train_loss": float("nan"), "train_acc": 10.0}), ((1, 1), {"train_loss": 1.0})])
+        w.write([((2, 2), {"train_loss": float("inf")})])
+    assert read_surface(path).attrs["nonfinite_points"] == 2

@@ -182,9 +182,9 @@ def test_compute_surface_resume_and_refuse(cnn, data, tmp_path):
     # simulate lost points: clear some done flags, rerun fills only those
     import h5py
 
-    with h5py.File(path, "r+") as f:
-        f["done"][1, :] = 0
-        f["train_loss"][1, :] = np.nan
+    with h5py.File(path, "r+") as f:  # on disk [j, i]: column 1 is x index 1 (5 y points)
+        f["done"][:, 1] = 0
+        f["train_loss"][:, 1] = np.nan
     compute_surface(path, cnn, d, data, XS, YS, metadata=meta, progress=False, forward_factory=counting)
     assert len(calls) == 5
     np.testing.assert_allclose(read_surface(path).values["train_loss"], full["train_loss"], atol=1e-6)
