@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_open
+from .common import input_size_hook
 from .registry import create
 
 FORMAT = "bnext-checkpoint"
@@ -84,7 +85,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", expected_model: str | None = None
 ) -> nn.Module:
-    """Rebuild the model stored in ``path`` and load its weights (strict)."""
+    """Rebuild the model stored in ``path`` and load its weights (strict).
+
+    The model refuses inputs whose spatial size differs from the checkpoint's ``input_size``
+    (a forward pre-hook raising ``ValueError``).
+    """
     ckpt = read_checkpoint(path, map_location)
     if expected_model is not None and ckpt["model"] != expected_model:
         raise CheckpointError(f"{path} holds model {ckpt['model']!r}, expected {expected_model!r}")
@@ -100,6 +105,7 @@ def load(
             f"{path}: state dict does not match model {ckpt['model']!r} with options {ckpt['options']}"
             f"{f' quantized as {spec!r}' if spec else ''}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+    model.register_forward_pre_hook(input_size_hook)  # refuse inputs of another size than trained for
     return model
 
 

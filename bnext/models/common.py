@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import Any
+
+from torch import Tensor, nn
 
 #: inputs up to this size use the 32x32 stem (3x3 stride 1, no max-pool)
 SMALL_INPUT_MAX = 64
@@ -19,6 +21,27 @@ def is_small_input(input_size: int) -> bool:
     if input_size < 8:
         raise ValueError(f"input_size must be >= 8 pixels, got {input_size}")
     return input_size <= SMALL_INPUT_MAX
+
+
+def check_input_size(x: Tensor, spec: dict[str, Any] | None) -> None:
+    """Refuse an NCHW batch whose spatial size differs from the model's recorded ``input_size``.
+
+    The zoo's models pool globally, so another size runs without complaint and silently answers
+    badly (a digits model trained at 16x16 given 32x32 images scores ~11%).
+    """
+    size = (spec or {}).get("input_size")
+    if size is None or x.dim() != 4 or (x.shape[-2] == size and x.shape[-1] == size):
+        return
+    raise ValueError(
+        f"input images are {x.shape[-2]}x{x.shape[-1]} but this model was trained for {size}x{size} inputs "
+        f"(input_size={size} in its spec); resize the data to {size}x{size} (e.g. --input-size {size})"
+    )
+
+
+def input_size_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Forward pre-hook of models rebuilt from checkpoints: :func:`check_input_size` on the input."""
+    if args and isinstance(args[0], Tensor):
+        check_input_size(args[0], getattr(module, "spec", None))
 
 
 def resnet_stem(out_channels: int, input_size: int, act: nn.Module | None = None) -> nn.Sequential:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..models.common import check_input_size
 from ..nn import BinaryConv2d, binary_layers
 from . import kernels
 from .layers import PackedBinaryConv2d, PackedMaxPool2d, PackingError, check_packable
@@ -54,6 +55,7 @@ class PackedModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"expected an NCHW batch, got shape {tuple(x.shape)}")
+        check_input_size(x, self.spec)
         previous = kernels.numba_get_threads()
         kernels.set_threads(self.threads)
         try:

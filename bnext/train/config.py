@@ -72,6 +72,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap optimizer steps per epoch (smoke tests)
     eval_every: int = 1
     stop_after: int | None = None  # end this invocation once this many epochs are done (resume later)
+    save_every: int = 0  # also keep checkpoints/epoch_XXX.pt every k epochs (0: off)
 
 
 @dataclass
@@ -420,6 +421,7 @@ def validate(cfg: Config, *, allow_missing: bool = False) -> None:
         ("data.batch_size", cfg.data.batch_size >= 1, ">= 1"),
         ("train.micro_batches", cfg.train.micro_batches >= 1, ">= 1"),
         ("train.eval_every", cfg.train.eval_every >= 1, ">= 1"),
+        ("train.save_every", cfg.train.save_every >= 0, ">= 0"),
         ("binarize.end_fraction", 0.0 <= cfg.binarize.end_fraction <= 1.0, "in [0, 1]"),
         ("binarize.tau_start", cfg.binarize.tau_start > 0, "> 0"),
         ("binarize.tau_end", 0 < cfg.binarize.tau_end <= cfg.binarize.tau_start, "in (0, tau_start]"),

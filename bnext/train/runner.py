@@ -2,7 +2,8 @@
 
 Files (rank 0 writes): ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON line per epoch),
 ``checkpoints/last.pt`` (every epoch: model + optimizer, scheduler, RNG states, best metric)
-and ``checkpoints/best.pt`` (best test top-1), both written atomically by
+``checkpoints/best.pt`` (best test top-1) and, with ``train.save_every: k``,
+``checkpoints/epoch_XXX.pt`` every k epochs, all written atomically by
 :func:`bnext.models.save` (loadable by :func:`bnext.models.load` and ``weights_only=True``),
 optional ``trajectory.h5``, and at the end ``result.json`` and ``curves.png``/``.pdf``
 (:mod:`bnext.train.curves`).
@@ -337,6 +338,9 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
             save(model, last_path, epoch=done, total_epochs=epochs, best_top1=best_top1, best_epoch=best_epoch,
                  optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=get_rng_state(),
                  seconds=elapsed, config=cfg.to_dict())
+            if cfg.train.save_every and done % cfg.train.save_every == 0:  # for interpolation between epochs
+                save(model, ckpt_dir / f"epoch_{done:03d}.pt", epoch=done, total_epochs=epochs,
+                     test_top1=row.get("test_top1"), config=cfg.to_dict())
             if cfg.progress:
                 msg = f"epoch {done}/{epochs} loss {tr['loss']:.4f} top1 {tr['top1']:.2f}"
                 if "test_top1" in row:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import store
+from .custom import build_user_model, is_import_path, load_user_data
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -32,7 +33,11 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
-    """The model (from ``--checkpoint`` or a fresh seeded ``--model``) and its metadata."""
+    """The model (from ``--checkpoint``, a fresh seeded ``--model`` or ``--model module:callable``)."""
+    if is_import_path(args.model):
+        model, spec = build_user_model(args.model, dict(args.model_option or []), args.init_seed)
+        meta = {"checkpoint_path": None, "checkpoint_sha256": None, "init_seed": args.init_seed, "model": spec}
+        return model.eval(), meta
     import bnext.models
 
     if args.checkpoint:
@@ -59,14 +64,19 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
 def load_data(
     args: argparse.Namespace, input_size: int
 ) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Any]]:
-    """A fixed seeded subset of each requested split as tensors."""
+    """A fixed seeded subset of each requested split as tensors (and the whole sets, for calibration)."""
     import torch
 
-    from bnext.data import load_tensors
+    if is_import_path(args.data):
+        full = load_user_data(args.data, args.splits)
+    else:
+        from bnext.data import load_tensors
 
+        full = {s: load_tensors(args.data, s, input_size=input_size, root=args.data_root) for s in args.splits}
+    args._full_data = full  # the calibration set is drawn from the whole train split
     data = {}
     for split in args.splits:
-        x, y = load_tensors(args.data, split, input_size=input_size, root=args.data_root)
+        x, y = full[split]
         if args.subset and args.subset < x.shape[0]:
             gen = torch.Generator().manual_seed(args.data_seed)
             idx = torch.randperm(x.shape[0], generator=gen)[: args.subset].sort().values
@@ -75,12 +85,28 @@ def load_data(
     spec = {
         "name": args.data,
         "root": args.data_root,
-        "input_size": input_size,
+        "input_size": None if is_import_path(args.data) else input_size,
         "splits": list(args.splits),
         "subset": args.subset,
         "data_seed": args.data_seed,
     }
     return data, spec
+
+
+def calibration_inputs(args: argparse.Namespace, input_size: int) -> Tensor:
+    """A seeded subset (``--bn-samples``, ``--bn-seed``) of the training inputs for BN recalibration."""
+    from ..bn import seeded_subset
+
+    full = getattr(args, "_full_data", {})
+    if "train" in full:
+        x = full["train"][0]
+    elif is_import_path(args.data):
+        x = load_user_data(args.data, ["train"])["train"][0]
+    else:
+        from bnext.data import load_tensors
+
+        x = load_tensors(args.data, "train", input_size=input_size, root=args.data_root)[0]
+    return seeded_subset(x, args.bn_samples, args.bn_seed)
 
 
 def _has_binary_layers(model: nn.Module) -> bool:
@@ -108,14 +134,22 @@ def packed_forward_factory(
 
 
 def _default_out(args: argparse.Namespace, kind: str, ndim: int) -> Path:
+    """``runs/<run>/`` for a run's checkpoint, ``runs/landscapes/<stem>/`` for a loose one."""
     if args.name:
-        name = args.name
+        folder = Path("runs") / args.name
     elif args.checkpoint:
         ck = Path(args.checkpoint).resolve()
-        name = ck.parent.parent.name if ck.parent.name == "checkpoints" else ck.stem
+        if ck.parent.name == "checkpoints":
+            folder = ck.parent.parent
+            folder = Path("runs") / folder.name if folder.parent.name != "runs" else folder
+        else:
+            folder = Path("runs") / "landscapes" / ck.stem
+    elif is_import_path(args.model):
+        module, _, attr = args.model.rpartition(":")
+        folder = Path("runs") / "landscapes" / f"{Path(module).stem.rpartition('.')[2]}_{attr}"
     else:
-        name = args.model
-    return Path("runs") / name / f"landscape_{kind}_{ndim}d.h5"
+        folder = Path("runs") / args.model
+    return folder / f"landscape_{kind}_{ndim}d.h5"
 
 
 def _init_distributed(device: str | None) -> str | None:
@@ -143,18 +177,31 @@ def run(args: argparse.Namespace) -> int:
     from .. import directions as dirs
     from ..grid import parse_grid
     from ..merge import parse_shard, part_path
+    from ..store import read_surface
     from ..surface import compute_surface
 
     shard = parse_shard(args.shard) if getattr(args, "shard", None) else None  # a bad I/N fails before any work
     if args.threads:
         torch.set_num_threads(args.threads)
-    xc = parse_grid(args.x, "x")
-    yc = None if args.y is None else parse_grid(args.y, "y")
+    if args.directions == "pca" and args.x is None and args.y is None:
+        args.x = args.y = "auto"  # fit the grid to the projected trajectory
+    if args.x is None:
+        args.x = "-1:1:21"
+    for axis in ("x", "y"):  # fail on bad grid specs before any work
+        spec = getattr(args, axis)
+        if spec is not None and not spec.startswith("auto"):
+            parse_grid(spec, axis)
+    if args.bn_recalibrate:
+        if args.bn == "interpolate":
+            raise ValueError("--bn-recalibrate contradicts --bn interpolate; pass only --bn")
+        args.bn = "recalibrate"
     device = _init_distributed(args.device)
     model, meta = load_model(args)
-    input_size = args.input_size if not args.checkpoint else meta["model"].get("input_size", args.input_size)
+    input_size = args.input_size
+    if args.checkpoint:
+        input_size = meta["model"].get("input_size", args.input_size)
     data, data_spec = load_data(args, input_size)
-    ndim = 1 if yc is None else 2
+    ndim = 1 if args.y is None else 2
     if args.directions == "random":
         d = dirs.random_directions(
             model, ndim=ndim, seed=args.seed, normalization=args.norm, bias_bn=args.bias_bn
@@ -171,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("--directions pca needs --trajectory FILE.h5 (saved by the trainer)")
         d = dirs.pca_directions(args.trajectory, model, bias_bn=args.bias_bn)
         meta["trajectory_sha256"] = store.file_sha256(args.trajectory)
+        ratio = d.info["explained_variance_ratio"]
+        print(f"PCA of {d.info['snapshots']} snapshots: PC1 explains {100 * ratio[0]:.1f}%, "
+              f"PC2 {100 * ratio[1]:.1f}% of the trajectory's variance")
     else:
         if not args.direction_file:
             raise SystemExit("--directions file needs --direction-file FILE.h5 (reference-tool layout)")
@@ -187,6 +237,14 @@ def run(args: argparse.Namespace) -> int:
         forward_factory = packed_forward_factory(model, probe, required=True)
     elif args.forward == "auto" and _has_binary_layers(model):
         import bnext.packed.forward  # noqa: F401 - registers the packed forward provider
+    from ..bn import has_batchnorm, resolve_bn_mode
+
+    bn_mode = resolve_bn_mode(args.bn, d.kind)
+    calibration = None
+    if bn_mode == "recalibrate" and has_batchnorm(model):
+        calibration = calibration_inputs(args, input_size)
+        print(f"BatchNorm statistics recalibrated at every point on {calibration.shape[0]} training "
+              f"inputs (seed {args.bn_seed})")
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
     if shard is not None:
         out = part_path(out, *shard)
@@ -203,17 +261,19 @@ def run(args: argparse.Namespace) -> int:
         model,
         d,
         data,
-        xc,
-        yc,
+        args.x,
+        args.y,
         metadata=meta,
         mode=mode,
+        bn=bn_mode,
+        calibration_seed=args.bn_seed if calibration is not None else None,
+        calibration=calibration,
         progress=not args.no_progress,
         device=device,
         batch_size=args.batch_size,
         exact=args.exact,
         forward="torch" if args.forward == "torch" else "auto",
         fuse_bn=False if args.no_fuse_bn else None,
-        bn_recalibrate=args.bn_recalibrate,
         forward_factory=forward_factory,
         channels_last=True if args.channels_last else None,
         precision=args.precision,
@@ -229,6 +289,9 @@ def run(args: argparse.Namespace) -> int:
         if rank != 0:
             return 0
     print(f"surface written to {path}")
+    bad = read_surface(path).attrs.get("nonfinite_points", 0)
+    if bad:
+        print(f"warning: {bad} grid point(s) hold non-finite values (see the warnings above)")
     if args.export_directions:
         print(f"directions exported to {dirs.write_reference(d, args.export_directions, model)}")
     if args.plot and shard is None:
@@ -246,7 +309,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compute", help="evaluate a 1D or 2D loss surface into an HDF5 file")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint written by bnext (runs/<name>/checkpoints/best.pt)")
-    src.add_argument("--model", help="registry name: evaluate a freshly initialized model (seeded)")
+    src.add_argument(
+        "--model",
+        help="registry name (a freshly initialized zoo model, seeded) or your own model as an importable "
+        "callable 'package.module:build' / 'file.py:build' returning an nn.Module",
+    )
     c.add_argument(
         "--model-option",
         type=_parse_option,
@@ -259,7 +326,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--input-size", type=int, default=32, help="input size for --model and the data (default 32)"
     )
     c.add_argument("--init-seed", type=int, default=0, help="initialization seed for --model")
-    c.add_argument("--data", default="digits", help="bnext.data data set name (default digits)")
+    c.add_argument(
+        "--data",
+        default="digits",
+        help="bnext.data data set name (default digits), or 'package.module:loaders', a callable returning "
+        "{split: (inputs, targets)}, (inputs, targets) or a DataLoader",
+    )
     c.add_argument("--data-root", default=None, help="data root for data sets on disk")
     c.add_argument(
         "--splits",
@@ -269,8 +341,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--subset", type=int, default=512, help="samples per split, seeded subset (0 = all)")
     c.add_argument("--data-seed", type=int, default=0, help="seed of the subset choice")
-    c.add_argument("--x", default="-1:1:21", help="x grid min:max:num (default -1:1:21)")
-    c.add_argument("--y", default=None, help="y grid min:max:num; omit for a 1D surface")
+    c.add_argument(
+        "--x",
+        default=None,
+        help="x grid min:max:num (default -1:1:21; PCA: 'auto', the trajectory with a margin; 'auto:num')",
+    )
+    c.add_argument("--y", default=None, help="y grid min:max:num or auto[:num]; omit for a 1D surface")
     c.add_argument("--directions", choices=["random", "interpolate", "pca", "file"], default="random")
     c.add_argument(
         "--norm",
@@ -319,7 +395,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not fold BatchNorm into convolutions (default: folded where it reproduces the model)",
     )
-    c.add_argument("--bn-recalibrate", action="store_true", help="recompute BN statistics at every point")
+    c.add_argument(
+        "--bn",
+        choices=["recalibrate", "interpolate"],
+        default=None,
+        help="BatchNorm statistics at each point: recalibrate (re-estimated on --bn-samples training "
+        "inputs; default for interpolate) or interpolate (moved with the directions; stored values for "
+        "random/pca/file directions, the default there; refused where a variance turns negative)",
+    )
+    c.add_argument("--bn-samples", type=int, default=512, help="calibration inputs for --bn recalibrate (512)")
+    c.add_argument("--bn-seed", type=int, default=0, help="seed of the calibration subset (default 0)")
+    c.add_argument("--bn-recalibrate", action="store_true", help="same as --bn recalibrate")
     c.add_argument(
         "--forward",
         choices=["auto", "torch", "packed"],
