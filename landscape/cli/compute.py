@@ -146,7 +146,8 @@ def _default_out(args: argparse.Namespace, kind: str, ndim: int) -> Path:
             folder = Path("runs") / "landscapes" / ck.stem
     elif is_import_path(args.model):
         module, _, attr = args.model.rpartition(":")
-        folder = Path("runs") / "landscapes" / f"{Path(module).stem.rpartition('.')[2]}_{attr}"
+        stem = Path(module).stem if module.endswith(".py") else module.rpartition(".")[2]
+        folder = Path("runs") / "landscapes" / f"{stem}_{attr}"
     else:
         folder = Path("runs") / args.model
     return folder / f"landscape_{kind}_{ndim}d.h5"
