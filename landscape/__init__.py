@@ -3,19 +3,23 @@ Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: 
 (``python -m landscape``) imports ``bnext``.
 
 Modules: :mod:`~landscape.directions` (random filter-normalized, interpolation, PCA, reference-tool
-files), :mod:`~landscape.surface` (grid specs, evaluation engine, resumable and sharded compute),
+files), :mod:`~landscape.surface` (resumable and sharded compute, PCA grids that fit the
+trajectory), :mod:`~landscape.engine` (the evaluation engine), :mod:`~landscape.grid` (grid specs,
+coarse-to-fine order), :mod:`~landscape.bn` (BatchNorm recalibration / safe interpolation),
 :mod:`~landscape.store` (the HDF5 schema), :mod:`~landscape.metrics` (roughness, convexity share,
 basin width), :mod:`~landscape.plot` (figures, HTML), :mod:`~landscape.compare` (multi-panel
 comparisons), :mod:`~landscape.vts` (ParaView export) and :mod:`~landscape.style` (the one figure
 style of the workbench).
 
-Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_version=1``):
+Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_version=2``):
 ``xcoordinates`` (nx,), ``ycoordinates`` (ny,) for 2D, ``train_loss``/``train_acc``/``test_loss``/
-``test_acc`` of shape (nx,) or (nx, ny) with NaN where not computed, a ``done`` mask,
+``test_acc`` of shape (nx,) or (ny, nx) with NaN where not computed, a ``done`` mask,
 ``directions/x/<param>`` and ``directions/y/<param>``, and root attributes for the settings (model
-spec, checkpoint path and SHA-256, data spec, subset size, seed, normalization, ignore rule, package
-version, ...). ``train_loss[i, j]`` is the value at ``(xcoordinates[i], ycoordinates[j])``. See
-:mod:`landscape.store` and the README ("Loss landscapes").
+spec, checkpoint path and SHA-256, data spec, subset size, seed, normalization, ignore rule, BN
+mode and calibration set, package version, ...). On disk ``train_loss[j, i]`` is the value at
+``(xcoordinates[i], ycoordinates[j])`` (Li et al.'s reading convention); in memory
+(:func:`read_surface`) ``values["train_loss"][i, j]`` is. See :mod:`landscape.store` and the README
+("Loss landscapes").
 
 Typical use::
 
