@@ -305,7 +305,7 @@ def compute_surface(
     if rank == 0:
         try:
             trajectory = directions.info.get("trajectory")
-            info = {k: v for k, v in directions.info.items() if k != "trajectory"}
+            info = {"kind": directions.kind, **{k: v for k, v in directions.info.items() if k != "trajectory"}}
             writer = SurfaceWriter.open(
                 path,
                 settings=settings,

@@ -115,6 +115,7 @@ def test_pca_grid_fits_the_trajectory(cnn, data, tmp_path):
     assert s.shape == (4, 3)
     np.testing.assert_allclose(s.xcoordinates, fit_trajectory_grid(t, 4)[0])
     assert (s.trajectory[:, 0] >= s.xcoordinates.min()).all() and (s.trajectory[:, 1] <= s.ycoordinates.max()).all()
+    assert s.direction_info["kind"] == "pca"
     ratio = s.direction_info["explained_variance_ratio"]
     assert isinstance(ratio, list) and len(ratio) == 2 and 0 < ratio[1] <= ratio[0] <= 1
     with pytest.warns(UserWarning, match="outside the grid"):
