@@ -19,9 +19,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def load_any(path: str | Path, *, threads: int | None = None) -> tuple[nn.Module, dict[str, Any], str]:

@@ -168,6 +168,12 @@ def _init_distributed(device: str | None) -> str | None:
     return "cpu" if device is None else device
 
 
+def _say(text: str) -> None:
+    """Print on rank 0 only (``torchrun`` sets RANK)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "executor", "local") == "slurm":  # a job array of shards, merged at the end
         from .cluster import submit_shards
@@ -220,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         d = dirs.pca_directions(args.trajectory, model, bias_bn=args.bias_bn)
         meta["trajectory_sha256"] = store.file_sha256(args.trajectory)
         ratio = d.info["explained_variance_ratio"]
-        print(f"PCA of {d.info['snapshots']} snapshots: PC1 explains {100 * ratio[0]:.1f}%, "
+        _say(f"PCA of {d.info['snapshots']} snapshots: PC1 explains {100 * ratio[0]:.1f}%, "
               f"PC2 {100 * ratio[1]:.1f}% of the trajectory's variance")
     else:
         if not args.direction_file:
@@ -244,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = None
     if bn_mode == "recalibrate" and has_batchnorm(model):
         calibration = calibration_inputs(args, input_size)
-        print(f"BatchNorm statistics recalibrated at every point on {calibration.shape[0]} training "
+        _say(f"BatchNorm statistics recalibrated at every point on {calibration.shape[0]} training "
               f"inputs (seed {args.bn_seed})")
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
     if shard is not None:
