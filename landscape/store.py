@@ -53,6 +53,8 @@ SPLITS = ("train", "test")
 # Settings that do not change the values on the grid and are therefore not compared on reuse.
 # The forward (torch or an exact packed engine) and the free-text note do not either.
 VOLATILE_SETTINGS = frozenset({"checkpoint_path", "package_version", "created", "note", "forward"})
+# Settings added later, with the value that files written before them were computed with.
+LEGACY_DEFAULTS = {"bn": "interpolate", "bn_calibration": None}
 
 
 class SurfaceFileError(ValueError):
@@ -120,6 +122,9 @@ def _decode_json(value: Any) -> Any:
 def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ between two settings dicts, ignoring :data:`VOLATILE_SETTINGS`."""
     old_j, new_j = _jsonable(old), _jsonable(new)
+    for k, v in LEGACY_DEFAULTS.items():  # files written before a setting existed computed with its default
+        for side in (old_j, new_j):
+            side.setdefault(k, v)
     keys = (set(old_j) | set(new_j)) - VOLATILE_SETTINGS
     return {k: (old_j.get(k), new_j.get(k)) for k in sorted(keys) if old_j.get(k) != new_j.get(k)}
 

@@ -131,6 +131,10 @@ def test_version_1_files_read_and_resume_in_their_layout(tmp_path):
     with h5py.File(path) as f:
         assert f.attrs["format_version"] == 1 and f["train_loss"][0, 3] == 5.0
     assert read_surface(path).values["train_loss"][0, 3] == 5.0
+    # settings added since (BN mode) compare equal to the value older files were computed with
+    old = {"seed": 1, "bn_recalibrate": False}
+    assert store.settings_difference(old, {**old, "bn": "interpolate", "bn_calibration": None}) == {}
+    assert set(store.settings_difference(old, {**old, "bn": "recalibrate"})) == {"bn"}
 
 
 def test_nonfinite_points_counted(tmp_path):
