@@ -109,19 +109,27 @@ def _check_dims(directions: Directions, yc: np.ndarray | None) -> None:
         raise ValueError(f"y coordinates given but the {directions.kind!r} directions have no y direction")
 
 
-def fit_trajectory_grid(trajectory: np.ndarray, num: int = 21, margin: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def fit_trajectory_grid(
+    trajectory: np.ndarray, num: int = 21, margin: float = 0.2, square: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """x and y coordinates covering a projected trajectory (and the origin) with a margin.
 
     Each axis spans ``[min, max]`` of the trajectory's coordinates and 0, widened by ``margin``
-    times that span on both sides (Li et al.'s PCA plots frame the whole path the same way).
+    times that span on both sides (Li et al.'s PCA plots frame the whole path the same way). With
+    ``square`` the shorter axis is widened about its centre to the longer one's span, so that a
+    nearly straight trajectory (PC1 explaining ~99%) still shows the loss across it at the same
+    scale and equal-aspect figures are not a thin strip.
     """
     t = np.asarray(trajectory, dtype=np.float64).reshape(-1, 2)
-    axes = []
+    bounds = []
     for k in range(2):
         lo, hi = min(0.0, float(t[:, k].min())), max(0.0, float(t[:, k].max()))
         pad = margin * (hi - lo) if hi > lo else 1.0
-        axes.append(np.linspace(lo - pad, hi + pad, int(num)))
-    return axes[0], axes[1]
+        bounds.append((lo - pad, hi + pad))
+    if square:
+        span = max(hi - lo for lo, hi in bounds)
+        bounds = [((lo + hi - span) / 2, (lo + hi + span) / 2) for lo, hi in bounds]
+    return tuple(np.linspace(lo, hi, int(num)) for lo, hi in bounds)  # type: ignore[return-value]
 
 
 def resolve_grid(

@@ -110,6 +110,9 @@ def test_pca_grid_fits_the_trajectory(cnn, data, tmp_path):
     for k, c in enumerate((xc, yc)):
         span = max(t[:, k].max(), 0) - min(t[:, k].min(), 0)
         assert c[0] < min(t[:, k].min(), 0) - 0.19 * span and c[-1] > max(t[:, k].max(), 0) + 0.19 * span
+    assert np.isclose(np.ptp(xc), np.ptp(yc))  # square: the loss across the path at the same scale
+    flat_x, flat_y = fit_trajectory_grid(t, 7, square=False)
+    assert np.ptp(flat_y) < np.ptp(yc) and np.isclose(flat_x[0], xc[0]) and np.isclose(flat_x[-1], xc[-1])
     path = compute_surface(tmp_path / "p.h5", cnn, d, {"train": data["train"]}, "auto:4", "auto:3", progress=False)
     s = read_surface(path)
     assert s.shape == (4, 3)
