@@ -60,6 +60,7 @@ class DataConfig:
     split_seed: int = 0  # digits train/test split, synthetic data
     eval_crop: float = 0.875  # from 64 px, evaluation resizes to input_size / eval_crop, then center-crops
     eval_interpolation: str = "bilinear"  # bilinear|bicubic (the authors' evaluation: 0.95, bicubic)
+    verify_md5: bool = False  # CIFAR: check every file against the official md5 sums
 
 
 @dataclass
