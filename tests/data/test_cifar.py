@@ -132,7 +132,8 @@ def test_crafted_pickle_is_refused_and_never_runs(make_cifar, tmp_path, where):
     base = root / "cifar-10-batches-py"
     payload = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": _Payload(marker)}
     (base / where).write_bytes(pickle.dumps(payload, protocol=2))
-    with pytest.raises(DatasetLayoutError, match=f"{where} was refused by the safe CIFAR reader.*global io.open is not allowed"):
+    refused = f"{where} was refused by the safe CIFAR reader.*global io.open is not allowed"
+    with pytest.raises(DatasetLayoutError, match=refused):
         get_dataset("cifar10", "train", root=root)
     assert not marker.exists()
     with open(base / where, "rb") as f:  # the control: a plain unpickler does run it
