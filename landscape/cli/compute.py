@@ -34,6 +34,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     """The model (from ``--checkpoint`` or a fresh seeded ``--model``) and its metadata."""
     import bnext.models
+    import bnext.quant.apply  # noqa: F401  (registers the rebuild of post-training-quantized checkpoints)
 
     if args.checkpoint:
         model = bnext.models.load(args.checkpoint)
