@@ -34,6 +34,9 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(\.[A-Za-z0-9_]+)?\.tmp$")
 class FileWriteError(OSError):
     """A file could not be written (disk full, read-only folder, ...); the message is one line."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 class FolderLockedError(RuntimeError):
     """Another process holds the folder's lock (the message names its PID)."""

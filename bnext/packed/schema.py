@@ -113,6 +113,14 @@ def parse_header(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return header
 
 
+def _record(path: Path, record: Any, field: str) -> str:
+    """Check that a list entry is a dict with a ``name``; returns ``field`` for the messages."""
+    if not isinstance(record, dict):
+        raise _fail(path, f"header field {field!r}", f"is {record!r}; expected a dict")
+    _need(path, record, "name", f"{field}.name", str, "a module name")
+    return field
+
+
 def check_header(path: Path, header: dict[str, Any]) -> None:
     """Types and ranges of ``spec``, ``quant_spec``, ``layers`` and ``quantized``."""
     spec = _need(path, header, "spec", "spec", dict, "a dict with name/num_classes/input_size/options")
@@ -124,20 +132,14 @@ def check_header(path: Path, header: dict[str, Any]) -> None:
         raise _fail(path, "header field 'quant_spec'", f"is {header['quant_spec']!r}; expected a string or null")
     layers = _need(path, header, "layers", "layers", list, "a list of binary-layer records")
     for i, layer in enumerate(layers):
-        f = f"layers[{i}]"
-        if not isinstance(layer, dict):
-            raise _fail(path, f"header field {f!r}", f"is {layer!r}; expected a dict")
-        _need(path, layer, "name", f"{f}.name", str, "a module name")
+        f = _record(path, layer, f"layers[{i}]")
         for key in ("in_channels", "out_channels", "kernel_size", "stride"):
             _need_int(path, layer, key, f"{f}.{key}", 1)
         _need_int(path, layer, "padding", f"{f}.padding", 0)
         _need(path, layer, "scale", f"{f}.scale", str, "'none' or a scale kind")
     quantized = _need(path, header, "quantized", "quantized", list, "a list of quantized-layer records")
     for i, q in enumerate(quantized):
-        f = f"quantized[{i}]"
-        if not isinstance(q, dict):
-            raise _fail(path, f"header field {f!r}", f"is {q!r}; expected a dict")
-        _need(path, q, "name", f"{f}.name", str, "a module name")
+        f = _record(path, q, f"quantized[{i}]")
         _need_int(path, q, "bits", f"{f}.bits", 1, MAX_BITS)
         shape = _need(path, q, "shape", f"{f}.shape", list, "the weight shape (a list of positive integers)")
         if not shape or not all(_is_int(n) and n >= 1 for n in shape):

@@ -97,3 +97,14 @@ def test_models_never_import_quant_and_quantized_checkpoints_say_how_to_load(tmp
     assert r.returncode == 0, r.stderr
     assert "post-training-quantized model (spec '8/8-4/8-4/8-8/8'); load it with bnext.quant.load" in r.stdout
     assert models.load(tmp_path / "q.pt").quant_spec == "8/8-4/8-4/8-8/8"  # bnext.quant imported: rebuilt
+
+
+@pytest.mark.parametrize("content", [b"", "unsafe"])
+def test_teacher_weights_that_fail_the_safe_load(tmp_path, content):
+    from bnext.kd.teachers import load_state_dict_file
+
+    path = tmp_path / "teacher.pth"
+    path.write_bytes(pickle.dumps(_Payload()) if content == "unsafe" else content)
+    with pytest.raises(ValueError, match="teacher weights .*teacher.pth could not be read") as e:
+        load_state_dict_file(path)  # was IndexError for the empty file
+    assert "weights_only=False" not in str(e.value) and "weights_only` set to `False" not in str(e.value)

@@ -101,6 +101,7 @@ def test_disk_full_names_the_file_and_keeps_the_previous_one(tmp_path, capsys, m
     rc, err = _cli(capsys, out, "--resume", **{"train.epochs": 2})
     line = _one_line(err)
     assert rc == 2 and ".pt: no space left on device" in line and "previous file" in line
+    assert line.startswith(f"error: cannot write {out / 'checkpoints'}/")
     assert last.read_bytes() == before  # the epoch-1 checkpoint survives
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
 
