@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             model = models.create(spec, num_classes=args.num_classes, input_size=args.input_size, **opts)
         else:
             try:
+                from .quant import apply as _quant_apply  # noqa: F401  (registers the quantized rebuild)
+
                 model = models.load(spec)
             except models.CheckpointError as e:
                 print(f"error: {spec!r} is neither a registered model ({', '.join(names)}) "

@@ -55,12 +55,13 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m landscape`` and the ``landscape`` script."""
+    from .lock import SurfaceLockedError
     from .store import SettingsMismatchError, SurfaceFileError
 
     args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
-    except (SettingsMismatchError, SurfaceFileError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (SettingsMismatchError, SurfaceFileError, SurfaceLockedError, ValueError, KeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

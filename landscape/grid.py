@@ -11,6 +11,7 @@ holds a complete lower-resolution grid, and :func:`complete_level` finds the fin
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,7 +48,46 @@ def parse_grid(spec: str | Sequence[float], name: str = "x") -> np.ndarray:
         raise ValueError(f"{usage}: min ({lo}) is larger than max ({hi})")
     if num == 1 and hi != lo:
         raise ValueError(f"{usage}: a single point needs min == max")
+    if num > 1 and hi == lo:
+        raise ValueError(f"{usage}: min == max ({lo}) would evaluate the same point {num} times; "
+                         "use num 1 or a range")
     return np.linspace(lo, hi, num)
+
+
+class GridTooLargeError(ValueError):
+    """A grid whose arrays would not fit in the memory available."""
+
+
+#: bytes held in memory per grid point while computing: four float64 values and the done flag as
+#: arrays, plus the Python list of pending indices (a tuple of ints, ~120 bytes)
+BYTES_PER_POINT = 160
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (``MemAvailable`` on Linux, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_grid_memory(shape: Sequence[int], available: int | None = None) -> int:
+    """Refuse (:class:`GridTooLargeError`, one line with the numbers) a grid whose arrays would not fit in memory.
+
+    Returns the estimate in bytes (:data:`BYTES_PER_POINT` per point).
+    """
+    points = math.prod(int(n) for n in shape)
+    need = points * BYTES_PER_POINT
+    have = available_memory() if available is None else available
+    if need > have:
+        dims = " x ".join(str(int(n)) for n in shape)
+        raise GridTooLargeError(f"a {dims} grid ({points:,} points) needs about {need / 2**30:,.1f} GiB of memory for "
+                          f"its arrays; {have / 2**30:,.1f} GiB are available: use fewer points")
+    return need
 
 def grid_points(xcoordinates: np.ndarray, ycoordinates: np.ndarray | None) -> list[tuple[int, ...]]:
     """All grid indices in row-major order (``(i,)`` or ``(i, j)``)."""

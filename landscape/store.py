@@ -46,6 +46,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .grid import check_grid_memory
+from .lock import SurfaceLock, remove_stale_temporaries
+
 FORMAT = "landscape-surface"
 FORMAT_VERSION = 2
 VALUE_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -185,6 +188,9 @@ def _open(path: Path, mode: str = "r") -> h5py.File:
     try:
         return h5py.File(path, mode)
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError/KeyError/RuntimeError variants
+        if "unable to lock file" in str(exc) or getattr(exc, "errno", None) in (11, 35):  # HDF5's own flock
+            raise _fail(path, "is in use by another process (HDF5 refused its file lock); wait for that "
+                        "process to finish, then retry") from None
         raise _fail(
             path,
             f"is a damaged or truncated HDF5 file and cannot be opened ({exc.__class__.__name__}: "
@@ -345,13 +351,30 @@ class SurfaceWriter:
             raise ValueError(f"mode must be 'resume', 'overwrite' or 'new', got {mode!r}")
         path = Path(path)
         settings = _jsonable(dict(settings))
+        if path.exists() and mode == "new":
+            stem, k = path.stem, 1
+            while (path.parent / f"{stem}-{k}{path.suffix}").exists():
+                k += 1
+            path = path.parent / f"{stem}-{k}{path.suffix}"
+        check_grid_memory((len(xcoordinates),) if ycoordinates is None else (len(xcoordinates), len(ycoordinates)))
+        lock = SurfaceLock(path).acquire()  # one writer per surface file until close()
+        try:
+            remove_stale_temporaries(path.parent, path.name)
+            writer = cls._open_locked(path, settings, xcoordinates, ycoordinates, directions, direction_info,
+                                      trajectory, mode)
+        except BaseException:
+            lock.release()
+            raise
+        writer._lock = lock
+        return writer
+
+    @classmethod
+    def _open_locked(cls, path: Path, settings: dict[str, Any], xcoordinates: np.ndarray,
+                     ycoordinates: np.ndarray | None, directions: Mapping[str, Mapping[str, np.ndarray]],
+                     direction_info: Mapping[str, Any] | None, trajectory: np.ndarray | None,
+                     mode: str) -> SurfaceWriter:
         if path.exists():
-            if mode == "new":
-                stem, k = path.stem, 1
-                while (path.parent / f"{stem}-{k}{path.suffix}").exists():
-                    k += 1
-                path = path.parent / f"{stem}-{k}{path.suffix}"
-            elif mode == "resume":
+            if mode == "resume":
                 existing = read_surface(path)
                 diff = settings_difference(existing.settings, settings)
                 if diff:
@@ -469,6 +492,9 @@ class SurfaceWriter:
     def close(self) -> None:
         if self._f.id.valid:
             self._f.close()
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     def __enter__(self) -> SurfaceWriter:
         return self

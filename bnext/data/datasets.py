@@ -21,7 +21,7 @@ __all__ = ["get_dataset", "load_tensors"]
 
 def get_dataset(name: str, split: str, *, root: str | Path | None = None, input_size: int | None = None,
                 augment: str | AugmentSpec = "none", seed: int = 0, eval_crop: float = EVAL_CROP_RATIO,
-                interpolation: str = "bilinear") -> Dataset:
+                interpolation: str = "bilinear", verify_md5: bool = False) -> Dataset:
     """A dataset of ``(image [3, H, W] float32 normalized, int label)`` pairs.
 
     name: ``digits`` (embedded, no ``root``), ``cifar10`` / ``cifar100`` (torchvision format under
@@ -32,7 +32,8 @@ def get_dataset(name: str, split: str, *, root: str | Path | None = None, input_
     its batch part (mixup/cutmix) and ``repeated`` belong to the loader, see :func:`make_loaders`.
     seed: the digits train/test split, or the synthetic data. eval_crop, interpolation: the test
     split's resize (see :func:`build_transform`). Every dataset has ``.classes``.
-    Missing or malformed folders raise :class:`DatasetLayoutError`.
+    Missing or malformed folders raise :class:`DatasetLayoutError`; ``verify_md5`` checks the CIFAR
+    files against the official md5 sums.
     """
     info = dataset_info(name)
     split = check_split(split)
@@ -48,12 +49,12 @@ def get_dataset(name: str, split: str, *, root: str | Path | None = None, input_
         return SyntheticDataset(split, input_size=size, num_classes=info.num_classes, seed=seed,
                                 transform=transform)
     if name in ("cifar10", "cifar100"):
-        return load_cifar(name, root, train=train, transform=transform)
+        return load_cifar(name, root, train=train, transform=transform, verify_md5=verify_md5)
     return load_imagefolder(root, split, transform=transform)
 
 
 def load_tensors(name: str = "digits", split: str = "train", *, input_size: int = 32,
-                 root: str | Path | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
+                 root: str | Path | None = None, seed: int = 0, verify_md5: bool = False) -> tuple[Tensor, Tensor]:
     """A whole split as normalized float32 images [N, 3, H, W] and long labels [N] (no augmentation).
 
     For the landscape engine and fast CPU training. Supports ``digits`` (default; the 1,437/360
@@ -70,7 +71,7 @@ def load_tensors(name: str = "digits", split: str = "train", *, input_size: int 
         return images, torch.tensor(ds.targets, dtype=torch.long)
     if name in ("cifar10", "cifar100"):
         info = dataset_info(name)
-        ds = load_cifar(name, root, train=check_split(split) == "train")
+        ds = load_cifar(name, root, train=check_split(split) == "train", verify_md5=verify_md5)
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0)
         if input_size != images.shape[-1]:
             images = F.interpolate(images, size=(input_size, input_size), mode="bilinear", antialias=True,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..models import CheckpointError, load, read_checkpoint
+from ..models.checkpoint import describe_load_error
 from .complexity import TABLE8_ACCURACY, knowledge_complexity
 
 __all__ = ["Teacher", "build_teacher", "classification_builders", "load_state_dict_file"]
@@ -39,9 +40,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"teacher weights {path} not found; expected a local state-dict file (.pth/.pt)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"teacher weights {path} could not be read with weights_only=True "
-                         f"({type(e).__name__}: {str(e).splitlines()[0]}); expected a saved state dict") from None
+    except Exception as e:  # noqa: BLE001 - empty, truncated, foreign or unsafe pickle
+        raise ValueError(f"teacher weights {path} could not be read ({describe_load_error(e)}); expected a saved "
+                         "state dict") from None
     if isinstance(obj, dict) and obj.get("format") == "bnext-checkpoint":
         raise ValueError(f"{path} is a workbench checkpoint: give it with arch: null (loaded by bnext.models.load)")
     for key in ("state_dict", "model", "model_state", "module"):

@@ -7,12 +7,20 @@ Layout (a plain dict saved by ``torch.save``)::
      "state_dict": {...}, "extra": {...}}
 
 Writes are atomic (temp file in the same folder, then ``os.replace``), so a kill during a
-save never leaves a truncated checkpoint behind.
+save never leaves a truncated checkpoint behind. Reads use ``torch.load(weights_only=True)``; every
+failure (empty, truncated, foreign or unsafe file, options that disagree with the tensors) is a
+one-line :class:`CheckpointError` that never suggests ``weights_only=False``.
+
+Post-training-quantized checkpoints are rebuilt by hooks that higher layers register
+(:func:`register_rebuild_hook`; ``bnext.quant.apply`` registers one on import), so this module never
+imports them.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,36 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A file is not a readable workbench checkpoint (or not of the expected model)."""
+
+
+#: ``hook(model, ckpt) -> model | None``: rebuild what ``create`` alone cannot (None: not mine)
+RebuildHook = Callable[[nn.Module, dict[str, Any]], "nn.Module | None"]
+_REBUILD_HOOKS: list[RebuildHook] = []
+
+
+def register_rebuild_hook(hook: RebuildHook) -> None:
+    """Let :func:`load` call ``hook(model, ckpt)`` on checkpoints that carry a quantization spec."""
+    if hook not in _REBUILD_HOOKS:
+        _REBUILD_HOOKS.append(hook)
+
+
+_TORCH_ADVICE = ("weights_only", "Weights only load failed", "Check the documentation of torch.load",
+                 "Please file an issue", "add_safe_globals", "safe_globals")
+
+
+def describe_load_error(err: BaseException) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``: the cause, without torch's advice
+    to retry with ``weights_only=False`` (which would run code from the file)."""
+    text = str(err).replace("WeightsUnpickler error:", "\n")
+    lines = [ln.strip() for ln in text.splitlines()]
+    useful = [ln for ln in lines if ln and not any(a in ln for a in _TORCH_ADVICE)]
+    detail = useful[0] if useful else ""
+    detail = detail.split(" Please use `torch.serialization")[0].split(" This is an internal miniz error")[0]
+    if isinstance(err, EOFError) and not detail:
+        detail = "the file is empty or ends early"
+    unsafe = "Weights only load failed" in str(err)
+    kind = "refused by the safe loader (torch.load weights_only=True)" if unsafe else type(err).__name__
+    return f"{kind}: {detail or 'no detail'}"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -65,10 +103,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated, foreign or unsafe pickle
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:  # unreadable: permissions, I/O error
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - empty, truncated, foreign or unsafe pickle
         raise CheckpointError(
-            f"{path} is not a readable workbench checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"{path} is not a readable workbench checkpoint ({describe_load_error(e)}); "
             f"expected a file written by bnext.models.save"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -77,9 +119,42 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} is not a workbench checkpoint (found {found}); expected a dict with format={FORMAT!r} "
             f"written by bnext.models.save"
         )
-    if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {ckpt['version']}; this workbench reads <= {VERSION}")
+    if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')!r}; this workbench reads "
+                              f"1..{VERSION}")
+    for key, kind in (("model", str), ("num_classes", int), ("input_size", int), ("options", dict),
+                      ("state_dict", dict), ("extra", dict)):
+        if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
+            raise CheckpointError(f"{path}: field {key!r} is {ckpt.get(key)!r:.60}; expected a {kind.__name__} "
+                                  "(a file written by bnext.models.save)")
     return ckpt
+
+
+def _build(path: Path, ckpt: dict[str, Any]) -> nn.Module:
+    """``create`` from the checkpoint's fields, first on the ``meta`` device: every tensor must match the
+    stored one's shape before real memory is allocated (a tampered ``num_classes`` is refused)."""
+    def make() -> nn.Module:
+        return create(ckpt["model"], num_classes=ckpt["num_classes"], input_size=ckpt["input_size"],
+                      **ckpt["options"])
+
+    try:
+        with torch.device("meta"):
+            meta = make()
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild model {ckpt['model']!r} with options {ckpt['options']}: "
+                              f"{e}") from None
+    state = ckpt["state_dict"]
+    for key, t in meta.state_dict().items():
+        stored = state.get(key)
+        if stored is None:
+            raise CheckpointError(f"{path}: options disagree with the tensors: model {ckpt['model']!r} with "
+                                  f"options {ckpt['options']} has {key}, the file does not")
+        if not isinstance(stored, torch.Tensor) or tuple(stored.shape) != tuple(t.shape):
+            found = tuple(stored.shape) if isinstance(stored, torch.Tensor) else type(stored).__name__
+            raise CheckpointError(f"{path}: options disagree with the tensors: {key} is {found} in the file, "
+                                  f"{tuple(t.shape)} for model {ckpt['model']!r} with num_classes "
+                                  f"{ckpt['num_classes']} and options {ckpt['options']}")
+    return make()
 
 
 def load(
@@ -93,13 +168,22 @@ def load(
     ckpt = read_checkpoint(path, map_location)
     if expected_model is not None and ckpt["model"] != expected_model:
         raise CheckpointError(f"{path} holds model {ckpt['model']!r}, expected {expected_model!r}")
-    model = create(ckpt["model"], num_classes=ckpt["num_classes"], input_size=ckpt["input_size"], **ckpt["options"])
+    path = Path(path)
+    model = _build(path, ckpt)
     spec = quant_spec_of(ckpt)
-    if spec is not None:  # post-training-quantized model: rebuild its quantized layers first
-        from ..quant import quantize
-
-        model = quantize(model, spec, inplace=True)
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if spec is not None:  # post-training-quantized model: a registered hook rebuilds its quantized layers
+        for hook in _REBUILD_HOOKS:
+            rebuilt = hook(model, ckpt)
+            if rebuilt is not None:
+                model = rebuilt
+                break
+        else:
+            raise CheckpointError(f"{path} holds a post-training-quantized model (spec {spec!r}); load it with "
+                                  "bnext.quant.load (importing bnext.quant.apply registers the rebuild)")
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as e:  # shape mismatches the meta check cannot see (quantizer buffers)
+        raise CheckpointError(f"{path}: options disagree with the tensors ({describe_load_error(e)})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: state dict does not match model {ckpt['model']!r} with options {ckpt['options']}"

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from .bnext import FAMILY
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, describe_load_error
 from .common import scaled
 from .registry import create
 
@@ -141,7 +141,7 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or a pickle needing code
         raise OfficialCheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {_first_sentence(e)}); "
+            f"{path} is not a readable checkpoint ({describe_load_error(e)}); "
             f"expected the authors' torch.save'd dict with a 'state_dict' (e.g. BNext-T's .pth.tar)"
         ) from None
     if isinstance(obj, dict) and obj.get("format") == "bnext-checkpoint":
@@ -155,11 +155,6 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
         f"{path} holds no model state dict (found {found}); expected the authors' checkpoint: a dict "
         f"with 'state_dict' (and 'epoch', 'optimizer', ...)"
     )
-
-
-def _first_sentence(e: Exception) -> str:
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text.split(". ")[0].rstrip(".")
 
 
 # -- recognizing the model ---------------------------------------------------------------------------

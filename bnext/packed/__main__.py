@@ -34,6 +34,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from .. import models
     from ..nn import binary_layers, set_tau
     from ..nn.binary_conv import SIGN_THRESHOLD
+    from ..quant import apply as _quant_apply  # noqa: F401  (registers the rebuild of quantized checkpoints)
     from . import PackingError, pack, save
 
     _threads(args.threads)

@@ -33,6 +33,7 @@ give the same codes), and installs the 1-bit layers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -48,14 +49,17 @@ from ..nn import BinaryConv2d
 from .bits import pack_flat_bits, pack_uint, unpack_flat_bits, unpack_uint
 from .layers import PackedBinaryConv2d, PackingError
 from .model import DEFAULT_THREADS, PackedModel, _set_submodule, replace_real_modules
-
-FORMAT = "bnext-packed"
-VERSION = 1
-HEADER = "__header__"
-
-
-class PackedFormatError(ValueError):
-    """A file is not a readable packed model (foreign, corrupted, or of a newer version)."""
+from .schema import (
+    FORMAT,
+    HEADER,
+    VERSION,
+    PackedFormatError,
+    check_arrays,
+    check_model_tensors,
+    expected,
+    parse_header,
+    read_npz,
+)
 
 
 # -- quantized-layer hook (bnext.quant) -------------------------------------------------
@@ -170,58 +174,46 @@ def save(packed: PackedModel, path: str | os.PathLike) -> Path:
 
 
 # -- reader ---------------------------------------------------------------------------
-def _expected() -> str:
-    return f"a {FORMAT!r} file (npz with a JSON {HEADER!r}) written by bnext.packed.save"
-
-
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and validate a ``.bnx`` file: ``(header, arrays)``; raises :class:`PackedFormatError`."""
+    """Read and validate a ``.bnx`` file: ``(header, arrays)``; raises :class:`PackedFormatError`.
+
+    The container, every header field and every array against the header are checked
+    (:mod:`bnext.packed.schema`) before anything is returned.
+    """
     path = Path(path)
     if not path.is_file():
-        raise PackedFormatError(f"{path} does not exist; expected {_expected()}")
+        raise PackedFormatError(f"{path} does not exist; expected {expected()}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = read_npz(path)
+    except PackedFormatError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise PackedFormatError(f"{path} is not a readable packed model ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}); expected {_expected()}") from None
-    if not isinstance(arrays, dict) or HEADER not in arrays:
-        raise PackedFormatError(f"{path} has no {HEADER!r} entry; expected {_expected()}")
-    try:
-        header = json.loads(arrays.pop(HEADER).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackedFormatError(f"{path}: header is not valid JSON ({e}); expected {_expected()}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise PackedFormatError(f"{path}: format is {found!r}; expected {_expected()}")
-    version = header.get("version")
-    if not isinstance(version, int) or version > VERSION or version < 1:
-        raise PackedFormatError(f"{path}: format version {version!r}; this workbench reads versions 1..{VERSION}")
-    for key in ("spec", "layers", "quantized"):
-        if key not in header:
-            raise PackedFormatError(f"{path}: header lacks {key!r}; expected {_expected()}")
-    spec = header["spec"]
-    if not isinstance(spec, dict) or not {"name", "num_classes", "input_size", "options"} <= set(spec):
-        raise PackedFormatError(f"{path}: header spec {spec!r} lacks name/num_classes/input_size/options")
-    for layer in header["layers"]:
-        for key in ("binary", "alpha") if layer.get("scale", "none") != "none" else ("binary",):
-            if f"{key}/{layer.get('name')}" not in arrays:
-                raise PackedFormatError(f"{path}: missing array {key}/{layer.get('name')} listed in the header")
+        detail = str(e).splitlines()[0] if str(e) else "no detail"
+        raise PackedFormatError(f"{path} is not a readable packed model ({type(e).__name__}: {detail}); "
+                                f"expected {expected()}") from None
+    header = parse_header(path, arrays)
+    check_arrays(path, header, arrays)
     return header, arrays
+
+
+def _create(path: Path, spec: dict[str, Any], device: str | None = None) -> nn.Module:
+    from .. import models
+
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return models.create(spec["name"], num_classes=spec["num_classes"], input_size=spec["input_size"],
+                                 **spec["options"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise PackedFormatError(f"{path}: header field 'spec' cannot rebuild a model ({spec}): {e}") from None
 
 
 def load(path: str | os.PathLike, *, threads: int = DEFAULT_THREADS) -> PackedModel:
     """Rebuild the packed model stored in ``path`` (see module docstring)."""
-    from .. import models
-
     path = Path(path)
     header, arrays = read(path)
     spec = header["spec"]
-    try:
-        model = models.create(spec["name"], num_classes=spec["num_classes"], input_size=spec["input_size"],
-                              **spec["options"])
-    except (ValueError, TypeError) as e:
-        raise PackedFormatError(f"{path}: cannot rebuild model from spec {spec}: {e}") from None
+    check_model_tensors(path, header, arrays, _create(path, spec, "meta"))  # no allocation before this passes
+    model = _create(path, spec)
     if header.get("quant_spec"):
         model = _requantize(model, header["quant_spec"])
     model.eval()
@@ -299,8 +291,13 @@ def _load_quantized(path: Path, model: nn.Module, name: str, meta: dict, arrays:
     shape = tuple(meta["shape"])
     if tuple(weight.shape) != shape:
         raise PackedFormatError(f"{path}: quantized weight {name!r} has shape {shape}, expected {tuple(weight.shape)}")
+    bits = int(meta["bits"])
+    module_bits = getattr(module, "weight_bits", bits)
+    if bits != module_bits:
+        raise PackedFormatError(f"{path}: header field 'quantized' gives {name!r} {bits} bits; the quant_spec "
+                                f"{getattr(model, 'quant_spec', None)!r} quantizes it at {module_bits}")
     count = int(np.prod(shape))
-    q = unpack_uint(arrays[f"quant/{name}.q"], int(meta["bits"]), count).reshape(shape)
+    q = unpack_uint(arrays[f"quant/{name}.q"], bits, count).reshape(shape)
     scale = torch.from_numpy(arrays[f"quant/{name}.scale"].astype(np.float32))
     offset = torch.from_numpy(arrays[f"quant/{name}.offset"].astype(np.float32))
     view = (-1,) + (1,) * (len(shape) - 1)

@@ -14,7 +14,8 @@ from .._lazy import lazy_exports
 
 # imported on first use (``python -m bnext.quant --help`` stays free of torch)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".apply": ["calibrate", "find_groups", "group_counts", "load", "quantize", "quantized_layers", "save"],
+    ".apply": ["calibrate", "find_groups", "group_counts", "load", "quantize", "quantized_layers",
+               "rebuild_from_checkpoint", "save"],
     ".layers": ["QUANT_LAYERS", "QuantConv2d", "QuantLinear"],
     ".quantizers": ["ActQuantizer", "WeightQuantizer", "abs_mean_norm", "dequantize", "eq5_codes", "eq6_codes",
                     "fake_quantize", "fake_quantize_weight"],

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.checkpoint import quant_spec_of, register_rebuild_hook
 from ..nn import SqueezeExpand
 from .layers import QUANT_LAYERS, QuantConv2d, QuantLinear
 from .quantizers import ActQuantizer
@@ -158,6 +159,15 @@ def save(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
     if spec is None:
         raise ValueError("model has no quant_spec; quantize it with bnext.quant.quantize first")
     return save_model(model, path, quant_spec=spec, **extra)
+
+
+def rebuild_from_checkpoint(model: nn.Module, ckpt: dict[str, Any]) -> nn.Module | None:
+    """:func:`bnext.models.load`'s rebuild hook: quantize ``model`` as the checkpoint's spec says (or None)."""
+    spec = quant_spec_of(ckpt)
+    return None if spec is None else quantize(model, spec, inplace=True)
+
+
+register_rebuild_hook(rebuild_from_checkpoint)  # bnext.models.load rebuilds quantized checkpoints from now on
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:

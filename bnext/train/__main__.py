@@ -52,8 +52,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+        message = _user_error(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     print(json.dumps({k: result[k] for k in ("name", "final_top1", "best_top1", "seconds", "output_dir")}))
     return 0
+
+
+def _user_error(e: Exception) -> str | None:
+    """One line for the errors a user can fix (data, checkpoints, locks, disk), else None."""
+    from ..data import DatasetLayoutError
+    from ..io import FileWriteError, FolderLockedError, describe_write_error
+    from ..models import CheckpointError
+
+    if isinstance(e, DatasetLayoutError | CheckpointError | FolderLockedError | FileWriteError):
+        return str(e)
+    if isinstance(e, OSError):  # disk full, read-only folder, ... while writing config.yaml or metrics.jsonl
+        return describe_write_error(e.filename or "a run file", e)
+    return None
 
 
 if __name__ == "__main__":

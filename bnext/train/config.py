@@ -60,6 +60,7 @@ class DataConfig:
     split_seed: int = 0  # digits train/test split, synthetic data
     eval_crop: float = 0.875  # from 64 px, evaluation resizes to input_size / eval_crop, then center-crops
     eval_interpolation: str = "bilinear"  # bilinear|bicubic (the authors' evaluation: 0.95, bicubic)
+    verify_md5: bool = False  # CIFAR: check every file against the official md5 sums
 
 
 @dataclass
@@ -417,7 +418,7 @@ def validate(cfg: Config, *, allow_missing: bool = False) -> None:
         if value not in choices:
             raise ConfigError(f"config key {key!r} must be one of {list(choices)}, got {value!r}")
     checks = [
-        ("train.epochs", cfg.train.epochs >= 0, ">= 0"),
+        ("train.epochs", cfg.train.epochs >= 1, ">= 1 (a run of 0 epochs trains and writes nothing)"),
         ("data.batch_size", cfg.data.batch_size >= 1, ">= 1"),
         ("train.micro_batches", cfg.train.micro_batches >= 1, ">= 1"),
         ("train.eval_every", cfg.train.eval_every >= 1, ">= 1"),
@@ -432,7 +433,8 @@ def validate(cfg: Config, *, allow_missing: bool = False) -> None:
         ("optim.betas", len(cfg.optim.betas) == 2, "a list of two floats"),
         ("kd.temperature", cfg.kd.temperature > 0, "> 0"),
         ("trajectory.every", cfg.trajectory.every >= 0, ">= 0"),
-        ("quant.finetune_epochs", cfg.quant.finetune_epochs >= 0, ">= 0"),
+        ("quant.finetune_epochs", cfg.quant.finetune_epochs >= (0 if cfg.quant.spec is None else 1),
+         ">= 1 when quant.spec is set (a run of 0 epochs writes no checkpoint)"),
     ]
     for key, ok, expected in checks:
         if not ok:

@@ -199,8 +199,10 @@ def build_data(cfg: Any, *, world_size: int = 1, rank: int = 0, pin_memory: bool
     eval_bs = d.eval_batch_size or 2 * d.batch_size
     local_bs = d.batch_size // world_size
     if use_in_memory(d.name, d.augment, d.in_memory):
-        xtr, ytr = load_tensors(d.name, "train", input_size=size, root=d.root, seed=d.split_seed)
-        xte, yte = load_tensors(d.name, "test", input_size=size, root=d.root, seed=d.split_seed)
+        xtr, ytr = load_tensors(d.name, "train", input_size=size, root=d.root, seed=d.split_seed,
+                                verify_md5=d.verify_md5)
+        xte, yte = load_tensors(d.name, "test", input_size=size, root=d.root, seed=d.split_seed,
+                                verify_md5=d.verify_md5)
         pad_value = -torch.tensor(info.mean) / torch.tensor(info.std)
         train = TensorBatches(xtr, ytr, d.batch_size, seed=cfg.seed, augment="standard" if spec.image else "none",
                               pad_value=pad_value, drop_last=False, world_size=world_size, rank=rank)
@@ -208,9 +210,10 @@ def build_data(cfg: Any, *, world_size: int = 1, rank: int = 0, pin_memory: bool
         num_classes = info.num_classes
         in_memory = True
     else:
-        train_ds = get_dataset(d.name, "train", root=d.root, input_size=size, augment=d.augment, seed=d.split_seed)
+        train_ds = get_dataset(d.name, "train", root=d.root, input_size=size, augment=d.augment, seed=d.split_seed,
+                               verify_md5=d.verify_md5)
         test_ds = get_dataset(d.name, "test", root=d.root, input_size=size, augment="none", seed=d.split_seed,
-                              eval_crop=d.eval_crop, interpolation=d.eval_interpolation)
+                              eval_crop=d.eval_crop, interpolation=d.eval_interpolation, verify_md5=d.verify_md5)
         if spec.repeated:
             sampler: Any = RepeatedAugmentationSampler(train_ds, num_repeats=3, seed=cfg.seed,
                                                        num_replicas=world_size, rank=rank)

@@ -12,12 +12,16 @@ Exact resume on CPU: the data order and augmentation are functions of ``(seed, e
 progressive-binarization temperature a function of progress, and the torch / NumPy / Python RNG
 states are restored, so an interrupted run resumed from ``last.pt`` ends with the same weights,
 bit for bit, as an uninterrupted one (same seed and thread count).
+
+One writer per run folder: rank 0 holds ``<output_dir>/.lock`` (``bnext.io.lock_folder``) for the
+whole run, so a second training with the same ``output_dir`` stops at once naming the holder's PID;
+temporaries of killed writers (``.<name>.<pid>...tmp``) are removed when the next run starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import sys
 import time
@@ -29,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import create, read_checkpoint, save
+from ..io import atomic_open, lock_folder, remove_stale_temporaries
+from ..models import CheckpointError, create, read_checkpoint, save
 from ..nn import get_tau, set_tau
 from .config import Config, ConfigError, missing_keys
 from .data import build_data
@@ -91,7 +96,11 @@ def _load_init_checkpoint(model: nn.Module, path: str) -> None:
     if ckpt["model"] != model.spec["name"]:
         raise ConfigError(f"init_checkpoint {path} holds model {ckpt['model']!r}, the config builds "
                           f"{model.spec['name']!r}")
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ConfigError(f"init_checkpoint {path} does not fit {model.spec['name']} with options "
+                          f"{model.spec['options']}: {str(e).strip().splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise ConfigError(f"init_checkpoint {path} does not fit {model.spec['name']} with options "
                           f"{model.spec['options']}: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -178,7 +187,12 @@ def run(config: Config | dict[str, Any]) -> dict[str, Any]:
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     ctx = setup(cfg.device, cfg.distributed.backend)
     try:
-        return _run(cfg, ctx)
+        with lock_folder(cfg.run_dir) if ctx.is_main else contextlib.nullcontext():
+            if ctx.is_main:
+                for folder in (cfg.run_dir, cfg.run_dir / CHECKPOINT_DIR):
+                    for stale in remove_stale_temporaries(folder):
+                        print(f"[bnext.train] removed {stale} (left by a killed writer)", file=sys.stderr)
+            return _run(cfg, ctx)
     finally:
         cleanup(ctx)
         torch.set_num_threads(threads_before)
@@ -251,13 +265,19 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         if ckpt["model"] != spec["name"] or extra.get("total_epochs") != epochs:
             raise ConfigError(f"cannot resume from {last_path}: it holds {ckpt['model']} for "
                               f"{extra.get('total_epochs')} epochs, the config {spec['name']} for {epochs}")
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(extra["optimizer"])
-        scheduler.load_state_dict(extra["scheduler"])
-        start_epoch = int(extra["epoch"])
-        best_top1, best_epoch = float(extra["best_top1"]), int(extra["best_epoch"])
-        elapsed = float(extra.get("seconds", 0.0))
-        set_rng_state(extra["rng"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(extra["optimizer"])
+            scheduler.load_state_dict(extra["scheduler"])
+            start_epoch = int(extra["epoch"])
+            best_top1, best_epoch = float(extra["best_top1"]), int(extra["best_epoch"])
+            elapsed = float(extra.get("seconds", 0.0))
+            set_rng_state(extra["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            detail = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"cannot resume from {last_path}: it does not fit this config's model and "
+                                  f"optimizer ({type(e).__name__}: {detail}); use another output_dir or drop "
+                                  "--resume") from None
         resumed = True
     elif cfg.resume and ctx.is_main:
         print(f"[bnext.train] --resume: no {last_path}, starting from scratch", file=sys.stderr)
@@ -375,9 +395,8 @@ def _run(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         "output_dir": str(out),
     }
     if ctx.is_main and finished:
-        tmp = out / f".result.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
-        os.replace(tmp, out / "result.json")
+        with atomic_open(out / "result.json", "w") as f:
+            f.write(json.dumps(_jsonable(result), indent=2) + "\n")
     if ctx.is_main and metrics_path.exists():
         try:  # curves.png/.pdf; a figure must never fail a run
             from .curves import write_run_curves

@@ -39,6 +39,7 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
         meta = {"checkpoint_path": None, "checkpoint_sha256": None, "init_seed": args.init_seed, "model": spec}
         return model.eval(), meta
     import bnext.models
+    import bnext.quant.apply  # noqa: F401  (registers the rebuild of post-training-quantized checkpoints)
 
     if args.checkpoint:
         model = bnext.models.load(args.checkpoint)

@@ -92,10 +92,13 @@ def test_malformed_files(make_cifar):
     root, _ = make_cifar("cifar10")
     base = root / "cifar-10-batches-py"
     (base / "test_batch").write_bytes(b"not a pickle")
-    with pytest.raises(DatasetLayoutError, match="could not read"):
+    with pytest.raises(DatasetLayoutError, match="test_batch is not a readable CIFAR batch file"):
+        get_dataset("cifar10", "test", root=root)
+    (base / "test_batch").write_bytes(b"")
+    with pytest.raises(DatasetLayoutError, match="test_batch is not a readable CIFAR batch file"):
         get_dataset("cifar10", "test", root=root)
     dump_py2({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, base / "test_batch")
-    with pytest.raises(DatasetLayoutError, match="could not read"):
+    with pytest.raises(DatasetLayoutError, match=r"is uint8 \[2, 100\], expected uint8 \[N, 3072\]"):
         get_dataset("cifar10", "test", root=root)
     dump_py2({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, base / "test_batch")
     with pytest.raises(DatasetLayoutError, match="outside 0..9"):
@@ -110,3 +113,55 @@ def test_official_checksums_can_be_required(make_cifar):
     with pytest.raises(DatasetLayoutError, match="md5"):
         LocalCIFAR10(root, train=False, verify_md5=True)
     assert len(LocalCIFAR10(root, train=False)) == 6
+
+
+class _Payload:
+    """A pickle that runs ``open(marker, 'w')`` when unpickled by a plain ``pickle.load``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("where", ["data_batch_1", "batches.meta"])
+def test_crafted_pickle_is_refused_and_never_runs(make_cifar, tmp_path, where):
+    root, _ = make_cifar("cifar10")
+    marker = tmp_path / "pwned"
+    base = root / "cifar-10-batches-py"
+    payload = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": _Payload(marker)}
+    (base / where).write_bytes(pickle.dumps(payload, protocol=2))
+    refused = f"{where} was refused by the safe CIFAR reader.*global io.open is not allowed"
+    with pytest.raises(DatasetLayoutError, match=refused):
+        get_dataset("cifar10", "train", root=root)
+    assert not marker.exists()
+    with open(base / where, "rb") as f:  # the control: a plain unpickler does run it
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_safe_reader_admits_python3_pickles_of_the_same_content(make_cifar):
+    root, batches = make_cifar("cifar10")
+    base = root / "cifar-10-batches-py"
+    for protocol in (2, 5):  # protocol 2 pickles bytes via _codecs.encode, 5 arrays via _frombuffer
+        for i, b in enumerate(batches["train"], 1):
+            (base / f"data_batch_{i}").write_bytes(pickle.dumps(b, protocol=protocol))
+        ds = get_dataset("cifar10", "train", root=root)
+        assert ds.targets == [v for b in batches["train"] for v in b[b"labels"]]
+        np.testing.assert_array_equal(ds.data[0].transpose(2, 0, 1).reshape(-1), batches["train"][0][b"data"][0])
+
+
+def test_verify_md5_names_the_file_and_is_a_config_option(make_cifar, tmp_path):
+    from bnext.train.config import load_config
+    from bnext.train.data import build_data
+
+    root, _ = make_cifar("cifar10")
+    with pytest.raises(DatasetLayoutError, match=r"test_batch has md5 [0-9a-f]{32}, the official file has "
+                                                 "40351d587109b95175f43aff81a1287e"):
+        LocalCIFAR10(root, train=False, verify_md5=True)
+    cfg = load_config(None, ["data.name=cifar10", f"data.root={root}", "data.verify_md5=true",
+                             f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(DatasetLayoutError, match="data_batch_1 has md5"):
+        build_data(cfg)
+    assert build_data(load_config(None, ["data.name=cifar10", f"data.root={root}"])).num_classes == 10

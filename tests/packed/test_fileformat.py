@@ -105,7 +105,7 @@ def test_corrupted_and_foreign_files_give_clear_errors(tmp_path):
     layer = header["layers"][0]["name"]
     missing = _write_npz(tmp_path / "missing.bnx", **{HEADER: _header_blob(header)},
                          **{k: v for k, v in arrays.items() if k != f"binary/{layer}"})
-    with pytest.raises(PackedFormatError, match=f"missing array binary/{layer}"):
+    with pytest.raises(PackedFormatError, match=f"array binary/{layer} is missing"):
         load(missing)
     other_spec = {**header, "spec": {**header["spec"], "options": {**header["spec"]["options"], "width": 0.2}}}
     mismatch = _write_npz(tmp_path / "mismatch.bnx", **{HEADER: _header_blob(other_spec)}, **arrays)
@@ -114,7 +114,7 @@ def test_corrupted_and_foreign_files_give_clear_errors(tmp_path):
     short = dict(arrays)
     short[f"binary/{layer}"] = arrays[f"binary/{layer}"][:-1]
     bad_bits = _write_npz(tmp_path / "bits.bnx", **{HEADER: _header_blob(header)}, **short)
-    with pytest.raises(PackedFormatError, match=f"binary/{layer} has"):
+    with pytest.raises(PackedFormatError, match=f"array binary/{layer} is uint8"):
         load(bad_bits)
 
 
