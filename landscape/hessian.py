@@ -1,0 +1,500 @@
+"""Curvature of the loss of any ``nn.Module``: Hessian-vector products, top eigenvalues, trace, density.
+
+The BNext paper argues with pictures (Fig. 2) that its modules smooth the landscape; curvature gives
+numbers that stand without a picture. :class:`Hessian` is the Hessian of the mean loss over a fixed
+evaluation set (model in eval mode: BatchNorm uses its running statistics) with respect to a
+selection of the parameters, used as an operator:
+
+* :meth:`Hessian.hvp`: ``H v`` by double backward (``torch.autograd``: the gradient with
+  ``create_graph``, then the gradient of ``<grad, v>``), summed over batches of the data, so any
+  subset size fits in memory; deterministic for fixed data, vectors and seeds;
+* :meth:`Hessian.top_eigenvalues` / :meth:`Hessian.extreme_eigenvalues`: Lanczos with full
+  reorthogonalization, stopped when the wanted Ritz values' residuals ``beta_m |s_mi|`` are below
+  ``tol`` times the spectral scale (Golub & Van Loan, Sec. 10.1);
+* :meth:`Hessian.trace`: Hutchinson's estimator ``E[z^T H z]`` with Rademacher probes ``z``,
+  returned with its standard error and the number of probes (PyHessian, Yao et al. 2020);
+* :meth:`Hessian.density`: the eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al.
+  2019; PyHessian's ``density``): Ritz values of Lanczos runs from Rademacher vectors, weighted by the
+  squared first components of their eigenvectors, smoothed by Gaussians; :func:`plot_density`.
+
+Binary networks: the loss of a sign-binarized network is piecewise constant in its latent weights, so
+its true Hessian is zero almost everywhere. Differentiating the straight-through backward a second
+time gives the Hessian of the surrogate that training follows: each ``sign`` replaced by its
+straight-through linearization at the current point (value ``sign(x)``, slope the STE mask), which is
+a smooth function, so the result is symmetric. The surrogate is what these numbers describe for binary
+models; ``params=`` restricts the curvature to real-valued parameters (BN, PReLU, shifts, SE, stem,
+head), where it is well defined: pass a predicate ``(name, parameter) -> bool``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: ``"all"``, a predicate ``(name, parameter) -> bool`` or a list of parameter names
+ParamSelector = str | Callable[[str, nn.Parameter], bool] | Sequence[str]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def select_parameters(model: nn.Module, params: ParamSelector = "all") -> list[tuple[str, nn.Parameter]]:
+    """The ``(name, parameter)`` pairs the curvature is taken over, in ``named_parameters`` order."""
+    named = list(model.named_parameters())
+    if isinstance(params, str):
+        if params != "all":
+            raise ValueError(
+                f"params={params!r}: landscape knows only 'all'; pass a predicate (name, parameter) -> bool "
+                "or a list of names (the CLI's --params real builds one from bnext.nn.is_binary_weight)"
+            )
+        chosen = named
+    elif callable(params):
+        chosen = [(n, p) for n, p in named if params(n, p)]
+    else:
+        wanted = list(params)
+        known = dict(named)
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise KeyError(f"unknown parameter name(s) {unknown[:5]}; the model has e.g. {list(known)[:5]}")
+        chosen = [(n, known[n]) for n in wanted]
+    if not chosen:
+        raise ValueError("the parameter selection is empty: no parameter to take the curvature over")
+    return chosen
+
+
+def as_dataset(data: tuple[Tensor, Tensor] | Mapping[str, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """``(inputs, targets)`` from a pair or from an evaluation mapping (its ``train`` split, else its only one)."""
+    if isinstance(data, Mapping):
+        if "train" in data:
+            return data["train"]
+        if len(data) != 1:
+            raise ValueError(f"data has splits {sorted(data)}; pass one (inputs, targets) pair or a 'train' split")
+        return next(iter(data.values()))
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise ValueError("data must be an (inputs, targets) pair of tensors or a {split: (inputs, targets)} mapping")
+    return data[0], data[1]
+
+
+def mean_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """The default loss: mean cross-entropy (float32 at least), as the landscape surfaces use."""
+    if outputs.dtype not in (torch.float32, torch.float64):
+        outputs = outputs.float()
+    return F.cross_entropy(outputs, targets)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Eigenvalues:
+    """Eigenvalue estimates (Ritz values) with their residual norms ``||H u - theta u||``."""
+
+    values: list[float]
+    residuals: list[float]
+    iterations: int
+    converged: bool
+    hvps: int
+    seconds: float
+    vectors: Tensor | None = None  # (k, dim) Ritz vectors when asked for
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "vectors"}
+
+
+@dataclass
+class TraceEstimate:
+    """Hutchinson's trace estimate: mean of ``z^T H z`` over ``probes`` Rademacher vectors."""
+
+    estimate: float
+    stderr: float  # standard error of the mean (sample std / sqrt(probes))
+    probes: int
+    hvps: int
+    seconds: float
+    samples: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Density:
+    """Stochastic Lanczos quadrature: per run, Ritz ``nodes`` and ``weights`` (each run's weights sum to 1)."""
+
+    nodes: np.ndarray  # (runs, m)
+    weights: np.ndarray  # (runs, m)
+    dim: int
+    hvps: int
+    seconds: float
+
+    def curve(self, sigma: float | None = None, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """``(t, p(t))``: the density smoothed by Gaussians of width ``sigma`` (default 1% of the range).
+
+        Each Gaussian integrates to 1 and each run's weights sum to 1, so ``p`` integrates to 1 (the grid
+        reaches 6 ``sigma`` past the extreme nodes).
+        """
+        lo, hi = float(self.nodes.min()), float(self.nodes.max())
+        scale = max(hi - lo, abs(hi), abs(lo), 1e-12)
+        sigma = 0.01 * scale if sigma is None else float(sigma)
+        if sigma <= 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        t = np.linspace(lo - 6 * sigma, hi + 6 * sigma, int(points))
+        z = (t[None, None, :] - self.nodes[:, :, None]) / sigma
+        kernels = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
+        p = (self.weights[:, :, None] * kernels).sum(axis=1).mean(axis=0)
+        return t, p
+
+    def trace(self) -> float:
+        """The trace implied by the quadrature (``dim`` times the mean of the nodes)."""
+        return float(self.dim * (self.weights * self.nodes).sum(axis=1).mean())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nodes": self.nodes.tolist(), "weights": self.weights.tolist(), "dim": self.dim,
+                "hvps": self.hvps, "seconds": self.seconds}
+
+
+# ----------------------------------------------------------------------------- Lanczos
+def _ritz(alpha: list[float], beta: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the Lanczos tridiagonal (``beta`` off the diagonal)."""
+    from scipy.linalg import eigh_tridiagonal
+
+    d = np.asarray(alpha, dtype=np.float64)
+    if len(d) == 1:
+        return d.copy(), np.ones((1, 1))
+    return eigh_tridiagonal(d, np.asarray(beta[: len(d) - 1], dtype=np.float64))
+
+
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    v0: Tensor,
+    max_iter: int,
+    *,
+    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
+    keep_basis: bool = False,
+) -> tuple[np.ndarray, np.ndarray, float, Tensor | None]:
+    """Lanczos with full reorthogonalization (float64 basis) from ``v0``.
+
+    Returns the tridiagonal's eigenvalues (ascending), its eigenvectors, the last ``beta`` (the
+    residual scale: Ritz pair ``i`` has residual ``beta * |S[-1, i]|``) and the basis when asked.
+    ``stop(theta, S, beta)`` is called after every step and ends the iteration when it returns True.
+    """
+    dim = v0.numel()
+    m = max(1, min(int(max_iter), dim))
+    basis = torch.empty(m, dim, dtype=torch.float64)
+    v = v0.to(torch.float64).reshape(-1)
+    v = v / v.norm()
+    alpha: list[float] = []
+    beta: list[float] = []
+    theta = s = None
+    b = 0.0
+    for j in range(m):
+        basis[j] = v
+        w = matvec(v).to(torch.float64).reshape(-1)
+        a = float(w @ v)
+        alpha.append(a)
+        w = w - a * v
+        if j > 0:
+            w = w - beta[-1] * basis[j - 1]
+        for _ in range(2):  # full reorthogonalization, twice is enough (Parlett)
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        b = float(w.norm())
+        theta, s = _ritz(alpha, beta)
+        scale = max(abs(theta[0]), abs(theta[-1]), 1e-30)
+        if b <= 1e-12 * scale or j == m - 1:  # invariant subspace found, or budget spent
+            break
+        if stop is not None and stop(theta, s, b):
+            break
+        beta.append(b)
+        v = w / b
+    return theta, s, b, (basis[: len(alpha)] if keep_basis else None)
+
+
+# ----------------------------------------------------------------------------- the operator
+class Hessian:
+    """Hessian of the mean loss over ``data`` w.r.t. the selected parameters of ``model`` (eval mode).
+
+    Args:
+        model: any ``nn.Module``; it is put in eval mode while computing and restored after.
+        data: ``(inputs, targets)`` or ``{split: (inputs, targets)}`` (the ``train`` split is used).
+        loss_fn: ``loss_fn(outputs, targets)`` returning the batch mean (default cross-entropy).
+        params: ``"all"``, a predicate ``(name, parameter) -> bool`` or a list of names.
+        batch_size: samples per forward (the loss and every product are summed over batches).
+        device: where the data go (default: the model's device).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: tuple[Tensor, Tensor] | Mapping[str, tuple[Tensor, Tensor]],
+        *,
+        loss_fn: LossFn | None = None,
+        params: ParamSelector = "all",
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.loss_fn = loss_fn or mean_cross_entropy
+        self.selected = select_parameters(model, params)
+        self.names = [n for n, _ in self.selected]
+        self.params = [p for _, p in self.selected]
+        self.dim = sum(p.numel() for p in self.params)
+        first = next(iter(model.parameters()))
+        self.device = torch.device(device) if device is not None else first.device
+        self.dtype = self.params[0].dtype
+        inputs, targets = as_dataset(data)
+        if inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
+            raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) must be non-empty and match")
+        self.inputs = inputs.to(self.device)
+        self.targets = targets.to(self.device)
+        self.n = int(inputs.shape[0])
+        self.batch_size = int(batch_size)
+        self.hvp_count = 0
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _prepared(self) -> Iterator[None]:
+        """Eval mode, gradients only for the selected parameters; both restored afterwards."""
+        modes = {m: m.training for m in self.model.modules()}
+        flags = {p: p.requires_grad for p in self.model.parameters()}
+        chosen = {id(p) for p in self.params}
+        try:
+            self.model.eval()
+            for p in self.model.parameters():
+                p.requires_grad_(id(p) in chosen)
+            yield
+        finally:
+            for m, t in modes.items():
+                m.train(t)
+            for p, f in flags.items():
+                p.requires_grad_(f)
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor, float]]:
+        for s in range(0, self.n, self.batch_size):
+            xb, yb = self.inputs[s : s + self.batch_size], self.targets[s : s + self.batch_size]
+            yield xb, yb, xb.shape[0] / self.n
+
+    def _split(self, flat: Tensor) -> list[Tensor]:
+        flat = flat.to(device=self.device, dtype=self.dtype)
+        out, off = [], 0
+        for p in self.params:
+            out.append(flat[off : off + p.numel()].view_as(p))
+            off += p.numel()
+        return out
+
+    @staticmethod
+    def _flat(tensors: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+        return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1) for t, p in zip(tensors, like)])
+
+    # -- values -----------------------------------------------------------------------
+    def loss(self) -> float:
+        """The mean loss over the data (eval mode)."""
+        total = 0.0
+        with self._prepared(), torch.no_grad():
+            for xb, yb, w in self._batches():
+                total += float(self.loss_fn(self.model(xb), yb)) * w
+        return total
+
+    def gradient(self) -> Tensor:
+        """The gradient of the mean loss, flat (float64, CPU)."""
+        acc = torch.zeros(self.dim, dtype=torch.float64)
+        with self._prepared(), torch.enable_grad():
+            for xb, yb, w in self._batches():
+                loss = self.loss_fn(self.model(xb), yb) * w
+                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+                acc += self._flat(grads, self.params).detach().to("cpu", torch.float64)
+        return acc
+
+    def hvp(self, v: Tensor) -> Tensor:
+        """``H v`` for a flat vector ``v`` of length :attr:`dim` (returned flat, float64, on the CPU)."""
+        if v.numel() != self.dim:
+            raise ValueError(f"vector has {v.numel()} entries, the selected parameters have {self.dim}")
+        vs = self._split(v.reshape(-1))
+        acc = torch.zeros(self.dim, dtype=torch.float64)
+        with self._prepared(), torch.enable_grad():
+            for xb, yb, w in self._batches():
+                loss = self.loss_fn(self.model(xb), yb) * w
+                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+                pairs = [(g, u) for g, u in zip(grads, vs) if g is not None and g.requires_grad]
+                if not pairs:  # the loss is linear (or constant) in every selected parameter
+                    continue
+                dot = sum((g * u).sum() for g, u in pairs)
+                hv = torch.autograd.grad(dot, self.params, allow_unused=True)
+                acc += self._flat(hv, self.params).detach().to("cpu", torch.float64)
+        self.hvp_count += 1
+        return acc
+
+    def dense(self) -> Tensor:
+        """The full ``dim x dim`` matrix from ``dim`` products (small models and tests only)."""
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return torch.stack([self.hvp(eye[i]) for i in range(self.dim)])
+
+    # -- spectra ----------------------------------------------------------------------
+    def _start(self, seed: int) -> Tensor:
+        g = torch.Generator().manual_seed(int(seed))
+        return torch.randn(self.dim, generator=g, dtype=torch.float64)
+
+    def _rademacher(self, g: torch.Generator) -> Tensor:
+        return torch.randint(0, 2, (self.dim,), generator=g).to(torch.float64).mul_(2).sub_(1)
+
+    def top_eigenvalues(
+        self,
+        k: int = 1,
+        *,
+        tol: float = 1e-6,
+        max_iter: int | None = None,
+        seed: int = 0,
+        which: str = "largest",
+        return_vectors: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> Eigenvalues:
+        """The ``k`` largest (``which="largest"``, descending) or smallest (ascending) eigenvalues by Lanczos.
+
+        Stops when every wanted Ritz value's residual is below ``tol`` times the largest Ritz value in
+        magnitude, or after ``max_iter`` products (default ``min(dim, max(50, 10 k))``); ``converged``
+        says which. Residual ``r`` bounds the error ``|theta - lambda| <= r`` (and ``r^2 / gap``).
+        """
+        if which not in ("largest", "smallest"):
+            raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
+        if not 1 <= k <= self.dim:
+            raise ValueError(f"k must be between 1 and the number of parameters ({self.dim}), got {k}")
+        max_iter = min(self.dim, max(50, 10 * k)) if max_iter is None else min(int(max_iter), self.dim)
+        max_iter = max(max_iter, k)
+        t0, h0 = time.perf_counter(), self.hvp_count
+
+        def wanted(theta: np.ndarray) -> np.ndarray:
+            idx = np.arange(len(theta))
+            return idx[::-1][:k] if which == "largest" else idx[:k]
+
+        def stop(theta: np.ndarray, s: np.ndarray, b: float) -> bool:
+            if progress is not None:
+                progress(len(theta))
+            if len(theta) < k:
+                return False
+            idx = wanted(theta)
+            scale = max(abs(theta[0]), abs(theta[-1]), 1e-30)
+            return bool(np.all(b * np.abs(s[-1, idx]) <= tol * scale))
+
+        theta, s, b, basis = lanczos(self.hvp, self._start(seed), max_iter, stop=stop, keep_basis=return_vectors)
+        idx = wanted(theta)[: min(k, len(theta))]
+        residuals = b * np.abs(s[-1, idx])
+        scale = max(abs(theta[0]), abs(theta[-1]), 1e-30)
+        vectors = None
+        if return_vectors and basis is not None:
+            vectors = (torch.from_numpy(s[:, idx]).T @ basis).contiguous()
+        return Eigenvalues(
+            values=[float(v) for v in theta[idx]],
+            residuals=[float(r) for r in residuals],
+            iterations=len(theta),
+            converged=bool(np.all(residuals <= tol * scale)) or len(theta) == self.dim,
+            hvps=self.hvp_count - h0,
+            seconds=time.perf_counter() - t0,
+            vectors=vectors,
+        )
+
+    def extreme_eigenvalues(self, iterations: int = 20, *, seed: int = 0) -> tuple[float, float]:
+        """``(largest, smallest)`` Ritz values of one Lanczos run of ``iterations`` products (Li et al.'s map)."""
+        theta, _, _, _ = lanczos(self.hvp, self._start(seed), min(int(iterations), self.dim))
+        return float(theta[-1]), float(theta[0])
+
+    def trace(
+        self, probes: int = 100, *, seed: int = 0, progress: Callable[[int], None] | None = None
+    ) -> TraceEstimate:
+        """Hutchinson's estimate of ``tr H``: the mean of ``z^T H z`` over Rademacher ``z``, with its standard error."""
+        if probes < 2:
+            raise ValueError(f"probes must be >= 2 (for a standard error), got {probes}")
+        t0, h0 = time.perf_counter(), self.hvp_count
+        g = torch.Generator().manual_seed(int(seed))
+        samples = []
+        for i in range(int(probes)):
+            z = self._rademacher(g)
+            samples.append(float(z @ self.hvp(z)))
+            if progress is not None:
+                progress(i + 1)
+        arr = np.asarray(samples)
+        return TraceEstimate(
+            estimate=float(arr.mean()),
+            stderr=float(arr.std(ddof=1) / math.sqrt(len(arr))),
+            probes=len(arr),
+            hvps=self.hvp_count - h0,
+            seconds=time.perf_counter() - t0,
+            samples=samples,
+        )
+
+    def density(
+        self, iterations: int = 50, runs: int = 1, *, seed: int = 0, progress: Callable[[int], None] | None = None
+    ) -> Density:
+        """The eigenvalue density by stochastic Lanczos quadrature (``runs`` Rademacher starts, PyHessian)."""
+        if runs < 1 or iterations < 1:
+            raise ValueError(f"runs and iterations must be >= 1, got {runs} and {iterations}")
+        t0, h0 = time.perf_counter(), self.hvp_count
+        g = torch.Generator().manual_seed(int(seed))
+        m = min(int(iterations), self.dim)
+        nodes = np.zeros((runs, m))
+        weights = np.zeros((runs, m))
+        for r in range(int(runs)):
+            theta, s, _, _ = lanczos(self.hvp, self._rademacher(g), m)
+            # an early invariant subspace gives fewer nodes: pad with zero-weight copies
+            nodes[r, : len(theta)] = theta
+            nodes[r, len(theta) :] = theta[-1]
+            weights[r, : len(theta)] = s[0, :] ** 2
+            if progress is not None:
+                progress(r + 1)
+        weights /= weights.sum(axis=1, keepdims=True)
+        return Density(nodes, weights, self.dim, self.hvp_count - h0, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- moving the model
+@contextmanager
+def shifted(model: nn.Module, step: Mapping[str, Tensor], scale: float = 1.0) -> Iterator[None]:
+    """Temporarily add ``scale * step[name]`` to the named parameters/buffers (restored bitwise after)."""
+    named = dict(model.named_parameters())
+    named.update(dict(model.named_buffers()))
+    missing = [n for n in step if n not in named]
+    if missing:
+        raise KeyError(f"direction entries {missing[:5]} are not parameters or buffers of the model")
+    saved = {n: named[n].detach().clone() for n in step}
+    try:
+        with torch.no_grad():
+            for n, d in step.items():
+                t = named[n]
+                t.copy_((t.double() + scale * d.to(t.device).double()).to(t.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for n, t0 in saved.items():
+                named[n].copy_(t0)
+
+
+def plot_density(
+    density: Density,
+    out: str | os.PathLike[str],
+    *,
+    title: str = "Hessian eigenvalue density (stochastic Lanczos quadrature)",
+    sigma: float | None = None,
+    log: bool = True,
+) -> Path:
+    """The smoothed density as PyHessian draws it (log density over eigenvalues); returns the PNG path."""
+    from matplotlib.figure import Figure
+
+    t, p = density.curve(sigma)
+    fig = Figure(figsize=(5.2, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(t, np.maximum(p, 1e-30) if log else p, color="C0")
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(float(p.max()) * 1e-8, 1e-30))
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (log)" if log else "density")
+    ax.set_title(title, fontsize=10)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
