@@ -3,6 +3,14 @@
 A binarizer is a small, named ``nn.Module`` (as in larq) whose forward is paper Eq. 1
 (``+1`` for ``x >= 0``, ``-1`` otherwise; sign(0) = +1 because a packed kernel cannot
 store 0) and whose backward is a surrogate gradient.  Layers take one as an argument.
+
+Double backward: the backward passes are written with differentiable torch ops on the saved input
+(no ``once_differentiable``), so ``torch.autograd.grad(..., create_graph=True)`` differentiates them
+again. The second derivatives are those of the straight-through surrogate: ``sign`` replaced at the
+current point by its Taylor model with the STE slope (``1[|x| <= clip]`` for :class:`SignSTE`, whose
+slope is piecewise constant and so has curvature 0; ``max(0, 2 - 2|x|)`` with curvature
+``-2 sign(x) 1[|x| < 1]`` for :class:`ApproxSign`). ``landscape.hessian`` uses this for the curvature
+of binary networks (the true loss is piecewise constant in the latent weights).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ def sign(x: Tensor) -> Tensor:
 
 
 class _SignSTE(torch.autograd.Function):
+    """sign forward; backward ``grad * 1[|x| <= clip]`` in differentiable ops (double backward: slope 0)."""
+
     @staticmethod
     def forward(ctx, x: Tensor, clip: float) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
@@ -31,6 +41,8 @@ class _SignSTE(torch.autograd.Function):
 
 
 class _ApproxSign(torch.autograd.Function):
+    """sign forward; backward ``grad * max(0, 2 - 2|x|)`` in differentiable ops (double backward works)."""
+
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
