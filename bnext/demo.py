@@ -12,8 +12,11 @@ of the training images) and writes to ``runs/demo/``:
 * ``<model>/landscape_3d.png`` and ``landscape_3d.html`` (interactive, opens offline), and
   ``landscape_contour.png`` per model;
 * ``<model>/landscape.h5`` — the grids (landscape store schema; ``python -m landscape plot`` reads them);
-* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy and smoothness metrics per model (Markdown,
-  LaTeX booktabs, CSV; also printed); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
+* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy, smoothness metrics and curvature (the
+  Hessian's top eigenvalue by Lanczos and its trace by Hutchinson, with the seconds they took; for binary
+  models the straight-through surrogate's, see README "Curvature") per model (Markdown, LaTeX booktabs,
+  CSV; also printed); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
+* ``<model>/hessian_demo.json`` — the curvature figures (reused while checkpoint and settings match);
 * ``timings.json`` — seconds per stage.
 
 Budget: at most 10 minutes on 2 CPU cores; the default settings take about 3-4 minutes on an idle
@@ -56,6 +59,9 @@ class Settings:
     steps_per_epoch: int | None = None
     grid: str = "-1:1:11"  # x and y: 11 x 11 points
     samples: int = 200  # training images per grid point (fixed seeded subset)
+    hessian_samples: int = 64  # training images for the curvature (seeded subset)
+    hessian_iter: int = 10  # Lanczos products for the top eigenvalue
+    hessian_probes: int = 6  # Hutchinson probes for the trace
 
     def train_kwargs(self, threads: int) -> dict[str, Any]:
         return {"width": self.width, "input_size": self.input_size, "epochs": self.epochs,
@@ -68,8 +74,40 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(width=0.0625, input_size=8, epochs=1, batch_size=64, steps_per_epoch=3, grid="-1:1:5", samples=64)
+QUICK = Settings(width=0.0625, input_size=8, epochs=1, batch_size=64, steps_per_epoch=3, grid="-1:1:5", samples=64,
+                 hessian_samples=32, hessian_iter=4, hessian_probes=2)
 PLOTS = ("contour", "3d", "html")
+CURVATURE_COLUMNS = ("top_eig", "trace", "trace_stderr", "hessian_seconds")
+
+
+def table_columns() -> tuple[str, ...]:
+    """The demo table: the Fig. 2 table's columns, then the curvature columns."""
+    from .ablate.figures import TABLE_COLUMNS
+
+    return (*TABLE_COLUMNS, *CURVATURE_COLUMNS)
+
+
+def _curvature(row: dict[str, Any], out_dir: str | Path, settings: Settings, watch: Any) -> dict[str, Any]:
+    """Top Hessian eigenvalue and trace of a trained model (cached in ``<model>/hessian_demo.json``)."""
+    from landscape.cli.hessian import checkpoint_curvature
+    from landscape.store import file_sha256
+
+    path = Path(out_dir) / row["key"] / "hessian_demo.json"
+    key = {"checkpoint_sha256": file_sha256(row["checkpoint"]), "samples": settings.hessian_samples,
+           "iterations": settings.hessian_iter, "probes": settings.hessian_probes}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["curvature"]
+    with watch(f"hessian {row['key']}"):
+        curv = checkpoint_curvature(row["checkpoint"], data="digits", samples=settings.hessian_samples,
+                                    top_k=1, max_iter=settings.hessian_iter, probes=settings.hessian_probes,
+                                    tol=1e-3, batch_size=settings.hessian_samples)
+    from .io import atomic_open
+
+    with atomic_open(path, "w") as fh:
+        json.dump({"key": key, "curvature": curv}, fh, indent=2)
+    return curv
 
 
 def _base_config() -> str | None:
@@ -103,6 +141,7 @@ def _job(variant: Any, out_dir: str, settings: Settings, threads: int,
     row = figures.run_variant(variant, out_dir, train=settings.train_kwargs(threads),
                               landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch, stage=stage,
                               **figure_kw)
+    row.update(_curvature(row, out_dir, settings, watch))
     return row, watch.seconds
 
 
@@ -144,6 +183,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
                 rows[v.key] = figures.run_variant(v, out_dir, train=settings.train_kwargs(threads),
                                                   landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch,
                                                   stage=on_stage, **figure_kw)
+                rows[v.key].update(_curvature(rows[v.key], out_dir, settings, watch))
             except Exception as exc:  # noqa: BLE001 - report and go on with the other models
                 errors[v.key] = f"{exc.__class__.__name__}: {exc}"
             bar.update(2 if v.key in errors and f"landscape {v.key}" not in started else 1)
@@ -178,6 +218,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
     if ordered:
         with watch("panels"):
             out = figures.panels(ordered, out_dir, log=True, **figure_kw)
+            out["table"] = figures.write_table(ordered, out_dir, columns=table_columns())
     bar.update(1)
     bar.close()
     return {"rows": ordered, "errors": errors, **out, "seconds": dict(watch.seconds)}
@@ -234,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if result["rows"]:
         print("Test accuracy (%) and smoothness of the train-loss landscape (roughness: lower is smoother;")
-        print("convexity_share: share of locally convex grid points; basin widths in direction units):")
-        print(format_table(result["rows"]))
+        print("convexity_share: share of locally convex grid points; basin widths in direction units;")
+        print("top_eig / trace: Hessian top eigenvalue (Lanczos) and trace (Hutchinson, +- trace_stderr) of the")
+        print("train loss, for binary models the straight-through surrogate's; hessian_seconds: time both took):")
+        print(format_table(result["rows"], table_columns()))
         print()
         print(f"Fig. 2 contour panel (log loss, shared levels): {result['panel']}")
         print(f"3D surfaces side by side (shared z range):      {result['panel_3d']}")

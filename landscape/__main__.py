@@ -1,4 +1,4 @@
-"""Command line: ``python -m landscape compute|plot|compare|merge`` (thin wrappers over the library).
+"""Command line: ``python -m landscape compute|plot|compare|merge|hessian`` (thin wrappers over the library).
 
 Each subcommand lives in its own module of :mod:`landscape.cli` (``register`` adds its parser,
 ``run`` executes it). Only :mod:`landscape.cli` imports :mod:`bnext`: it rebuilds models from
@@ -12,6 +12,7 @@ Examples::
     python -m landscape plot runs/digits/landscape_random_2d.h5
     python -m landscape compare runs/a/landscape_random_2d.h5 runs/b/landscape_random_2d.h5 --labels A B
     python -m landscape merge runs/a/landscape_random_2d.part-*-of-16.h5 --out runs/a/landscape_random_2d.h5
+    python -m landscape hessian --checkpoint runs/digits/checkpoints/best.pt --top-k 5 --trace --density
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .cli import compute, merge, plot
+from .cli import compute, hessian, merge, plot
 
-COMMANDS = (compute, plot, merge)  # each module: register(subparsers) and the commands' run functions
+COMMANDS = (compute, plot, merge, hessian)  # each module: register(subparsers) and the commands' run functions
 
 
 def build_parser() -> argparse.ArgumentParser:
