@@ -216,6 +216,22 @@ def lanczos(
 
 
 # ----------------------------------------------------------------------------- the operator
+def _eval_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[Tensor], Tensor]:
+    """``m``'s eval-mode forward written as ``x * scale + shift`` per channel (running statistics)."""
+
+    def forward(x: Tensor) -> Tensor:
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale
+        if m.bias is not None:
+            shift = shift + m.bias
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
+
+    return forward
+
+
 class Hessian:
     """Hessian of the mean loss over ``data`` w.r.t. the selected parameters of ``model`` (eval mode).
 
@@ -261,16 +277,25 @@ class Hessian:
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
     def _prepared(self) -> Iterator[None]:
-        """Eval mode, gradients only for the selected parameters; both restored afterwards."""
+        """Eval mode, gradients only for the selected parameters, BatchNorm as its eval-mode affine map
+        (same function, a cheaper double backward than the general batch-norm formula); all restored after."""
         modes = {m: m.training for m in self.model.modules()}
         flags = {p: p.requires_grad for p in self.model.parameters()}
         chosen = {id(p) for p in self.params}
+        patched = []
         try:
             self.model.eval()
             for p in self.model.parameters():
                 p.requires_grad_(id(p) in chosen)
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None \
+                        and "forward" not in m.__dict__:
+                    m.forward = _eval_batch_norm(m)
+                    patched.append(m)
             yield
         finally:
+            for m in patched:
+                del m.forward
             for m, t in modes.items():
                 m.train(t)
             for p, f in flags.items():
@@ -304,20 +329,26 @@ class Hessian:
 
     def gradient(self) -> Tensor:
         """The gradient of the mean loss, flat (float64, CPU)."""
-        acc = torch.zeros(self.dim, dtype=torch.float64)
+        acc = None
         with self._prepared(), torch.enable_grad():
             for xb, yb, w in self._batches():
                 loss = self.loss_fn(self.model(xb), yb) * w
                 grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-                acc += self._flat(grads, self.params).detach().to("cpu", torch.float64)
-        return acc
+                flat = self._flat(grads, self.params).detach()
+                acc = flat if acc is None else acc + flat
+        return self._result(acc)
+
+    def _result(self, acc: Tensor | None) -> Tensor:
+        if acc is None:
+            return torch.zeros(self.dim, dtype=torch.float64)
+        return acc.to("cpu", torch.float64)
 
     def hvp(self, v: Tensor) -> Tensor:
         """``H v`` for a flat vector ``v`` of length :attr:`dim` (returned flat, float64, on the CPU)."""
         if v.numel() != self.dim:
             raise ValueError(f"vector has {v.numel()} entries, the selected parameters have {self.dim}")
         vs = self._split(v.reshape(-1))
-        acc = torch.zeros(self.dim, dtype=torch.float64)
+        acc = None
         with self._prepared(), torch.enable_grad():
             for xb, yb, w in self._batches():
                 loss = self.loss_fn(self.model(xb), yb) * w
@@ -325,11 +356,13 @@ class Hessian:
                 pairs = [(g, u) for g, u in zip(grads, vs) if g is not None and g.requires_grad]
                 if not pairs:  # the loss is linear (or constant) in every selected parameter
                     continue
-                dot = sum((g * u).sum() for g, u in pairs)
-                hv = torch.autograd.grad(dot, self.params, allow_unused=True)
-                acc += self._flat(hv, self.params).detach().to("cpu", torch.float64)
+                # d<grad, v>/d theta, with v fed as the output gradient (no explicit dot product)
+                hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
+                                         allow_unused=True)
+                flat = self._flat(hv, self.params).detach()
+                acc = flat if acc is None else acc + flat
         self.hvp_count += 1
-        return acc
+        return self._result(acc)
 
     def dense(self) -> Tensor:
         """The full ``dim x dim`` matrix from ``dim`` products (small models and tests only)."""

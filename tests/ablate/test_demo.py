@@ -54,8 +54,12 @@ def test_demo_quick_outputs_and_reuse(tmp_path):
     for r in rows:
         assert 0.0 <= float(r["top1"]) <= 100.0
         assert float(r["roughness"]) >= 0.0 and 0.0 <= float(r["convexity_share"]) <= 1.0
+        # curvature columns: top Hessian eigenvalue (Lanczos), trace (Hutchinson) and their time
+        assert float(r["top_eig"]) != 0.0 and float(r["trace_stderr"]) >= 0.0 and float(r["hessian_seconds"]) > 0
+        assert json.loads((out / r["key"] / "hessian_demo.json").read_text())["curvature"]["top_eig"] == float(
+            r["top_eig"])
     md = (out / "table.md").read_text()
-    assert md.count("\n") == 2 + len(KEYS) and "roughness" in md
+    assert md.count("\n") == 2 + len(KEYS) and "roughness" in md and "top_eig" in md
     timings = json.loads((out / "timings.json").read_text())
     assert timings["wall_seconds"] > 0 and "train bnext18" in timings["stages"]
 
@@ -66,6 +70,7 @@ def test_demo_quick_outputs_and_reuse(tmp_path):
     assert "1 of 1 trained models reused" in again.stdout
     assert ckpt.stat().st_mtime_ns == stamp
     assert read_surface(out / "resnet18" / "landscape.h5").complete
+    assert "hessian resnet18" not in json.loads((out / "timings.json").read_text())["stages"]  # curvature reused
 
 
 def test_demo_rejects_unknown_model(tmp_path):
