@@ -213,8 +213,14 @@ def _eig_map(args: argparse.Namespace, model: nn.Module, data: Any, meta: dict, 
     path = Path(args.surface) if args.surface else out_dir / f"landscape_random_{ndim}d.h5"
     d = random_directions(model, ndim=ndim, seed=args.direction_seed, normalization="filter", bias_bn="ignore")
     surface_meta = {**meta, "data": data_spec, "forward": "torch", "note": ""}
-    compute_surface(path, model, d, data, xc, yc, metadata=surface_meta, mode="resume",
-                    progress=not args.no_progress, batch_size=max(args.batch_size, 256), fuse_bn=False)
+    try:
+        compute_surface(path, model, d, data, xc, yc, metadata=surface_meta, mode="resume",
+                        progress=not args.no_progress, batch_size=max(args.batch_size, 256), fuse_bn=False)
+    except store.SettingsMismatchError as exc:
+        raise store.SettingsMismatchError(
+            f"{exc}\n(The eigenvalue map needs a surface over its own data: pass --surface NEW.h5, or the "
+            "--subset/--data-seed/--split and --direction-seed the existing surface was computed with.)"
+        ) from None
     compute_eig_map(path, model, data, iterations=args.eig_iter, params=selector, params_label=args.params,
                     seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite_eig,
                     progress=not args.no_progress)
