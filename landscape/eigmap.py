@@ -48,15 +48,9 @@ def _axes(f: h5py.File) -> tuple[str, ...]:
     nx, ny = f["xcoordinates"].shape[0], f["ycoordinates"].shape[0]
     if nx != ny:
         return ("x", "y") if shape == (nx, ny) else ("y", "x")
-    for obj in (f["done"], f["train_loss"], f):  # square grid: a declared layout decides
-        for key in ("axes", "layout", "dims", "orientation"):
-            if key in obj.attrs:
-                text = obj.attrs[key]
-                text = text.decode() if isinstance(text, bytes) else str(text)
-                letters = [c for c in text.lower() if c in "xy"]
-                if letters:
-                    return ("y", "x") if letters[0] == "y" else ("x", "y")
-    return ("x", "y")
+    # square grid: the store's format version decides (1: (nx, ny); 2 and later: (ny, nx))
+    version = f.attrs.get("format_version", 1)
+    return ("y", "x") if int(version) >= 2 else ("x", "y")
 
 
 def _disk(index: tuple[int, ...], axes: tuple[str, ...]) -> tuple[int, ...]:
