@@ -54,7 +54,7 @@ def select_parameters(model: nn.Module, params: ParamSelector = "all") -> list[t
         if params != "all":
             raise ValueError(
                 f"params={params!r}: landscape knows only 'all'; pass a predicate (name, parameter) -> bool "
-                "or a list of names (the CLI's --params real builds one from bnext.nn.is_binary_weight)"
+                "or a list of names (the CLI's --params real builds one that drops the latent binary weights)"
             )
         chosen = named
     elif callable(params):
