@@ -242,6 +242,8 @@ class Hessian:
         params: ``"all"``, a predicate ``(name, parameter) -> bool`` or a list of names.
         batch_size: samples per forward (the loss and every product are summed over batches).
         device: where the data go (default: the model's device).
+        cache_graph: keep the forward and first-backward graph between products (saves a forward and a
+            backward per product; default: when the data fit in one batch); rebuilt when weights change.
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class Hessian:
         params: ParamSelector = "all",
         batch_size: int = 256,
         device: str | torch.device | None = None,
+        cache_graph: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -273,6 +276,11 @@ class Hessian:
         self.n = int(inputs.shape[0])
         self.batch_size = int(batch_size)
         self.hvp_count = 0
+        # the forward and first backward do not depend on v: keep their graph between products (one
+        # batch by default; True keeps every batch's, memory permitting) and rebuild it when any
+        # parameter changed in place (its version counter moved)
+        self.cache_graph = (self.n <= self.batch_size) if cache_graph is None else bool(cache_graph)
+        self._cache: tuple[tuple[int, ...], list[tuple[Tensor | None, ...]]] | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
@@ -349,20 +357,41 @@ class Hessian:
             raise ValueError(f"vector has {v.numel()} entries, the selected parameters have {self.dim}")
         vs = self._split(v.reshape(-1))
         acc = None
+        cached = self._cached_graph()
         with self._prepared(), torch.enable_grad():
-            for xb, yb, w in self._batches():
-                loss = self.loss_fn(self.model(xb), yb) * w
-                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            for grads in cached if cached is not None else self._graphs():
                 pairs = [(g, u) for g, u in zip(grads, vs) if g is not None and g.requires_grad]
                 if not pairs:  # the loss is linear (or constant) in every selected parameter
                     continue
                 # d<grad, v>/d theta, with v fed as the output gradient (no explicit dot product)
                 hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
-                                         allow_unused=True)
+                                         allow_unused=True, retain_graph=cached is not None)
                 flat = self._flat(hv, self.params).detach()
                 acc = flat if acc is None else acc + flat
         self.hvp_count += 1
         return self._result(acc)
+
+    def _graphs(self) -> Iterator[tuple[Tensor | None, ...]]:
+        """Per batch: the weighted gradient with its graph (``create_graph``), ready for a second backward."""
+        for xb, yb, w in self._batches():
+            loss = self.loss_fn(self.model(xb), yb) * w
+            yield torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+
+    def _cached_graph(self) -> list[tuple[Tensor | None, ...]] | None:
+        """The gradient graphs kept across products (``cache_graph``), rebuilt when a parameter or buffer
+        changed in place (version counters; ``.data`` assignments go unnoticed: call :meth:`release`)."""
+        if not self.cache_graph:
+            return None
+        versions = tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
+        if self._cache is None or self._cache[0] != versions:
+            self._cache = None  # free the old graph first
+            with self._prepared(), torch.enable_grad():
+                self._cache = (versions, list(self._graphs()))
+        return self._cache[1]
+
+    def release(self) -> None:
+        """Drop the cached gradient graph (its activations) now."""
+        self._cache = None
 
     def dense(self) -> Tensor:
         """The full ``dim x dim`` matrix from ``dim`` products (small models and tests only)."""

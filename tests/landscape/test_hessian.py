@@ -143,3 +143,19 @@ def test_shifted_restores_bitwise_and_density_plot(tmp_path):
     dens = Hessian(model, data).density(iterations=10)
     png = plot_density(dens, tmp_path / "d.png")
     assert png.stat().st_size > 1000
+
+
+def test_cached_graph_gives_the_same_products_and_follows_weight_changes():
+    model, data = _conv()
+    cached = Hessian(model, data, batch_size=64)  # one batch: the graph is kept between products
+    fresh = Hessian(model, data, batch_size=64, cache_graph=False)
+    assert cached.cache_graph and not fresh.cache_graph and not Hessian(model, data, batch_size=8).cache_graph
+    v = torch.randn(cached.dim, dtype=torch.float64)
+    for _ in range(2):
+        torch.testing.assert_close(cached.hvp(v), fresh.hvp(v), rtol=1e-12, atol=1e-14)
+    step = {n: 0.1 * torch.randn_like(p) for n, p in model.named_parameters()}
+    with shifted(model, step):  # in-place change: the cached graph is rebuilt at the new weights
+        torch.testing.assert_close(cached.hvp(v), fresh.hvp(v), rtol=1e-12, atol=1e-14)
+        moved = fresh.hvp(v)
+    assert not torch.allclose(moved, fresh.hvp(v))
+    torch.testing.assert_close(cached.hvp(v), fresh.hvp(v), rtol=1e-12, atol=1e-14)
