@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import style
 from .grid import coarse_to_fine
 from .hessian import Hessian, LossFn, ParamSelector, shifted
 from .store import SettingsMismatchError, _open, read_directions, settings_difference
@@ -169,6 +170,8 @@ def read_eig_map(path: str | os.PathLike[str]) -> dict[str, Any]:
         out["xcoordinates"] = np.asarray(f["xcoordinates"][()])
         out["ycoordinates"] = np.asarray(f["ycoordinates"][()]) if "ycoordinates" in f else None
         out["settings"] = json.loads(f["eig_done"].attrs.get("settings", "{}"))
+        info = dict(f["directions"].attrs) if "directions" in f else {}
+        out["direction_info"] = {k: v.decode() if isinstance(v, bytes) else v for k, v in info.items()}
     return out
 
 
@@ -180,31 +183,41 @@ def eig_ratio(max_eig: np.ndarray, min_eig: np.ndarray) -> np.ndarray:
 
 
 def plot_eig_ratio(
-    path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, title: str | None = None
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    formats: Sequence[str] | None = None,
+    dpi: int = style.DEFAULT_DPI,
 ) -> Path:
-    """The ``|min/max|`` eigenvalue ratio over the grid (Li et al. Fig. 7), next to the file by default."""
-    from matplotlib.figure import Figure
+    """The ``|min/max|`` eigenvalue ratio over the grid (Li et al. Fig. 7), next to the file by default.
 
+    Drawn with :mod:`landscape.style` (title, labelled axes, colour bar); ``formats`` as in
+    :func:`landscape.style.save` (default: just the PNG). Returns the first file written.
+    """
     m = read_eig_map(path)
     ratio = eig_ratio(m["max_eig"], m["min_eig"])
     path = Path(path)
     out = Path(out) if out else path.with_name(f"{path.stem}_eig_ratio.png")
-    fig = Figure(figsize=(5.0, 4.2) if m["ycoordinates"] is not None else (5.2, 3.4), layout="constrained")
-    ax = fig.add_subplot()
-    if m["ycoordinates"] is None:
-        ax.plot(m["xcoordinates"], ratio, marker="o")
-        ax.set_xlabel("x (direction units)")
-        ax.set_ylabel("|min eig / max eig|")
-    else:
-        X, Y = np.meshgrid(m["xcoordinates"], m["ycoordinates"], indexing="ij")
-        mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(ratio), shading="nearest", cmap="viridis",
-                             vmin=0.0, vmax=max(float(np.nanmax(ratio)) if np.isfinite(ratio).any() else 1.0, 1e-12))
-        fig.colorbar(mesh, ax=ax, label="|min eig / max eig|")
-        ax.set_xlabel("x (direction units)")
-        ax.set_ylabel("y (direction units)")
-        ax.set_aspect("equal", adjustable="box")
-    done = int(m["done"].sum())
-    ax.set_title(title or f"Hessian |min/max| eigenvalue ratio ({done}/{m['done'].size} points)", fontsize=10)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    two_d = m["ycoordinates"] is not None
+    with style.context():
+        fig = style.figure(figsize=(5.0, 4.2) if two_d else (5.2, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        info = m["direction_info"]
+        xlabel, ylabel = style.axis_labels(info.get("kind"), info)
+        if not two_d:
+            ax.plot(m["xcoordinates"], ratio, marker="o")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("|min eig / max eig|")
+        else:
+            X, Y = np.meshgrid(m["xcoordinates"], m["ycoordinates"], indexing="ij")
+            top = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else 1.0
+            mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(ratio), shading="nearest", cmap="viridis",
+                                 vmin=0.0, vmax=max(top, 1e-12))
+            style.nice_colorbar(fig, mesh, label="|min eig / max eig|", ax=ax)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_aspect("equal", adjustable="box")
+        done = int(m["done"].sum())
+        ax.set_title(title or f"Hessian |min/max| eigenvalue ratio ({done}/{m['done'].size} points)")
+        return style.save(fig, out, formats, dpi)

@@ -542,21 +542,22 @@ def plot_density(
     title: str = "Hessian eigenvalue density (stochastic Lanczos quadrature)",
     sigma: float | None = None,
     log: bool = True,
+    formats: Sequence[str] | None = None,
+    dpi: int | None = None,
 ) -> Path:
-    """The smoothed density as PyHessian draws it (log density over eigenvalues); returns the PNG path."""
-    from matplotlib.figure import Figure
+    """The smoothed density as PyHessian draws it (log density over eigenvalues), in the workbench style
+    (:mod:`landscape.style`); ``formats`` as in :func:`landscape.style.save`. Returns the first file."""
+    from . import style
 
     t, p = density.curve(sigma)
-    fig = Figure(figsize=(5.2, 3.4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(t, np.maximum(p, 1e-30) if log else p, color="C0")
-    if log:
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=max(float(p.max()) * 1e-8, 1e-30))
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (log)" if log else "density")
-    ax.set_title(title, fontsize=10)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    with style.context():
+        fig = style.figure(figsize=(5.2, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot(t, np.maximum(p, 1e-30) if log else p, color="C0")
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=max(float(p.max()) * 1e-8, 1e-30))
+        ax.set_xlabel("eigenvalue")
+        ax.set_ylabel("density (log scale)" if log else "density")
+        ax.set_title(title)
+        return style.save(fig, out, formats, style.DEFAULT_DPI if dpi is None else dpi)
