@@ -7,7 +7,9 @@ selection of the parameters, used as an operator:
 
 * :meth:`Hessian.hvp`: ``H v`` by double backward (``torch.autograd``: the gradient with
   ``create_graph``, then the gradient of ``<grad, v>``), summed over batches of the data, so any
-  subset size fits in memory; deterministic for fixed data, vectors and seeds;
+  subset size fits in memory; deterministic for fixed data, vectors and seeds. When the data fit in
+  one batch the forward/first-backward graph is kept between products at the same weights (each
+  further product is one second backward); BatchNorm is evaluated as its eval-mode affine map;
 * :meth:`Hessian.top_eigenvalues` / :meth:`Hessian.extreme_eigenvalues`: Lanczos with full
   reorthogonalization, stopped when the wanted Ritz values' residuals ``beta_m |s_mi|`` are below
   ``tol`` times the spectral scale (Golub & Van Loan, Sec. 10.1);
