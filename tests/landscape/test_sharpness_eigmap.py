@@ -117,3 +117,25 @@ def test_eigenvalue_map_resumes_after_interruption_and_keeps_the_orientation(tmp
     assert png.stat().st_size > 1000
     r = eig_ratio(ma["max_eig"], ma["min_eig"])
     assert np.isfinite(r).all() and (r >= 0).all()
+
+
+def test_eigenvalue_map_on_a_square_grid_follows_the_store_orientation(tmp_path):
+    from landscape.store import read_surface
+
+    model = make_model("cnn")
+    data = {"train": make_data(16, seed=1)}
+    dirs = random_directions(model, seed=3)
+    path = compute_surface(tmp_path / "sq.h5", model, dirs, data, "-0.5:0.5:3", "-0.5:0.5:3", progress=False)
+    compute_eig_map(path, model, data, iterations=6, seed=2, progress=False)
+    m = read_eig_map(path)
+    surface = read_surface(path)
+    with h5py.File(path) as f:  # on disk like the losses (the store's version decides the layout)
+        assert f["max_eig"].shape == f["train_loss"].shape and not np.isnan(f["max_eig"][()]).any()
+        on_disk_t = f["max_eig"][()].T if int(f.attrs["format_version"]) >= 2 else f["max_eig"][()]
+    np.testing.assert_array_equal(on_disk_t, m["max_eig"])
+    i, j = 0, 2  # an off-diagonal point: a transposed map would hold the (2, 0) value here
+    step = {n: surface.xcoordinates[i] * dirs.x[n].double() + surface.ycoordinates[j] * dirs.y[n].double()
+            for n in dirs.x}
+    with shifted(model, step):
+        top, _ = Hessian(model, data).extreme_eigenvalues(6, seed=2)
+    assert m["max_eig"][i, j] == top and m["max_eig"][j, i] != top
