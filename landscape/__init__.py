@@ -8,8 +8,10 @@ trajectory), :mod:`~landscape.engine` (the evaluation engine), :mod:`~landscape.
 coarse-to-fine order), :mod:`~landscape.bn` (BatchNorm recalibration / safe interpolation),
 :mod:`~landscape.store` (the HDF5 schema), :mod:`~landscape.metrics` (roughness, convexity share,
 basin width), :mod:`~landscape.plot` (figures, HTML), :mod:`~landscape.compare` (multi-panel
-comparisons), :mod:`~landscape.vts` (ParaView export) and :mod:`~landscape.style` (the one figure
-style of the workbench).
+comparisons), :mod:`~landscape.vts` (ParaView export), :mod:`~landscape.style` (the one figure
+style of the workbench), :mod:`~landscape.hessian` (Hessian-vector products, top eigenvalues, trace,
+eigenvalue density), :mod:`~landscape.sharpness` (epsilon- and random-direction sharpness) and
+:mod:`~landscape.eigmap` (max/min eigenvalue maps in surface files).
 
 Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_version=2``):
 ``xcoordinates`` (nx,), ``ycoordinates`` (ny,) for 2D, ``train_loss``/``train_acc``/``test_loss``/
