@@ -72,7 +72,9 @@ def test_help_imports_no_heavy_module(module):
 SUBCOMMANDS = {
     "bnext.quant": ["table", "size"],
     "bnext.packed": ["pack", "info", "bench", "sizes"],
-    "landscape": ["compute", "plot"],
+    "landscape": ["compute", "plot", "compare", "merge", "hessian"],
+    "bnext.train": ["plot"],
+    "bnext.models": ["import", "list"],
 }
 
 
