@@ -83,7 +83,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             os.unlink(tmp)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,7 +108,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         return removed
     for p in entries:
         m = _TEMP.match(p.name)
-        if not m or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
+        if not m or int(m["pid"]) == os.getpid() or pid_alive(int(m["pid"])):
             continue
         try:
             fd = os.open(p, os.O_RDONLY)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import pid_alive
 from . import slurm
 from .guard import lock_holder
 from .results import atomic_write_json
@@ -106,15 +107,6 @@ def record_job(run_dir: Path, job: Any, cluster: str) -> None:
     })
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def job_state(record: Mapping[str, Any]) -> str:
     """submitit's (Slurm's) state of a recorded job: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, ...;
@@ -130,7 +122,7 @@ def job_state(record: Mapping[str, Any]) -> str:
             return "UNKNOWN"
         return str(state).split()[0].upper()
     if cluster == "local":
-        return "RUNNING" if job_id.isdigit() and _pid_alive(int(job_id)) else "FINISHED"
+        return "RUNNING" if job_id.isdigit() and pid_alive(int(job_id)) else "FINISHED"
     return "FINISHED"
 
 
