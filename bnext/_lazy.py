@@ -19,14 +19,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
-def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
+def lazy_exports(package: str, exports: Mapping[str, Sequence[str]], *, first: Sequence[str] = ()
                  ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
-    """``(__getattr__, __dir__, __all__)`` for ``package``; ``exports`` maps a relative submodule to its names."""
+    """``(__getattr__, __dir__, __all__)`` for ``package``; ``exports`` maps a relative submodule to its names.
+
+    ``first``: relative submodules imported before any exported name is returned (e.g. the model
+    families, which register themselves in the registry on import).
+    """
     where = {name: module for module, names in exports.items() for name in names}
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)
         if module is not None:
+            for early in first:
+                importlib.import_module(early, package)
             value = getattr(importlib.import_module(module, package), name)
         elif not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
             value = importlib.import_module(f"{package}.{name}")
