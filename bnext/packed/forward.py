@@ -32,14 +32,15 @@ PACKED_BATCH_RANGE = (32, 256)
 class PackedForward:
     """Forward factory over :func:`pack`: packs once, then ``repack_`` per call."""
 
-    def __init__(self, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(self, threads: int = DEFAULT_THREADS, fuse_float: bool = False) -> None:
         self._packed: Any = None
         self.threads = int(threads)
+        self.fuse_float = bool(fuse_float)
         self._peak_per_sample: int | None = None
 
     def __call__(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
         if self._packed is None:
-            self._packed = pack(model, threads=self.threads)
+            self._packed = pack(model, threads=self.threads, fuse_float=self.fuse_float)
         else:
             repack_(self._packed, model)
         return self._packed
@@ -73,7 +74,8 @@ class PackedForward:
 
     def info(self) -> dict[str, Any]:
         """What the forward runs (stored by ``landscape`` in the surface file)."""
-        return {"engine": "bnext.packed", "threads": self.threads, "batch_bytes": PACKED_BATCH_BYTES}
+        return {"engine": "bnext.packed", "threads": self.threads, "batch_bytes": PACKED_BATCH_BYTES,
+                "fused_float": self.fuse_float}
 
 
 def packed_forward_factory(model: nn.Module, probe: Tensor, *, required: bool,
@@ -81,28 +83,43 @@ def packed_forward_factory(model: nn.Module, probe: Tensor, *, required: bool,
     """A :class:`PackedForward` if packing ``model`` reproduces it on ``probe``.
 
     The packed engine computes what the simulated model computes bit for bit (README "Exactness"),
-    so the check is strict: within 1e-4 of the largest logit (``exact``: identical).
+    so the check is strict: within 1e-4 of the largest logit (``exact``: identical).  Unless ``exact``,
+    the forward with fused float parts (:mod:`bnext.packed.fused_bnext`) is tried first under the same
+    check, then the unfused one.
     With ``required=False`` a failure warns and returns ``None`` (use the torch forward);
     with ``required=True`` it raises ``RuntimeError`` naming the reason.
     """
-    factory = PackedForward()
+    if not exact:
+        from ..models.bnext import InfoRCPModule
+
+        if any(type(m) is InfoRCPModule for m in model.modules()):
+            fused = _checked(PackedForward(fuse_float=True), model, probe, exact=False)
+            if isinstance(fused, PackedForward):
+                return fused
+    return _finish(_checked(PackedForward(), model, probe, exact=exact), required)
+
+
+def _finish(result: PackedForward | str, required: bool) -> PackedForward | None:
+    if isinstance(result, PackedForward):
+        return result
+    if required:
+        raise RuntimeError(result)
+    warnings.warn(f"{result}; using the torch forward", stacklevel=3)
+    return None
+
+
+def _checked(factory: PackedForward, model: nn.Module, probe: Tensor, *, exact: bool) -> PackedForward | str:
+    """``factory`` if it reproduces ``model`` on ``probe`` (strict check above), else the reason."""
     try:
         with torch.inference_mode():
             ref = model.eval()(probe).float().cpu()
             got = factory(model)(probe)
         err = float((ref - got).abs().max())
     except Exception as exc:  # noqa: BLE001  (any packing failure means: fall back to torch)
-        if required:
-            raise RuntimeError(f"packing failed ({exc})") from exc
-        warnings.warn(f"packed forward unavailable ({exc}); using the torch forward", stacklevel=2)
-        return None
+        return f"packed forward unavailable (packing failed: {exc})"
     limit = 0.0 if exact else 1e-4 * max(1.0, float(ref.abs().max()))
     if not err <= limit:
-        msg = f"packed forward differs from the model by {err:.3g} (allowed {limit:.3g})"
-        if required:
-            raise RuntimeError(msg)
-        warnings.warn(f"{msg}; using the torch forward", stacklevel=2)
-        return None
+        return f"packed forward differs from the model by {err:.3g} (allowed {limit:.3g})"
     return factory
 
 

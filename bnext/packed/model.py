@@ -94,11 +94,13 @@ def _spec_of(model: nn.Module) -> dict[str, Any]:
     return spec
 
 
-def pack(model: nn.Module, *, threads: int = DEFAULT_THREADS) -> PackedModel:
+def pack(model: nn.Module, *, threads: int = DEFAULT_THREADS, fuse_float: bool = False) -> PackedModel:
     """Pack a trained, fully binarized zoo model (see module docstring); the source is left untouched.
 
     The packed model runs on the CPU (inputs on another device are copied over); ``threads``
-    is the numba thread count of its binary kernels.
+    is the numba thread count of its binary kernels.  ``fuse_float`` also runs the float parts of
+    BNext modules as fused numba passes (:mod:`bnext.packed.fused_bnext`: within the landscape
+    tolerance contract, no longer bit-identical).
 
     Raises:
         PackingError: no ``.spec``, no binary layer, or a binary layer not fully binarized.
@@ -117,6 +119,10 @@ def pack(model: nn.Module, *, threads: int = DEFAULT_THREADS) -> PackedModel:
     for name, layer in layers:
         _set_submodule(clone, name, PackedBinaryConv2d.from_layer(layer, name))
     replace_real_modules(clone)
+    if fuse_float:
+        from .fused_bnext import fuse_bnext_modules
+
+        fuse_bnext_modules(clone)
     clone.requires_grad_(False)
     return PackedModel(clone, spec, getattr(model, "quant_spec", None), threads)
 

@@ -1,0 +1,93 @@
+"""Fused float parts of packed BNext modules (bnext.packed.fused_bnext) against the unfused model.
+
+Module by module the fused passes must equal the module's own torch forward up to float rounding
+(the binary conv sees the same input); end to end the model keeps the tolerance contract of
+``landscape.engine.TOLERANCE`` (rounding may flip a sign within rounding distance of 0).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnext.models.bnext import InfoRCPModule
+from bnext.packed import pack, repack_
+from bnext.packed.forward import packed_forward_factory
+from bnext.packed.fused_bnext import FusedInfoRCPModule
+from landscape.engine import TOLERANCE
+
+from .test_landscape_fastpath import zoo_model
+
+VARIANTS = [
+    ("bnext18", 0.25, {}),
+    ("bnext18", 0.2, {"elm_attention": False}),
+    ("bnext18", 0.25, {"info_rcp": False}),
+    ("bnext_t", 0.25, {}),
+    ("bnext_t", 0.2, {"info_rcp": False, "elm_attention": False}),
+    ("bnext_t", 0.25, {"elm_attention": False}),
+]
+
+
+def variant(name: str, width: float, options: dict) -> torch.nn.Module:
+    from bnext.models import create
+
+    from .conftest import randomize
+
+    base = zoo_model(name, width)  # BN statistics from train-mode forwards
+    model = randomize(create(name, num_classes=10, input_size=16, width=width, **options), 0)
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in base.state_dict().items() if k in own and v.shape == own[k].shape},
+                          strict=False)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,width,options", VARIANTS)
+def test_fused_modules_match_their_unfused_forward(name, width, options):
+    model = variant(name, width, options)
+    packed = pack(model, fuse_float=True)
+    fused = [m for m in packed.model.modules() if isinstance(m, FusedInfoRCPModule)]
+    assert fused and len(fused) == sum(type(m) is InfoRCPModule for m in model.modules())
+    assert any(m.conv.stride == 2 for m in fused)  # strided blocks are fused too
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [m.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(id(mod), args[0].clone()))
+               for m in fused]
+    x = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    packed(x)
+    for h in handles:
+        h.remove()
+    with torch.inference_mode():
+        for m in fused:
+            u = inputs[id(m)]
+            ref = InfoRCPModule.forward(m, u)
+            got = m(u)
+            err = float((got - ref).abs().max())
+            assert err <= 1e-5 * max(1.0, float(ref.abs().max())), (name, options, err)
+    with torch.inference_mode():  # end to end: the tolerance contract against the float model
+        y = torch.randint(0, 10, (12,), generator=torch.Generator().manual_seed(6))
+        ref_logits, got_logits = model(x), packed(x)
+    rel = abs(float(F.cross_entropy(got_logits, y)) / float(F.cross_entropy(ref_logits, y)) - 1)
+    assert rel <= TOLERANCE["loss_rel"]
+    agree = (got_logits.argmax(1) == ref_logits.argmax(1)).float().mean()
+    assert agree >= 11 / 12
+
+
+def test_repack_refreshes_fused_modules():
+    model = zoo_model("bnext18", 0.25)
+    packed = pack(model, fuse_float=True)
+    other = zoo_model("bnext18", 0.25, seed=3)
+    repack_(packed, other)
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref, got = other(x), packed(x)
+    assert float((ref - got).abs().max()) <= 1e-3 * max(1.0, float(ref.abs().max()))
+
+
+def test_factory_fuses_unless_exact():
+    model = zoo_model("bnext_t", 0.25)
+    probe = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert packed_forward_factory(model, probe, required=True).info()["fused_float"] is True
+    exact = packed_forward_factory(model, probe, required=True, exact=True)
+    assert exact.info()["fused_float"] is False
+    with torch.inference_mode():
+        assert torch.equal(exact(model)(probe), model(probe))
