@@ -84,10 +84,19 @@ def test_a_preempted_job_requeues_itself_and_finishes(toy: Path, tmp_path: Path,
     assert code == 0 and "1 submitted" in capsys.readouterr().out
     run_dir = out / "default"
     deadline = time.monotonic() + 90
-    while (lock_holder(run_dir) or 0) <= 0 or point_state(run_dir, {"sleep": 6}).state != "running":
+    def worker_pid() -> int:
+        """The point's worker once it holds the lock (before that, the job process itself holds it)."""
+        pid = lock_holder(run_dir) or 0
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes() if pid > 0 else b""
+        except OSError:
+            return 0
+        return pid if b"bnext.ablate.worker" in cmd else 0
+
+    while not worker_pid() or point_state(run_dir, {"sleep": 6}).state != "running":
         assert time.monotonic() < deadline, "the job did not start"
         time.sleep(0.1)
-    worker = lock_holder(run_dir)
+    worker = worker_pid()
     task = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the job's task process
     os.kill(task, signal.SIGUSR2)  # what Slurm sends before preempting (--signal=USR2@90)
     deadline = time.monotonic() + 120
