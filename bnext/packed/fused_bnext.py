@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..models.bnext import InfoRCPModule
 from ..nn import SqueezeExpand
+from .fusion import retype_modules
 from .layers import PackedBinaryConv2d
 
 
@@ -138,13 +139,4 @@ class FusedInfoRCPModule(InfoRCPModule):
 
 def fuse_bnext_modules(model: nn.Module) -> int:
     """Swap every :func:`fusable_module` of ``model`` for a :class:`FusedInfoRCPModule` in place; returns the count."""
-    count = 0
-    for name, m in list(model.named_modules()):
-        if not fusable_module(m):
-            continue
-        fused = FusedInfoRCPModule.__new__(FusedInfoRCPModule)
-        fused.__dict__ = m.__dict__.copy()  # the same children, parameters and buffers
-        parent_name, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, fused)
-        count += 1
-    return count
+    return retype_modules(model, fusable_module, FusedInfoRCPModule)

@@ -109,20 +109,30 @@ def fusable(block: nn.Module) -> bool:
     )
 
 
-def fuse_blocks(model: nn.Module) -> int:
-    """Replace every :func:`fusable` block of ``model`` by a :class:`FusedBinaryBlock` in place; returns the count."""
+def retype_modules(model: nn.Module, predicate: Callable[[nn.Module], bool], cls: type[nn.Module],
+                   accept: Callable[[nn.Module], bool] | None = None) -> int:
+    """Swap every submodule matching ``predicate`` for a ``cls`` sharing its children, parameters and buffers.
+
+    ``cls`` is a fused subclass with the same attributes (its ``__dict__`` is copied, nothing is
+    recomputed); ``accept`` may still refuse the swapped module. Returns the number swapped.
+    """
     count = 0
-    for name, block in list(model.named_modules()):
-        if not fusable(block):
+    for name, module in list(model.named_modules()):
+        if not predicate(module):
             continue
-        fused = FusedBinaryBlock.__new__(FusedBinaryBlock)
-        fused.__dict__ = block.__dict__.copy()  # the same children, parameters and buffers
-        if not fused.refresh():
+        swapped = cls.__new__(cls)
+        swapped.__dict__ = module.__dict__.copy()
+        if accept is not None and not accept(swapped):
             continue
         parent_name, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, fused)
+        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, swapped)
         count += 1
     return count
+
+
+def fuse_blocks(model: nn.Module) -> int:
+    """Replace every :func:`fusable` block of ``model`` by a :class:`FusedBinaryBlock` in place; returns the count."""
+    return retype_modules(model, fusable, FusedBinaryBlock, accept=lambda fused: fused.refresh())
 
 
 def refresh_blocks(model: nn.Module) -> None:
