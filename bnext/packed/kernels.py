@@ -304,81 +304,94 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
 
 
 @njit(cache=True)
-def _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words):
-    """Copy the receptive fields of pixels ``ow0 .. ow0 + nb - 1`` of output row ``oh`` into ``abuf`` (pixel-major)."""
+def _gather(abuf, xf, n, q0, nb, k, stride, hp, wp, n_words, w_out):
+    """Copy the receptive fields of output pixels ``q0 .. q0 + nb - 1`` (flat ``oh * w_out + ow``) of image ``n``
+    into ``abuf`` (pixel-major, ``k * k * n_words`` words each)."""
     length = k * k * n_words
+    row_len = k * n_words
     for j in range(nb):
-        iw0 = (ow0 + j) * stride
+        oh = (q0 + j) // w_out
+        ow = (q0 + j) % w_out
         for ki in range(k):  # the k taps of a kernel row are contiguous words in NHWC
-            s0 = ((n * hp + oh * stride + ki) * wp + iw0) * n_words
-            d0 = j * length + ki * k * n_words
-            for i in range(k * n_words):
+            s0 = ((n * hp + oh * stride + ki) * wp + ow * stride) * n_words
+            d0 = j * length + ki * row_len
+            for i in range(row_len):
                 abuf[d0 + i] = xf[s0 + i]
 
 
 @njit(cache=True)
-def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
+def _block_start(b, plane):
+    """First flat pixel of block ``b``: blocks of ``PB`` pixels over the output plane, the last one shifted back
+    to end at the plane's end (a few pixels computed twice) so that every block is full."""
+    q0 = b * PB
+    if q0 + PB > plane and plane >= PB:
+        q0 = plane - PB
+    return q0
+
+
+@njit(cache=True)
+def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
                hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs):
-    """One task of :func:`binary_conv`: output row ``task // n_chunks``, channel chunk ``task % n_chunks``."""
+    """One task of :func:`binary_conv`: image ``n``, pixel-block group ``g`` and output-channel chunk of
+    ``task = (n * n_groups + g) * n_chunks + chunk``.
+
+    Output pixels are taken in blocks of ``PB`` over the flattened ``h_out * w_out`` plane (not per row),
+    so rows narrower than a multiple of ``PB`` waste nothing but the last block's overlap.
+    """
     plane = h_out * w_out
     length = k * k * n_words
     n_tiles = wt.shape[0] // (length * OT)
     tiles_per_chunk = (n_tiles + n_chunks - 1) // n_chunks
-    direct = k == 1 and stride == 1  # 1x1 stride 1: a block's words are contiguous, no gather
-    row = task // n_chunks
+    n_blocks = (plane + PB - 1) // PB
+    blocks_per_group = (n_blocks + n_groups - 1) // n_groups
+    direct = k == 1 and stride == 1 and pad == 0  # 1x1, no border: a block's words are contiguous, no gather
     chunk = task % n_chunks
-    n = row // h_out
-    oh = row % h_out
+    g = (task // n_chunks) % n_groups
+    n = task // (n_chunks * n_groups)
     t0 = chunk * tiles_per_chunk
     t1 = min(n_tiles, t0 + tiles_per_chunk)
-    roff = row_off[oh]
-    ow0 = 0
-    while ow0 < w_out:
-        # the last block is shifted left to end at w_out (a few pixels computed twice) so that
-        # every block is full; only images narrower than PB take the scalar path
-        if ow0 + PB > w_out and w_out >= PB:
-            ow0 = w_out - PB
-        nb = min(PB, w_out - ow0)
+    for b in range(g * blocks_per_group, min(n_blocks, (g + 1) * blocks_per_group)):
+        q0 = _block_start(b, plane)
+        nb = min(PB, plane - q0)
         if direct and nb == PB:
             src = xf
-            a_off = ((n * hp + oh + pad) * wp + ow0 + pad) * n_words
+            a_off = (n * plane + q0) * n_words
             a_stride = n_words
         else:
-            _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words)
+            _gather(abuf, xf, n, q0, nb, k, stride, hp, wp, n_words, w_out)
             src = abuf
             a_off = 0
             a_stride = length
         for j in range(nb):
-            coffs[j] = roff + col_off[ow0 + j]
+            coffs[j] = row_off[(q0 + j) // w_out] + col_off[(q0 + j) % w_out]
         for t in range(t0, t1):
             if nb == PB and (t + 1) * OT <= n_out:
                 _tile_nchw(src, a_off, a_stride, wt, t * length * OT, length, k_total,
-                           of, (n * n_out + t * OT) * plane + oh * w_out + ow0, plane, alpha, t * OT, corr, coffs)
+                           of, (n * n_out + t * OT) * plane + q0, plane, alpha, t * OT, corr, coffs)
                 continue
             _tile_rows(src, a_off, a_stride, wt, t * length * OT, length, k_total, res, 0, OT)
             for j in range(nb):
                 for c in range(min(OT, n_out - t * OT)):
                     o = t * OT + c
                     v = res[j * OT + c] - corr[coffs[j] + o]
-                    of[(n * n_out + o) * plane + oh * w_out + ow0 + j] = v * alpha[o]
-        ow0 += PB
+                    of[(n * n_out + o) * plane + q0 + j] = v * alpha[o]
 
 
 @njit(parallel=True, cache=True)
-def _binary_conv_parallel(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, out):
+def _binary_conv_parallel(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
     _, hp, wp, n_words = xp.shape
     n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
     xf = xp.reshape(xp.size)
     of = out.reshape(out.size)
     length = k * k * n_words
-    for task in prange(out.shape[0] * h_out * n_chunks):
-        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
+    for task in prange(out.shape[0] * n_groups * n_chunks):
+        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
                    hp, wp, n_words, n_out, h_out, w_out, np.zeros(PB * length, np.uint64),
                    np.empty(PB * OT, np.float32), np.zeros(PB, np.int64))
 
 
 @njit(cache=True)
-def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, out):
+def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
     _, hp, wp, n_words = xp.shape
     n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
     xf = xp.reshape(xp.size)
@@ -387,59 +400,61 @@ def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, c
     abuf = np.zeros(PB * length, np.uint64)
     res = np.empty(PB * OT, np.float32)
     coffs = np.zeros(PB, np.int64)
-    for task in range(out.shape[0] * h_out * n_chunks):
-        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_chunks, of,
+    for task in range(out.shape[0] * n_groups * n_chunks):
+        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
                    hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs)
 
 
 @njit(cache=True)
-def _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf,
+def _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
                     hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, abuf, masks, coffs, words):
-    """One output row of :func:`binary_conv_bits`: packed bits ``lo[o] <= y <= hi[o]`` instead of floats."""
+    """One task of :func:`binary_conv_bits` (image ``task // n_groups``, pixel-block group ``task % n_groups``):
+    packed bits ``lo[o] <= y <= hi[o]`` instead of floats."""
+    plane = h_out * w_out
     length = k * k * n_words
     n_tiles = wt.shape[0] // (length * OT)
     per_word = 64 // OT
-    n = row // h_out
-    oh = row % h_out
-    roff = row_off[oh]
-    ow0 = 0
-    while ow0 < w_out:
-        if ow0 + PB > w_out and w_out >= PB:
-            ow0 = w_out - PB
-        nb = min(PB, w_out - ow0)
-        _gather(abuf, xf, n, oh, ow0, nb, k, stride, hp, wp, n_words)
+    n_blocks = (plane + PB - 1) // PB
+    blocks_per_group = (n_blocks + n_groups - 1) // n_groups
+    n = task // n_groups
+    g = task % n_groups
+    for b in range(g * blocks_per_group, min(n_blocks, (g + 1) * blocks_per_group)):
+        q0 = _block_start(b, plane)
+        nb = min(PB, plane - q0)
+        _gather(abuf, xf, n, q0, nb, k, stride, hp, wp, n_words, w_out)
         for j in range(nb):
-            coffs[j] = roff + col_off[ow0 + j]
-        for g in range(y_words):  # one 64-channel output word = per_word tiles
+            coffs[j] = row_off[(q0 + j) // w_out] + col_off[(q0 + j) % w_out]
+        for gw in range(y_words):  # one 64-channel output word = per_word tiles
             for j in range(PB):
                 words[j] = 0
-            for t in range(g * per_word, min(n_tiles, (g + 1) * per_word)):
+            for t in range(gw * per_word, min(n_tiles, (gw + 1) * per_word)):
                 _tile_bits(abuf, 0, length, wt, t * length * OT, length, k_total, corr, t * OT, coffs, lo, hi, masks)
-                sh = np.uint64(OT * (t - g * per_word))
+                sh = np.uint64(OT * (t - gw * per_word))
                 for j in range(PB):
                     words[j] |= np.uint64(masks[j]) << sh
             for j in range(nb):
-                yf[((n * y_hp + oh + y_pad) * y_wp + ow0 + j + y_pad) * y_words + g] = words[j]
-        ow0 += PB
+                oh = (q0 + j) // w_out
+                ow = (q0 + j) % w_out
+                yf[((n * y_hp + oh + y_pad) * y_wp + ow + y_pad) * y_words + gw] = words[j]
 
 
 @njit(parallel=True, cache=True)
 def _binary_conv_bits_parallel(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
-                               y_pad):
+                               y_pad, n_groups):
     _, hp, wp, n_words = xp.shape
     xf = xp.reshape(xp.size)
     yf = yp.reshape(yp.size)
     length = k * k * n_words
-    for row in prange(xp.shape[0] * h_out):
-        _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, hp, wp, n_words,
-                        lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
+    for task in prange(xp.shape[0] * n_groups):
+        _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
+                        hp, wp, n_words, lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
                         np.zeros(PB * length, np.uint64), np.zeros(PB, np.int64), np.zeros(PB, np.int64),
                         np.zeros(PB, np.uint64))
 
 
 @njit(cache=True)
 def _binary_conv_bits_serial(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
-                             y_pad):
+                             y_pad, n_groups):
     _, hp, wp, n_words = xp.shape
     xf = xp.reshape(xp.size)
     yf = yp.reshape(yp.size)
@@ -448,10 +463,18 @@ def _binary_conv_bits_serial(xp, wt, k, stride, pad, k_total, corr, row_off, col
     masks = np.zeros(PB, np.int64)
     coffs = np.zeros(PB, np.int64)
     words = np.zeros(PB, np.uint64)
-    for row in range(xp.shape[0] * h_out):
-        _conv_bits_task(row, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, hp, wp, n_words,
-                        lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
+    for task in range(xp.shape[0] * n_groups):
+        _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
+                        hp, wp, n_words, lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
                         abuf, masks, coffs, words)
+
+
+def pixel_groups(h_out: int, w_out: int, threads: int) -> int:
+    """Pixel-block groups per image: 1 on one thread, else about one per output row (tasks to balance)."""
+    if threads <= 1:
+        return 1
+    n_blocks = -(-(h_out * w_out) // PB)
+    return max(1, min(n_blocks, h_out))
 
 
 def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k_total: int,
@@ -467,7 +490,8 @@ def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: i
     """
     fn = _binary_conv_bits_serial if threads <= 1 else _binary_conv_bits_parallel
     corr, row_off, col_off = correction
-    fn(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad)
+    fn(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad,
+       pixel_groups(h_out, w_out, threads))
 
 
 def border_correction(tapsum: np.ndarray, k: int, stride: int, pad: int, in_h: int, in_w: int,
@@ -511,42 +535,65 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
         threads: numba threads (default: numba's current setting); 1 runs without a parallel launch.
     """
     threads = numba.get_num_threads() if threads is None else threads
-    rows = out.shape[0] * out.shape[2]
+    groups = pixel_groups(out.shape[2], out.shape[3], threads)
     o_pad = alpha.shape[0]
-    chunks = 1 if threads == 1 else chunks_for(rows, o_pad // OT, threads)
+    chunks = 1 if threads == 1 else chunks_for(out.shape[0] * groups, o_pad // OT, threads)
     fn = _binary_conv_serial if threads == 1 else _binary_conv_parallel
     corr, row_off, col_off = correction
-    fn(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, chunks, out)
+    fn(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, groups, chunks, out)
 
 
 @njit(cache=True)
-def _maxpool_plane(x, out, p, k, stride, pad):
-    """Max-pool plane ``p`` of NCHW ``x`` (flattened to ``(N*C, H, W)``) with -inf padding, NaN-propagating."""
+def _maxpool_plane(x, out, p, k, stride, pad, m, ph):
+    """Max-pool plane ``p`` of NCHW ``x`` (flattened to ``(N*C, H, W)``) with -inf padding, NaN-propagating.
+
+    Every output visits its window's taps in torch's row-major order with torch's rule (``v > m or v is NaN``),
+    so values, signed zeros and NaN payloads match; the loops run over a whole output row per tap (vectorized)
+    on the input row split by column phase (``ph[r, w] = row[stride * w + r]``, contiguous loads).
+    ``m`` (``w_out``) and ``ph`` (``(stride, ceil(w_in / stride))``) are scratch.
+    """
     h_in, w_in = x.shape[1], x.shape[2]
     h_out, w_out = out.shape[1], out.shape[2]
     for oh in range(h_out):
         h0 = oh * stride - pad
         for ow in range(w_out):
-            w0 = ow * stride - pad
-            m = -np.inf
-            for i in range(max(h0, 0), min(h0 + k, h_in)):
-                for j in range(max(w0, 0), min(w0 + k, w_in)):
-                    v = x[p, i, j]
-                    if v > m or v != v:  # torch's rule: a NaN wins and stays
-                        m = v
-            out[p, oh, ow] = m
+            m[ow] = -np.inf
+        for i in range(max(h0, 0), min(h0 + k, h_in)):
+            if stride == 2:  # the stem's pool: an interleaved pair of loads the vectorizer handles
+                for w in range(w_in // 2):
+                    ph[0, w] = x[p, i, 2 * w]
+                    ph[1, w] = x[p, i, 2 * w + 1]
+                if w_in % 2:
+                    ph[0, w_in // 2] = x[p, i, w_in - 1]
+            else:
+                for w in range(w_in):
+                    ph[w % stride, w // stride] = x[p, i, w]
+            for j in range(k):
+                d = j - pad  # input column of output ow: stride * ow + d = stride * (ow + off) + r
+                r = d % stride
+                off = (d - r) // stride
+                src = ph[r]
+                for ow in range(max(0, (stride - 1 - d) // stride), min(w_out, (w_in - 1 - d) // stride + 1)):
+                    v = src[np.uint64(ow + off)]  # unsigned: no wraparound test, the loop vectorizes
+                    mo = m[np.uint64(ow)]
+                    m[np.uint64(ow)] = v if ((v > mo) | (v != v)) else mo
+        for ow in range(w_out):
+            out[p, oh, ow] = m[ow]
 
 
 @njit(parallel=True, cache=True)
 def _maxpool_parallel(x, out, k, stride, pad):
     for p in prange(x.shape[0]):
-        _maxpool_plane(x, out, p, k, stride, pad)
+        _maxpool_plane(x, out, p, k, stride, pad, np.empty(out.shape[2], np.float32),
+                       np.empty((stride, (x.shape[2] + stride - 1) // stride), np.float32))
 
 
 @njit(cache=True)
 def _maxpool_serial(x, out, k, stride, pad):
+    m = np.empty(out.shape[2], np.float32)
+    ph = np.empty((stride, (x.shape[2] + stride - 1) // stride), np.float32)
     for p in range(x.shape[0]):
-        _maxpool_plane(x, out, p, k, stride, pad)
+        _maxpool_plane(x, out, p, k, stride, pad, m, ph)
 
 
 def maxpool2d(x: np.ndarray, out: np.ndarray, k: int, stride: int, pad: int, threads: int = 1) -> None:
