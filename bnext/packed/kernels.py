@@ -68,52 +68,79 @@ def popcount64(typingctx, x):
     return sig, codegen
 
 
-def _emit_popcount_loop(builder, aptr, a_stride, bptr, length):
-    """Emit the register-blocked XNOR-popcount loop; returns the ``PB * NV`` ``<8 x i64>`` sums (pixel-major)."""
+def _emit_popcount_loop(builder, aptr, offptr, n_seg, seg_len, seg_stride, bptr):
+    """Emit the register-blocked XNOR-popcount loop; returns the ``PB * NV`` ``<8 x i64>`` sums (pixel-major).
+
+    Pixel ``j`` reads ``n_seg`` segments of ``seg_len`` words, ``a[offs[j] + s * seg_stride + l]`` (the ``k``
+    kernel rows of its receptive field, read in place: no im2col copy); the weights are read linearly,
+    ``b[(s * seg_len + l) * OT + c]``.
+    """
     vty = ir.VectorType(_I64, 8)
     ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), "llvm.ctpop.v8i64")
     zero = ir.Constant(vty, None)
     undef = ir.Constant(vty, ir.Undefined)
     splat0 = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
+    i0, i1 = ir.Constant(_I64, 0), ir.Constant(_I64, 1)
+    bases = [builder.gep(aptr, [builder.load(builder.gep(offptr, [ir.Constant(_I64, j)]))]) for j in range(PB)]
 
     pre = builder.basic_block
+    seg_head = builder.append_basic_block("seg.head")
     loop = builder.append_basic_block("tile.loop")
+    seg_end = builder.append_basic_block("seg.end")
     after = builder.append_basic_block("tile.after")
-    builder.cbranch(builder.icmp_signed(">", length, ir.Constant(_I64, 0)), loop, after)
+    nonempty = builder.and_(builder.icmp_signed(">", n_seg, i0), builder.icmp_signed(">", seg_len, i0))
+    builder.cbranch(nonempty, seg_head, after)
 
-    builder.position_at_end(loop)
-    l_ = builder.phi(_I64)
-    l_.add_incoming(ir.Constant(_I64, 0), pre)
-    accs = []
+    builder.position_at_end(seg_head)
+    s_ = builder.phi(_I64)
+    s_.add_incoming(i0, pre)
+    seg_accs = []
     for _ in range(PB * NV):
         p = builder.phi(vty)
         p.add_incoming(zero, pre)
+        seg_accs.append(p)
+    rows = [builder.gep(base, [builder.mul(s_, seg_stride)]) for base in bases]
+    bseg = builder.gep(bptr, [builder.mul(builder.mul(s_, seg_len), ir.Constant(_I64, OT))])
+    builder.branch(loop)
+
+    builder.position_at_end(loop)
+    l_ = builder.phi(_I64)
+    l_.add_incoming(i0, seg_head)
+    accs = []
+    for i in range(PB * NV):
+        p = builder.phi(vty)
+        p.add_incoming(seg_accs[i], seg_head)
         accs.append(p)
     lb = builder.mul(l_, ir.Constant(_I64, OT))
     bvecs = []
     for v in range(NV):
-        p = builder.gep(bptr, [builder.add(lb, ir.Constant(_I64, 8 * v))])
+        p = builder.gep(bseg, [builder.add(lb, ir.Constant(_I64, 8 * v))])
         bvecs.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=8))
     new = []
     for j in range(PB):
-        p = builder.gep(aptr, [builder.add(builder.mul(a_stride, ir.Constant(_I64, j)), l_)])
-        word = builder.load(p, align=8)
+        word = builder.load(builder.gep(rows[j], [l_]), align=8)
         av = builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(_I32, 0)), undef, splat0)
         for v in range(NV):
             new.append(builder.add(accs[j * NV + v], builder.call(ctpop, [builder.xor(av, bvecs[v])])))
-    l_next = builder.add(l_, ir.Constant(_I64, 1))
-    end = builder.basic_block
-    l_.add_incoming(l_next, end)
+    l_next = builder.add(l_, i1)
+    l_.add_incoming(l_next, loop)
     for p, n in zip(accs, new):
-        p.add_incoming(n, end)
-    builder.cbranch(builder.icmp_signed("<", l_next, length), loop, after)
+        p.add_incoming(n, loop)
+    builder.cbranch(builder.icmp_signed("<", l_next, seg_len), loop, seg_end)
+
+    builder.position_at_end(seg_end)
+    s_next = builder.add(s_, i1)
+    s_.add_incoming(s_next, seg_end)
+    for p, n in zip(seg_accs, new):
+        p.add_incoming(n, seg_end)
+    builder.cbranch(builder.icmp_signed("<", s_next, n_seg), seg_head, after)
 
     builder.position_at_end(after)
     results = []
     for i in range(PB * NV):
         r = builder.phi(vty)
         r.add_incoming(zero, pre)
-        r.add_incoming(new[i], end)
+        r.add_incoming(new[i], seg_end)
         results.append(r)
     return results
 
@@ -134,23 +161,24 @@ def _data_ptr(context, builder, arytype, value, offset):
 
 
 @intrinsic
-def _tile_rows(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride):
+def _tile_rows(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, out, o_off, o_stride):
     """Micro-kernel, row-major store: ``out[o_off + j*o_stride + c] = K - 2 * sum_l popcount(a_j[l] ^ w_c[l])``.
 
-    ``a_j[l] = a[a_off + j*a_stride + l]`` (pixel ``j < PB``), ``w_c[l] = b[b_off + l*OT + c]``
-    (channel ``c < OT``); the ``PB * NV`` accumulators stay in vector registers for the
-    whole receptive field.
+    ``a_j`` is pixel ``j``'s receptive field, ``n_seg`` segments ``a[a_offs[j] + s*seg_stride :][:seg_len]``
+    (``j < PB``), ``w_c[l] = b[b_off + l*OT + c]`` (channel ``c < OT``); the ``PB * NV`` accumulators stay in
+    vector registers for the whole receptive field.
     """
-    sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, out, o_off, o_stride)
+    sig = types.void(a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, out, o_off, o_stride)
 
     def codegen(context, builder, signature, args):
-        a_, a_off_, a_st_, b_, b_off_, len_, k_, out_, o_off_, o_st_ = args
+        a_, offs_, nseg_, slen_, sst_, b_, b_off_, k_, out_, o_off_, o_st_ = args
         tys = signature.args
-        aptr = _data_ptr(context, builder, tys[0], a_, a_off_)
-        bptr = _data_ptr(context, builder, tys[3], b_, b_off_)
-        optr = _data_ptr(context, builder, tys[7], out_, o_off_)
+        aptr = _data_ptr(context, builder, tys[0], a_, ir.Constant(_I64, 0))
+        offptr = _data_ptr(context, builder, tys[1], offs_, ir.Constant(_I64, 0))
+        bptr = _data_ptr(context, builder, tys[5], b_, b_off_)
+        optr = _data_ptr(context, builder, tys[8], out_, o_off_)
         fty = ir.VectorType(ir.FloatType(), 8)
-        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, a_st_, bptr, len_), k_)
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, offptr, nseg_, slen_, sst_, bptr), k_)
         for j in range(PB):
             for v in range(NV):
                 off = builder.add(builder.mul(o_st_, ir.Constant(_I64, j)), ir.Constant(_I64, 8 * v))
@@ -161,29 +189,30 @@ def _tile_rows(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_
 
 
 @intrinsic
-def _tile_nchw(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_off, c_stride, alpha, alpha_off,
-               corr, corr_offs):
+def _tile_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, out, o_off, c_stride, alpha,
+               alpha_off, corr, corr_offs):
     """Micro-kernel, NCHW store: ``(K - 2 P - corr) * alpha`` transposed in registers.
 
     Like :func:`_tile_rows`; pixel ``j`` subtracts ``corr[corr_offs[j] + alpha_off + c]`` (its
     border correction, 0 inside the image) and multiplies by ``alpha[alpha_off + c]``; channel
     ``c``'s ``PB`` consecutive pixels go to ``out[o_off + c*c_stride : ... + PB]``.
     """
-    sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, out, o_off, c_stride, alpha, alpha_off,
-                     corr, corr_offs)
+    sig = types.void(a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, out, o_off, c_stride, alpha,
+                     alpha_off, corr, corr_offs)
 
     def codegen(context, builder, signature, args):
-        a_, a_off_, a_st_, b_, b_off_, len_, k_, out_, o_off_, c_st_, al_, al_off_, co_, coffs_ = args
+        a_, aoffs_, nseg_, slen_, sst_, b_, b_off_, k_, out_, o_off_, c_st_, al_, al_off_, co_, coffs_ = args
         tys = signature.args
-        aptr = _data_ptr(context, builder, tys[0], a_, a_off_)
-        bptr = _data_ptr(context, builder, tys[3], b_, b_off_)
-        optr = _data_ptr(context, builder, tys[7], out_, o_off_)
-        alptr = _data_ptr(context, builder, tys[10], al_, al_off_)
-        coptr = _data_ptr(context, builder, tys[12], co_, al_off_)
-        offptr = _data_ptr(context, builder, tys[13], coffs_, ir.Constant(_I64, 0))
+        aptr = _data_ptr(context, builder, tys[0], a_, ir.Constant(_I64, 0))
+        aoffptr = _data_ptr(context, builder, tys[1], aoffs_, ir.Constant(_I64, 0))
+        bptr = _data_ptr(context, builder, tys[5], b_, b_off_)
+        optr = _data_ptr(context, builder, tys[8], out_, o_off_)
+        alptr = _data_ptr(context, builder, tys[11], al_, al_off_)
+        coptr = _data_ptr(context, builder, tys[13], co_, al_off_)
+        offptr = _data_ptr(context, builder, tys[14], coffs_, ir.Constant(_I64, 0))
         fty = ir.VectorType(ir.FloatType(), 8)
         pty = ir.VectorType(ir.FloatType(), PB)
-        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, a_st_, bptr, len_), k_)
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, aoffptr, nseg_, slen_, sst_, bptr), k_)
         offs = [builder.load(builder.gep(offptr, [ir.Constant(_I64, j)])) for j in range(PB)]
         for v in range(NV):
             av = builder.load(builder.bitcast(builder.gep(alptr, [ir.Constant(_I64, 8 * v)]), fty.as_pointer()),
@@ -209,30 +238,33 @@ def _tile_nchw(typingctx, a, a_off, a_stride, b, b_off, length, k_total, out, o_
 
 
 @intrinsic
-def _tile_bits(typingctx, a, a_off, a_stride, b, b_off, length, k_total, corr, corr_base, corr_offs, lo, hi, masks):
+def _tile_bits(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, corr, corr_base, corr_offs,
+               lo, hi, masks):
     """Micro-kernel, bit output: ``masks[j]`` bit ``c`` = ``lo[c] <= K - 2 P - corr <= hi[c]`` for the tile's channels.
 
     ``corr[corr_offs[j] + corr_base + c]`` is pixel ``j``'s border correction; ``lo``/``hi`` are
     indexed from ``corr_base`` too (the tile's first channel).
     """
-    sig = types.void(a, a_off, a_stride, b, b_off, length, k_total, corr, corr_base, corr_offs, lo, hi, masks)
+    sig = types.void(a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, corr, corr_base, corr_offs, lo, hi,
+                     masks)
 
     def codegen(context, builder, signature, args):
-        a_, a_off_, a_st_, b_, b_off_, len_, k_, co_, base_, coffs_, lo_, hi_, masks_ = args
+        a_, aoffs_, nseg_, slen_, sst_, b_, b_off_, k_, co_, base_, coffs_, lo_, hi_, masks_ = args
         tys = signature.args
-        aptr = _data_ptr(context, builder, tys[0], a_, a_off_)
-        bptr = _data_ptr(context, builder, tys[3], b_, b_off_)
-        coptr = _data_ptr(context, builder, tys[7], co_, base_)
-        offptr = _data_ptr(context, builder, tys[9], coffs_, ir.Constant(_I64, 0))
-        loptr = _data_ptr(context, builder, tys[10], lo_, base_)
-        hiptr = _data_ptr(context, builder, tys[11], hi_, base_)
-        mptr = _data_ptr(context, builder, tys[12], masks_, ir.Constant(_I64, 0))
+        aptr = _data_ptr(context, builder, tys[0], a_, ir.Constant(_I64, 0))
+        aoffptr = _data_ptr(context, builder, tys[1], aoffs_, ir.Constant(_I64, 0))
+        bptr = _data_ptr(context, builder, tys[5], b_, b_off_)
+        coptr = _data_ptr(context, builder, tys[8], co_, base_)
+        offptr = _data_ptr(context, builder, tys[10], coffs_, ir.Constant(_I64, 0))
+        loptr = _data_ptr(context, builder, tys[11], lo_, base_)
+        hiptr = _data_ptr(context, builder, tys[12], hi_, base_)
+        mptr = _data_ptr(context, builder, tys[13], masks_, ir.Constant(_I64, 0))
         fty = ir.VectorType(ir.FloatType(), 8)
 
         def vload(ptr, off):
             return builder.load(builder.bitcast(builder.gep(ptr, [off]), fty.as_pointer()), align=4)
 
-        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, a_st_, bptr, len_), k_)
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, aoffptr, nseg_, slen_, sst_, bptr), k_)
         los = [vload(loptr, ir.Constant(_I64, 8 * v)) for v in range(NV)]
         his = [vload(hiptr, ir.Constant(_I64, 8 * v)) for v in range(NV)]
         for j in range(PB):
@@ -304,22 +336,6 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
 
 
 @njit(cache=True)
-def _gather(abuf, xf, n, q0, nb, k, stride, hp, wp, n_words, w_out):
-    """Copy the receptive fields of output pixels ``q0 .. q0 + nb - 1`` (flat ``oh * w_out + ow``) of image ``n``
-    into ``abuf`` (pixel-major, ``k * k * n_words`` words each)."""
-    length = k * k * n_words
-    row_len = k * n_words
-    for j in range(nb):
-        oh = (q0 + j) // w_out
-        ow = (q0 + j) % w_out
-        for ki in range(k):  # the k taps of a kernel row are contiguous words in NHWC
-            s0 = ((n * hp + oh * stride + ki) * wp + ow * stride) * n_words
-            d0 = j * length + ki * row_len
-            for i in range(row_len):
-                abuf[d0 + i] = xf[s0 + i]
-
-
-@njit(cache=True)
 def _block_start(b, plane):
     """First flat pixel of block ``b``: blocks of ``PB`` pixels over the output plane, the last one shifted back
     to end at the plane's end (a few pixels computed twice) so that every block is full."""
@@ -330,8 +346,20 @@ def _block_start(b, plane):
 
 
 @njit(cache=True)
-def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
-               hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs):
+def _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, aoffs, coffs):
+    """Per pixel ``j`` of the block at flat pixel ``q0`` of image ``n``: its receptive field's first word in the
+    packed input (``aoffs``) and its border-correction row (``coffs``); a partial block repeats its last pixel."""
+    for j in range(PB):
+        q = q0 + min(j, nb - 1)
+        oh = q // w_out
+        ow = q % w_out
+        aoffs[j] = ((n * hp + oh * stride) * wp + ow * stride) * n_words
+        coffs[j] = row_off[oh] + col_off[ow]
+
+
+@njit(cache=True)
+def _conv_task(task, xf, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
+               hp, wp, n_words, n_out, h_out, w_out, res, aoffs, coffs):
     """One task of :func:`binary_conv`: image ``n``, pixel-block group ``g`` and output-channel chunk of
     ``task = (n * n_groups + g) * n_chunks + chunk``.
 
@@ -344,32 +372,23 @@ def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_
     tiles_per_chunk = (n_tiles + n_chunks - 1) // n_chunks
     n_blocks = (plane + PB - 1) // PB
     blocks_per_group = (n_blocks + n_groups - 1) // n_groups
-    direct = k == 1 and stride == 1 and pad == 0  # 1x1, no border: a block's words are contiguous, no gather
     chunk = task % n_chunks
     g = (task // n_chunks) % n_groups
     n = task // (n_chunks * n_groups)
     t0 = chunk * tiles_per_chunk
     t1 = min(n_tiles, t0 + tiles_per_chunk)
+    seg_len = k * n_words
+    seg_stride = wp * n_words
     for b in range(g * blocks_per_group, min(n_blocks, (g + 1) * blocks_per_group)):
         q0 = _block_start(b, plane)
         nb = min(PB, plane - q0)
-        if direct and nb == PB:
-            src = xf
-            a_off = (n * plane + q0) * n_words
-            a_stride = n_words
-        else:
-            _gather(abuf, xf, n, q0, nb, k, stride, hp, wp, n_words, w_out)
-            src = abuf
-            a_off = 0
-            a_stride = length
-        for j in range(nb):
-            coffs[j] = row_off[(q0 + j) // w_out] + col_off[(q0 + j) % w_out]
+        _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, aoffs, coffs)
         for t in range(t0, t1):
             if nb == PB and (t + 1) * OT <= n_out:
-                _tile_nchw(src, a_off, a_stride, wt, t * length * OT, length, k_total,
+                _tile_nchw(xf, aoffs, k, seg_len, seg_stride, wt, t * length * OT, k_total,
                            of, (n * n_out + t * OT) * plane + q0, plane, alpha, t * OT, corr, coffs)
                 continue
-            _tile_rows(src, a_off, a_stride, wt, t * length * OT, length, k_total, res, 0, OT)
+            _tile_rows(xf, aoffs, k, seg_len, seg_stride, wt, t * length * OT, k_total, res, 0, OT)
             for j in range(nb):
                 for c in range(min(OT, n_out - t * OT)):
                     o = t * OT + c
@@ -378,36 +397,34 @@ def _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_
 
 
 @njit(parallel=True, cache=True)
-def _binary_conv_parallel(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
+def _binary_conv_parallel(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
     _, hp, wp, n_words = xp.shape
     n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
     xf = xp.reshape(xp.size)
     of = out.reshape(out.size)
-    length = k * k * n_words
     for task in prange(out.shape[0] * n_groups * n_chunks):
-        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
-                   hp, wp, n_words, n_out, h_out, w_out, np.zeros(PB * length, np.uint64),
-                   np.empty(PB * OT, np.float32), np.zeros(PB, np.int64))
+        _conv_task(task, xf, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
+                   hp, wp, n_words, n_out, h_out, w_out, np.empty(PB * OT, np.float32), np.zeros(PB, np.int64),
+                   np.zeros(PB, np.int64))
 
 
 @njit(cache=True)
-def _binary_conv_serial(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
+def _binary_conv_serial(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
     _, hp, wp, n_words = xp.shape
     n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
     xf = xp.reshape(xp.size)
     of = out.reshape(out.size)
-    length = k * k * n_words
-    abuf = np.zeros(PB * length, np.uint64)
     res = np.empty(PB * OT, np.float32)
+    aoffs = np.zeros(PB, np.int64)
     coffs = np.zeros(PB, np.int64)
     for task in range(out.shape[0] * n_groups * n_chunks):
-        _conv_task(task, xf, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
-                   hp, wp, n_words, n_out, h_out, w_out, abuf, res, coffs)
+        _conv_task(task, xf, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
+                   hp, wp, n_words, n_out, h_out, w_out, res, aoffs, coffs)
 
 
 @njit(cache=True)
-def _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
-                    hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, abuf, masks, coffs, words):
+def _conv_bits_task(task, xf, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
+                    hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, masks, aoffs, coffs, words):
     """One task of :func:`binary_conv_bits` (image ``task // n_groups``, pixel-block group ``task % n_groups``):
     packed bits ``lo[o] <= y <= hi[o]`` instead of floats."""
     plane = h_out * w_out
@@ -418,17 +435,18 @@ def _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_of
     blocks_per_group = (n_blocks + n_groups - 1) // n_groups
     n = task // n_groups
     g = task % n_groups
+    seg_len = k * n_words
+    seg_stride = wp * n_words
     for b in range(g * blocks_per_group, min(n_blocks, (g + 1) * blocks_per_group)):
         q0 = _block_start(b, plane)
         nb = min(PB, plane - q0)
-        _gather(abuf, xf, n, q0, nb, k, stride, hp, wp, n_words, w_out)
-        for j in range(nb):
-            coffs[j] = row_off[(q0 + j) // w_out] + col_off[(q0 + j) % w_out]
+        _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, aoffs, coffs)
         for gw in range(y_words):  # one 64-channel output word = per_word tiles
             for j in range(PB):
                 words[j] = 0
             for t in range(gw * per_word, min(n_tiles, (gw + 1) * per_word)):
-                _tile_bits(abuf, 0, length, wt, t * length * OT, length, k_total, corr, t * OT, coffs, lo, hi, masks)
+                _tile_bits(xf, aoffs, k, seg_len, seg_stride, wt, t * length * OT, k_total, corr, t * OT, coffs,
+                           lo, hi, masks)
                 sh = np.uint64(OT * (t - gw * per_word))
                 for j in range(PB):
                     words[j] |= np.uint64(masks[j]) << sh
@@ -439,34 +457,32 @@ def _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_of
 
 
 @njit(parallel=True, cache=True)
-def _binary_conv_bits_parallel(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
+def _binary_conv_bits_parallel(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
                                y_pad, n_groups):
     _, hp, wp, n_words = xp.shape
     xf = xp.reshape(xp.size)
     yf = yp.reshape(yp.size)
-    length = k * k * n_words
     for task in prange(xp.shape[0] * n_groups):
-        _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
+        _conv_bits_task(task, xf, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
                         hp, wp, n_words, lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
-                        np.zeros(PB * length, np.uint64), np.zeros(PB, np.int64), np.zeros(PB, np.int64),
+                        np.zeros(PB, np.int64), np.zeros(PB, np.int64), np.zeros(PB, np.int64),
                         np.zeros(PB, np.uint64))
 
 
 @njit(cache=True)
-def _binary_conv_bits_serial(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
+def _binary_conv_bits_serial(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
                              y_pad, n_groups):
     _, hp, wp, n_words = xp.shape
     xf = xp.reshape(xp.size)
     yf = yp.reshape(yp.size)
-    length = k * k * n_words
-    abuf = np.zeros(PB * length, np.uint64)
     masks = np.zeros(PB, np.int64)
+    aoffs = np.zeros(PB, np.int64)
     coffs = np.zeros(PB, np.int64)
     words = np.zeros(PB, np.uint64)
     for task in range(xp.shape[0] * n_groups):
-        _conv_bits_task(task, xf, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
+        _conv_bits_task(task, xf, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
                         hp, wp, n_words, lo.shape[0], h_out, w_out, yp.shape[1], yp.shape[2], yp.shape[3], y_pad,
-                        abuf, masks, coffs, words)
+                        masks, aoffs, coffs, words)
 
 
 def pixel_groups(h_out: int, w_out: int, threads: int) -> int:
@@ -490,7 +506,7 @@ def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: i
     """
     fn = _binary_conv_bits_serial if threads <= 1 else _binary_conv_bits_parallel
     corr, row_off, col_off = correction
-    fn(xp, wt, k, stride, pad, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad,
+    fn(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad,
        pixel_groups(h_out, w_out, threads))
 
 
@@ -540,7 +556,7 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
     chunks = 1 if threads == 1 else chunks_for(out.shape[0] * groups, o_pad // OT, threads)
     fn = _binary_conv_serial if threads == 1 else _binary_conv_parallel
     corr, row_off, col_off = correction
-    fn(xp, wt, k, stride, pad, k_total, alpha, corr, row_off, col_off, groups, chunks, out)
+    fn(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, groups, chunks, out)
 
 
 @njit(cache=True)
