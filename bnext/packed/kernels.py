@@ -36,6 +36,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.ufunc import parallel as _numba_parallel
 
 # numba's OpenMP pool spin-waits after every parallel region; next to torch's own OpenMP pool on
 # a small machine the two steal each other's cores (measured on 2 cores: the float model ran 3-6x
@@ -542,7 +543,7 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
     """XNOR-popcount convolution of packed ``xp`` with kernel-form weights ``wt`` into NCHW float32 ``out``.
 
     Args:
-        xp: ``(N, in_h + 2 pad, in_w + 2 pad, words)`` uint64 (zero border).
+        xp: ``(N, in_h + 2 pad, in_w + 2 pad, words)`` uint64 (zero border; ``pad`` is implied by its shape).
         wt: 1-D uint64 weight tiles ``[O_pad / OT][k*k*words][OT]``.
         k_total: ``k * k * C_in``.
         alpha: ``(O_pad,)`` float32 per-output-channel scale (ones when unscaled).
@@ -550,13 +551,14 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
         out: ``(N, O, H_out, W_out)`` float32, fully overwritten.
         threads: numba threads (default: numba's current setting); 1 runs without a parallel launch.
     """
-    threads = numba.get_num_threads() if threads is None else threads
-    groups = pixel_groups(out.shape[2], out.shape[3], threads)
-    o_pad = alpha.shape[0]
-    chunks = 1 if threads == 1 else chunks_for(out.shape[0] * groups, o_pad // OT, threads)
-    fn = _binary_conv_serial if threads == 1 else _binary_conv_parallel
+    threads = numba_get_threads() if threads is None else threads
     corr, row_off, col_off = correction
-    fn(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, groups, chunks, out)
+    if threads == 1:
+        _binary_conv_serial(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, 1, 1, out)
+        return
+    groups = pixel_groups(out.shape[2], out.shape[3], threads)
+    chunks = chunks_for(out.shape[0] * groups, alpha.shape[0] // OT, threads)
+    _binary_conv_parallel(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, groups, chunks, out)
 
 
 @njit(cache=True)
@@ -670,7 +672,11 @@ def set_threads(threads: int) -> int:
 
 
 def numba_get_threads() -> int:
-    """numba's current thread count for this thread."""
+    """numba's current thread count for this thread (after the first call, a direct read: 0.1 us, not 0.8 us)."""
+    if _numba_parallel._is_initialized:
+        n = _numba_parallel._get_num_threads()
+        if n > 0:
+            return n
     return numba.get_num_threads()
 
 

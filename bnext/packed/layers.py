@@ -128,6 +128,7 @@ class PackedBinaryConv2d(nn.Module):
             raise PackingError(f"shift has {np.size(shift)} values, expected {self.in_channels}")
         self.wt, self.tapsum = kernel_weights(np.asarray(negative, dtype=bool))
         self._corrections: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._plans: dict[tuple, tuple] = {}  # (xp.shape, h, w) -> (output shape, correction, k_total)
         self.alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
         self.alpha_pad = np.ones(self.tapsum.shape[1], np.float32)  # kernel form: padded, ones when unscaled
         if self.alpha is not None:
@@ -210,22 +211,30 @@ class PackedBinaryConv2d(nn.Module):
 
     def conv_packed(self, xp: np.ndarray, h: int, w: int, out: np.ndarray | None = None) -> np.ndarray:
         """Run the XNOR-popcount kernel on a packed input of spatial size ``(h, w)``."""
-        self._check_packed(xp, h, w)
-        n = xp.shape[0]
-        shape = self.output_shape(n, h, w)
+        plan = self._plans.get((xp.shape, h, w))
+        if plan is None:  # validate the geometry once per input shape (a layer runs at a few sizes)
+            self._check_packed(xp, h, w)
+            plan = (self.output_shape(xp.shape[0], h, w), self._correction(h, w),
+                    self.kernel_size * self.kernel_size * self.in_channels)
+            self._plans[(xp.shape, h, w)] = plan
+        elif xp.dtype != np.uint64 or not xp.flags.c_contiguous:
+            self._check_packed(xp, h, w)
+        shape, correction, k_total = plan
         if out is None:
             out = np.empty(shape, np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
-        correction = self._correction(h, w)
         threads = kernels.numba_get_threads()
-        k_total = self.kernel_size * self.kernel_size * self.in_channels
+        if threads <= 1:  # no choice to make: skip the chooser's timing
+            kernels.binary_conv(xp, self.wt, self.kernel_size, self.stride, self.padding, k_total, self.alpha_pad,
+                                correction, out, 1)
+            return out
 
         def run(t: int) -> None:
             kernels.binary_conv(xp, self.wt, self.kernel_size, self.stride, self.padding, k_total, self.alpha_pad,
                                 correction, out, t)
 
-        self._chooser.run((n, h, w), threads, run)
+        self._chooser.run((xp.shape[0], h, w), threads, run)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
