@@ -317,9 +317,28 @@ def _pack_input_parallel(x, shift, use_shift, pad, xp):
 
 @njit(cache=True)
 def _pack_input_serial(x, shift, use_shift, pad, xp):
-    tmp = np.empty(x.shape[3], np.uint64)
-    for r in range(x.shape[0] * x.shape[2]):
-        _pack_row(x, shift, use_shift, pad, xp, r, tmp)
+    """One thread: each 64-channel word is built over a whole plane at once (long vectorized inner loops; by
+    rows, a 7x7 or 14x14 input ran 2-5x slower), then copied into the bordered NHWC buffer."""
+    n_img, channels, height, width = x.shape
+    plane = height * width
+    zero = np.float32(0.0)
+    tmp = np.empty(plane, np.uint64)
+    for n in range(n_img):
+        xf = x[n].reshape(channels * plane)
+        for wd in range(xp.shape[3]):
+            for q in range(plane):
+                tmp[q] = 0
+            c0 = wd * 64
+            for cc in range(min(64, channels - c0)):
+                c = c0 + cc
+                bit = np.uint64(cc)
+                base = c * plane
+                sh = shift[c] if use_shift else zero
+                for q in range(plane):
+                    tmp[q] |= np.uint64(not (xf[base + q] + sh >= zero)) << bit
+            for h in range(height):
+                for w in range(width):
+                    xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
 
 
 #: inputs with fewer elements are packed on one thread (a parallel launch costs more than it saves)

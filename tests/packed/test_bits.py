@@ -65,13 +65,14 @@ def test_popcount_compiles_to_popcnt_instructions():
         return popcount64(w)
 
     @njit(cache=False)
-    def tile(a, b, out, alpha, corr, offs):
-        kernels._tile_nchw(a, 0, 9, b, 0, 9, 576, out, 0, 64, alpha, 0, corr, offs)
+    def tile(a, aoffs, b, out, alpha, corr, offs):
+        kernels._tile_nchw(a, aoffs, 1, 9, 0, b, 0, 576, out, 0, 64, alpha, 0, corr, offs)
 
     scalar(np.uint64(5))
     asm = "\n".join(scalar.inspect_asm().values()).lower()
     assert "popcnt" in asm
-    args = (np.zeros(64, np.uint64), np.zeros(9 * kernels.OT, np.uint64), np.zeros(64 * 16, np.float32),
+    args = (np.zeros(64, np.uint64), np.arange(kernels.PB, dtype=np.int64) * 9, np.zeros(9 * kernels.OT, np.uint64),
+            np.zeros(64 * 16, np.float32),
             np.ones(kernels.OT, np.float32), np.zeros(2 * kernels.OT, np.float32), np.zeros(kernels.PB, np.int64))
     tile(*args)
     asm = "\n".join(tile.inspect_asm().values()).lower()
