@@ -223,6 +223,9 @@ def _tile_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
                 cp = builder.gep(coptr, [builder.add(offs[j], ir.Constant(_I64, 8 * v))])
                 cv = builder.load(builder.bitcast(cp, fty.as_pointer()), align=4)
                 cols.append(builder.fmul(builder.fsub(ys[j * NV + v], cv), av))
+            if PB == 4:  # 4x8 transpose in unpack/shuffle steps that map to single AVX instructions
+                _store_transposed_4x8(builder, cols, optr, c_st_, 8 * v)
+                continue
             while len(cols) > 1:  # concatenate: element 8*j + lane
                 n = cols[0].type.count
                 mask = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
@@ -236,6 +239,29 @@ def _tile_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _store_transposed_4x8(builder, rows, optr, c_stride, c0):
+    """Store ``rows[j][c]`` (4 pixels x 8 channels, ``<8 x float>``) as ``optr[(c0 + c) * c_stride + j]``.
+
+    ``vunpcklps``/``vunpckhps`` then ``vshufps`` leave, in each 128-bit half, one channel's 4 pixels
+    (channels ``c`` and ``c + 4``); each half is one 16-byte store.
+    """
+    def sh(x, y, idx):
+        return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(_I32, len(idx)), idx))
+
+    r0, r1, r2, r3 = rows
+    lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+    t0, t1, t2, t3 = sh(r0, r1, lo), sh(r0, r1, hi), sh(r2, r3, lo), sh(r2, r3, hi)
+    first, second = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    u = [sh(t0, t2, first), sh(t0, t2, second), sh(t1, t3, first), sh(t1, t3, second)]  # channels c | c + 4
+    pty = ir.VectorType(ir.FloatType(), 4)
+    undef = ir.Constant(u[0].type, ir.Undefined)
+    for c in range(4):
+        for half in range(2):
+            col = sh(u[c], undef, [4 * half + i for i in range(4)])
+            off = builder.mul(c_stride, ir.Constant(_I64, c0 + c + 4 * half))
+            builder.store(col, builder.bitcast(builder.gep(optr, [off]), pty.as_pointer()), align=4)
 
 
 @intrinsic
