@@ -147,14 +147,26 @@ def _emit_popcount_loop(builder, aptr, offptr, n_seg, seg_len, seg_stride, bptr)
 
 
 def _emit_outputs(builder, results, k_total):
-    """``float(K - 2 * sum)`` as ``<8 x float>`` vectors, pixel-major like ``results``."""
+    """The popcount sums as ``<8 x float>`` (pixel-major like ``results``) and ``K`` splat as float.
+
+    The output ``K - 2 P - corr`` is then :func:`_emit_y` ``(P, K - corr)``: every value is an integer below
+    2**24, exact in float32, so the float arithmetic gives the integer result bit for bit (and costs fewer
+    vector-pipe slots than 64-bit integer arithmetic before the conversion).
+    """
     vty = ir.VectorType(_I64, 8)
     fty = ir.VectorType(ir.FloatType(), 8)
     undef = ir.Constant(vty, ir.Undefined)
     kvec = builder.shuffle_vector(builder.insert_element(undef, k_total, ir.Constant(_I32, 0)), undef,
                                   ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
-    one = ir.Constant(vty, [1] * 8)
-    return [builder.sitofp(builder.sub(kvec, builder.shl(r, one)), fty) for r in results]
+    return [builder.sitofp(r, fty) for r in results], builder.sitofp(kvec, fty)
+
+
+def _emit_y(builder, pf, base):
+    """``base - 2 * pf`` (exact: integers below 2**24), fused where the target has FMA."""
+    fty = ir.VectorType(ir.FloatType(), 8)
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, fty, fty]),
+                                             "llvm.fmuladd.v8f32")
+    return builder.call(fmuladd, [pf, ir.Constant(fty, [-2.0] * 8), base])
 
 
 def _data_ptr(context, builder, arytype, value, offset):
@@ -179,7 +191,8 @@ def _tile_rows(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
         bptr = _data_ptr(context, builder, tys[5], b_, b_off_)
         optr = _data_ptr(context, builder, tys[8], out_, o_off_)
         fty = ir.VectorType(ir.FloatType(), 8)
-        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, offptr, nseg_, slen_, sst_, bptr), k_)
+        pfs, kf = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, offptr, nseg_, slen_, sst_, bptr), k_)
+        ys = [_emit_y(builder, pf, kf) for pf in pfs]
         for j in range(PB):
             for v in range(NV):
                 off = builder.add(builder.mul(o_st_, ir.Constant(_I64, j)), ir.Constant(_I64, 8 * v))
@@ -211,31 +224,82 @@ def _tile_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
         alptr = _data_ptr(context, builder, tys[11], al_, al_off_)
         coptr = _data_ptr(context, builder, tys[13], co_, al_off_)
         offptr = _data_ptr(context, builder, tys[14], coffs_, ir.Constant(_I64, 0))
-        fty = ir.VectorType(ir.FloatType(), 8)
-        pty = ir.VectorType(ir.FloatType(), PB)
         ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, aoffptr, nseg_, slen_, sst_, bptr), k_)
-        offs = [builder.load(builder.gep(offptr, [ir.Constant(_I64, j)])) for j in range(PB)]
-        for v in range(NV):
-            av = builder.load(builder.bitcast(builder.gep(alptr, [ir.Constant(_I64, 8 * v)]), fty.as_pointer()),
-                              align=4)
-            cols = []
-            for j in range(PB):  # pixel j, channels 8v..8v+7
-                cp = builder.gep(coptr, [builder.add(offs[j], ir.Constant(_I64, 8 * v))])
-                cv = builder.load(builder.bitcast(cp, fty.as_pointer()), align=4)
-                cols.append(builder.fmul(builder.fsub(ys[j * NV + v], cv), av))
-            if PB == 4:  # 4x8 transpose in unpack/shuffle steps that map to single AVX instructions
-                _store_transposed_4x8(builder, cols, optr, c_st_, 8 * v)
-                continue
-            while len(cols) > 1:  # concatenate: element 8*j + lane
-                n = cols[0].type.count
-                mask = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
-                cols = [builder.shuffle_vector(cols[i], cols[i + 1], mask) for i in range(0, len(cols), 2)]
-            allv = cols[0]
-            for lane in range(8):
-                mask = ir.Constant(ir.VectorType(_I32, PB), [8 * j + lane for j in range(PB)])
-                col = builder.shuffle_vector(allv, ir.Constant(allv.type, ir.Undefined), mask)
-                off = builder.mul(c_st_, ir.Constant(_I64, 8 * v + lane))
-                builder.store(col, builder.bitcast(builder.gep(optr, [off]), pty.as_pointer()), align=4)
+        _emit_nchw_store(builder, *ys, optr, c_st_, alptr, coptr, offptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _emit_nchw_store(builder, pfs, kf, optr, c_stride, alptr, coptr, offptr):
+    """``(K - 2 P - corr) * alpha`` (``P`` = ``pfs``, ``K`` = ``kf``) transposed to NCHW: channel ``c``'s ``PB``
+    pixels at ``optr[c * c_stride :][:PB]``; pixel ``j``'s correction row starts at ``coptr[offptr[j]]``, alpha
+    at ``alptr``."""
+    fty = ir.VectorType(ir.FloatType(), 8)
+    pty = ir.VectorType(ir.FloatType(), PB)
+    offs = [builder.load(builder.gep(offptr, [ir.Constant(_I64, j)])) for j in range(PB)]
+    for v in range(NV):
+        av = builder.load(builder.bitcast(builder.gep(alptr, [ir.Constant(_I64, 8 * v)]), fty.as_pointer()),
+                          align=4)
+        cols = []
+        for j in range(PB):  # pixel j, channels 8v..8v+7
+            cp = builder.gep(coptr, [builder.add(offs[j], ir.Constant(_I64, 8 * v))])
+            cv = builder.load(builder.bitcast(cp, fty.as_pointer()), align=4)
+            cols.append(builder.fmul(_emit_y(builder, pfs[j * NV + v], builder.fsub(kf, cv)), av))
+        if PB == 4:  # 4x8 transpose in unpack/shuffle steps that map to single AVX instructions
+            _store_transposed_4x8(builder, cols, optr, c_stride, 8 * v)
+            continue
+        while len(cols) > 1:  # concatenate: element 8*j + lane
+            n = cols[0].type.count
+            mask = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
+            cols = [builder.shuffle_vector(cols[i], cols[i + 1], mask) for i in range(0, len(cols), 2)]
+        allv = cols[0]
+        for lane in range(8):
+            mask = ir.Constant(ir.VectorType(_I32, PB), [8 * j + lane for j in range(PB)])
+            col = builder.shuffle_vector(allv, ir.Constant(allv.type, ir.Undefined), mask)
+            off = builder.mul(c_stride, ir.Constant(_I64, 8 * v + lane))
+            builder.store(col, builder.bitcast(builder.gep(optr, [off]), pty.as_pointer()), align=4)
+
+
+@intrinsic
+def _tiles_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, n_tiles, k_total, out, o_off, o_step,
+                c_stride, alpha, alpha_off, corr, corr_offs):
+    """``n_tiles`` consecutive full tiles of :func:`_tile_nchw` for one pixel block in one call: tile ``i`` reads
+    the weights at ``b_off + i * OT * L`` (``L = n_seg * seg_len``), writes from ``o_off + i * o_step`` and uses
+    channels ``alpha_off + i * OT ...`` (the per-tile glue stays in registers: a short receptive field, e.g.
+    64 channels x 3x3, spent a third of its time between tiles).
+    """
+    sig = types.void(a, a_offs, n_seg, seg_len, seg_stride, b, b_off, n_tiles, k_total, out, o_off, o_step,
+                     c_stride, alpha, alpha_off, corr, corr_offs)
+
+    def codegen(context, builder, signature, args):
+        a_, aoffs_, nseg_, slen_, sst_, b_, b_off_, nt_, k_, out_, o_off_, o_step_, c_st_, al_, al_off_, co_, \
+            coffs_ = args
+        tys = signature.args
+        aptr = _data_ptr(context, builder, tys[0], a_, ir.Constant(_I64, 0))
+        aoffptr = _data_ptr(context, builder, tys[1], aoffs_, ir.Constant(_I64, 0))
+        bptr0 = _data_ptr(context, builder, tys[5], b_, b_off_)
+        optr0 = _data_ptr(context, builder, tys[9], out_, o_off_)
+        alptr0 = _data_ptr(context, builder, tys[13], al_, al_off_)
+        coptr0 = _data_ptr(context, builder, tys[15], co_, al_off_)
+        offptr = _data_ptr(context, builder, tys[16], coffs_, ir.Constant(_I64, 0))
+        b_step = builder.mul(builder.mul(nseg_, slen_), ir.Constant(_I64, OT))
+        pre = builder.basic_block
+        head = builder.append_basic_block("tiles.head")
+        done = builder.append_basic_block("tiles.done")
+        builder.cbranch(builder.icmp_signed(">", nt_, ir.Constant(_I64, 0)), head, done)
+        builder.position_at_end(head)
+        i = builder.phi(_I64)
+        i.add_incoming(ir.Constant(_I64, 0), pre)
+        bptr = builder.gep(bptr0, [builder.mul(i, b_step)])
+        optr = builder.gep(optr0, [builder.mul(i, o_step_)])
+        ch = builder.mul(i, ir.Constant(_I64, OT))
+        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, aoffptr, nseg_, slen_, sst_, bptr), k_)
+        _emit_nchw_store(builder, *ys, optr, c_st_, builder.gep(alptr0, [ch]), builder.gep(coptr0, [ch]), offptr)
+        i_next = builder.add(i, ir.Constant(_I64, 1))
+        i.add_incoming(i_next, builder.basic_block)
+        builder.cbranch(builder.icmp_signed("<", i_next, nt_), head, done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -298,7 +362,8 @@ def _tile_bits(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
             off = builder.load(builder.gep(offptr, [ir.Constant(_I64, j)]))
             mask = ir.Constant(_I64, 0)
             for v in range(NV):
-                y = builder.fsub(ys[j * NV + v], vload(coptr, builder.add(off, ir.Constant(_I64, 8 * v))))
+                cv = vload(coptr, builder.add(off, ir.Constant(_I64, 8 * v)))
+                y = _emit_y(builder, ys[0][j * NV + v], builder.fsub(ys[1], cv))
                 inside = builder.and_(builder.fcmp_ordered("<=", los[v], y), builder.fcmp_ordered("<=", y, his[v]))
                 bits = builder.zext(builder.bitcast(inside, ir.IntType(8)), _I64)
                 mask = builder.or_(mask, builder.shl(bits, ir.Constant(_I64, 8 * v)))
@@ -395,12 +460,16 @@ def _block_start(b, plane):
 def _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, aoffs, coffs):
     """Per pixel ``j`` of the block at flat pixel ``q0`` of image ``n``: its receptive field's first word in the
     packed input (``aoffs``) and its border-correction row (``coffs``); a partial block repeats its last pixel."""
-    for j in range(PB):
-        q = q0 + min(j, nb - 1)
-        oh = q // w_out
-        ow = q % w_out
+    oh = q0 // w_out
+    ow = q0 % w_out
+    for j in range(PB):  # one division per block, then step along the row
         aoffs[j] = ((n * hp + oh * stride) * wp + ow * stride) * n_words
         coffs[j] = row_off[oh] + col_off[ow]
+        if j + 1 < nb:
+            ow += 1
+            if ow == w_out:
+                ow = 0
+                oh += 1
 
 
 @njit(cache=True)
@@ -429,11 +498,12 @@ def _conv_task(task, xf, wt, k, stride, k_total, alpha, corr, row_off, col_off, 
         q0 = _block_start(b, plane)
         nb = min(PB, plane - q0)
         _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, aoffs, coffs)
-        for t in range(t0, t1):
-            if nb == PB and (t + 1) * OT <= n_out:
-                _tile_nchw(xf, aoffs, k, seg_len, seg_stride, wt, t * length * OT, k_total,
-                           of, (n * n_out + t * OT) * plane + q0, plane, alpha, t * OT, corr, coffs)
-                continue
+        t_full = t0
+        if nb == PB:  # full tiles of a full block: one call
+            t_full = max(t0, min(t1, n_out // OT))
+            _tiles_nchw(xf, aoffs, k, seg_len, seg_stride, wt, t0 * length * OT, t_full - t0, k_total,
+                        of, (n * n_out + t0 * OT) * plane + q0, OT * plane, plane, alpha, t0 * OT, corr, coffs)
+        for t in range(t_full, t1):
             _tile_rows(xf, aoffs, k, seg_len, seg_stride, wt, t * length * OT, k_total, res, 0, OT)
             for j in range(nb):
                 for c in range(min(OT, n_out - t * OT)):
