@@ -18,32 +18,32 @@ table of :func:`border_correction`.  Everything is integer and exact.
 The popcount inner loop is a hand-built LLVM micro-kernel (``@intrinsic``): ``PB``
 output pixels times ``OT`` output channels held in ``<8 x i64>`` registers across the
 whole receptive field, ``llvm.ctpop`` on vectors (``vpopcntq`` with AVX-512 VPOPCNTDQ,
-a ``vpshufb`` sequence on AVX2; scalar ``popcnt`` below that).  No compiler is needed at
-install time: numba compiles it on first use and caches it (``cache=True``).
+a ``vpshufb`` sequence on AVX2; scalar ``popcnt`` below that).  Each loaded weight vector
+serves ``PB`` pixels, each broadcast input word ``NV`` vectors.  Output pixels go in blocks
+of ``PB`` over the flattened ``H_out * W_out`` plane (a 14-wide row wastes nothing); each
+pixel's receptive field is read in place, ``k`` segments of ``k * words`` contiguous words
+(no im2col copy), and one call runs all full ``OT``-channel tiles of a block.  The epilogue
+``(K - 2 P - corr) * alpha`` is float arithmetic on integers below 2**24 (exact), then a
+4x8 register transpose to NCHW.  No compiler is needed at install time: numba compiles it
+on first use and caches it (``cache=True``).  Measured limits of this form of kernel (the
+running clock, ``vpopcntq`` and ``vpxorq + vpopcntq + vpaddq`` throughputs):
+:mod:`bnext.packed.roofline`.
 
-No ``fastmath``: the only float operations are ``x + shift`` before the sign test and the
-alpha multiply, which must round exactly like torch's.
+No ``fastmath``: the only inexact float operations are ``x + shift`` before the sign test and
+the alpha multiply, which must round exactly like torch's.
 """
 
 from __future__ import annotations
 
-import os
-import time
-
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from numba.np.ufunc import parallel as _numba_parallel
 
-# numba's OpenMP pool spin-waits after every parallel region; next to torch's own OpenMP pool on
-# a small machine the two steal each other's cores (measured on 2 cores: the float model ran 3-6x
-# slower beside an omp-layer numba pool).  The workqueue layer sleeps when idle.  An explicit
-# NUMBA_THREADING_LAYER wins; nothing changes once numba has launched its threads.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from .packing import PARALLEL_PACK_MIN, _pack_input_parallel, _pack_input_serial, pack_input  # noqa: F401
+from .pool import maxpool2d  # noqa: F401
+from .threads import ThreadChooser, chunks_for, numba_get_threads, set_threads  # noqa: F401
 
 #: output pixels per micro-tile
 PB = 4
@@ -374,79 +374,6 @@ def _tile_bits(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
 
 
 @njit(cache=True)
-def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
-    """Pack input row ``r`` (image ``r // H``, row ``r % H``) of ``x`` into ``xp`` (branch-free inner loop)."""
-    height = x.shape[2]
-    width = x.shape[3]
-    channels = x.shape[1]
-    n = r // height
-    h = r % height
-    zero = np.float32(0.0)
-    for wd in range(xp.shape[3]):
-        for w in range(width):
-            tmp[w] = 0
-        c0 = wd * 64
-        for cc in range(min(64, channels - c0)):
-            c = c0 + cc
-            bit = np.uint64(cc)
-            if use_shift:
-                sh = shift[c]
-                for w in range(width):
-                    tmp[w] |= np.uint64(not (x[n, c, h, w] + sh >= zero)) << bit
-            else:
-                for w in range(width):
-                    tmp[w] |= np.uint64(not (x[n, c, h, w] >= zero)) << bit
-        for w in range(width):
-            xp[n, h + pad, w + pad, wd] = tmp[w]
-
-
-@njit(parallel=True, cache=True)
-def _pack_input_parallel(x, shift, use_shift, pad, xp):
-    for r in prange(x.shape[0] * x.shape[2]):
-        _pack_row(x, shift, use_shift, pad, xp, r, np.empty(x.shape[3], np.uint64))
-
-
-@njit(cache=True)
-def _pack_input_serial(x, shift, use_shift, pad, xp):
-    """One thread: each 64-channel word is built over a whole plane at once (long vectorized inner loops; by
-    rows, a 7x7 or 14x14 input ran 2-5x slower), then copied into the bordered NHWC buffer."""
-    n_img, channels, height, width = x.shape
-    plane = height * width
-    zero = np.float32(0.0)
-    tmp = np.empty(plane, np.uint64)
-    for n in range(n_img):
-        xf = x[n].reshape(channels * plane)
-        for wd in range(xp.shape[3]):
-            for q in range(plane):
-                tmp[q] = 0
-            c0 = wd * 64
-            for cc in range(min(64, channels - c0)):
-                c = c0 + cc
-                bit = np.uint64(cc)
-                base = c * plane
-                sh = shift[c] if use_shift else zero
-                for q in range(plane):
-                    tmp[q] |= np.uint64(not (xf[base + q] + sh >= zero)) << bit
-            for h in range(height):
-                for w in range(width):
-                    xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
-
-
-#: inputs with fewer elements are packed on one thread (a parallel launch costs more than it saves)
-PARALLEL_PACK_MIN = 1 << 19
-
-
-def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: np.ndarray) -> None:
-    """Binarize ``sign(x + shift)`` of NCHW float32 ``x`` into the zero-bordered NHWC words ``xp``.
-
-    ``xp`` must be zero-initialised (its border is never written).  A bit is set where
-    ``not (x + shift >= 0)``: ``sign(...) = -1`` exactly as torch computes it (float32 add).
-    """
-    fn = _pack_input_parallel if x.size >= PARALLEL_PACK_MIN else _pack_input_serial
-    fn(x, shift, use_shift, pad, xp)
-
-
-@njit(cache=True)
 def _block_start(b, plane):
     """First flat pixel of block ``b``: blocks of ``PB`` pixels over the output plane, the last one shifted back
     to end at the plane's end (a few pixels computed twice) so that every block is full."""
@@ -609,6 +536,16 @@ def pixel_groups(h_out: int, w_out: int, threads: int) -> int:
     return max(1, min(n_blocks, h_out))
 
 
+#: receptive fields up to this many bits: the epilogue's float arithmetic is exact below 2**24
+MAX_K_TOTAL = (1 << 24) - 1
+
+
+def _check_k_total(k_total: int) -> None:
+    if not 0 < k_total <= MAX_K_TOTAL:
+        raise ValueError(f"receptive field of {k_total} bits (k*k*C_in) is outside 1..{MAX_K_TOTAL}: the exact "
+                         f"float epilogue needs integers below 2**24")
+
+
 def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k_total: int,
                      correction: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray, hi: np.ndarray,
                      h_out: int, w_out: int, yp: np.ndarray, y_pad: int, threads: int = 1) -> None:
@@ -620,6 +557,7 @@ def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: i
     With ``[lo, hi]`` the set of outputs that a per-channel monotone chain (BN -> hardtanh ->
     sign) maps to ``-1``, the next binary conv reads these bits directly.
     """
+    _check_k_total(k_total)
     fn = _binary_conv_bits_serial if threads <= 1 else _binary_conv_bits_parallel
     corr, row_off, col_off = correction
     fn(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad,
@@ -666,6 +604,7 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
         out: ``(N, O, H_out, W_out)`` float32, fully overwritten.
         threads: numba threads (default: numba's current setting); 1 runs without a parallel launch.
     """
+    _check_k_total(k_total)
     threads = numba_get_threads() if threads is None else threads
     corr, row_off, col_off = correction
     if threads == 1:
@@ -676,127 +615,3 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
     _binary_conv_parallel(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, groups, chunks, out)
 
 
-@njit(cache=True)
-def _maxpool_plane(x, out, p, k, stride, pad, m, ph):
-    """Max-pool plane ``p`` of NCHW ``x`` (flattened to ``(N*C, H, W)``) with -inf padding, NaN-propagating.
-
-    Every output visits its window's taps in torch's row-major order with torch's rule (``v > m or v is NaN``),
-    so values, signed zeros and NaN payloads match; the loops run over a whole output row per tap (vectorized)
-    on the input row split by column phase (``ph[r, w] = row[stride * w + r]``, contiguous loads).
-    ``m`` (``w_out``) and ``ph`` (``(stride, ceil(w_in / stride))``) are scratch.
-    """
-    h_in, w_in = x.shape[1], x.shape[2]
-    h_out, w_out = out.shape[1], out.shape[2]
-    for oh in range(h_out):
-        h0 = oh * stride - pad
-        for ow in range(w_out):
-            m[ow] = -np.inf
-        for i in range(max(h0, 0), min(h0 + k, h_in)):
-            if stride == 2:  # the stem's pool: an interleaved pair of loads the vectorizer handles
-                for w in range(w_in // 2):
-                    ph[0, w] = x[p, i, 2 * w]
-                    ph[1, w] = x[p, i, 2 * w + 1]
-                if w_in % 2:
-                    ph[0, w_in // 2] = x[p, i, w_in - 1]
-            else:
-                for w in range(w_in):
-                    ph[w % stride, w // stride] = x[p, i, w]
-            for j in range(k):
-                d = j - pad  # input column of output ow: stride * ow + d = stride * (ow + off) + r
-                r = d % stride
-                off = (d - r) // stride
-                src = ph[r]
-                for ow in range(max(0, (stride - 1 - d) // stride), min(w_out, (w_in - 1 - d) // stride + 1)):
-                    v = src[np.uint64(ow + off)]  # unsigned: no wraparound test, the loop vectorizes
-                    mo = m[np.uint64(ow)]
-                    m[np.uint64(ow)] = v if ((v > mo) | (v != v)) else mo
-        for ow in range(w_out):
-            out[p, oh, ow] = m[ow]
-
-
-@njit(parallel=True, cache=True)
-def _maxpool_parallel(x, out, k, stride, pad):
-    for p in prange(x.shape[0]):
-        _maxpool_plane(x, out, p, k, stride, pad, np.empty(out.shape[2], np.float32),
-                       np.empty((stride, (x.shape[2] + stride - 1) // stride), np.float32))
-
-
-@njit(cache=True)
-def _maxpool_serial(x, out, k, stride, pad):
-    m = np.empty(out.shape[2], np.float32)
-    ph = np.empty((stride, (x.shape[2] + stride - 1) // stride), np.float32)
-    for p in range(x.shape[0]):
-        _maxpool_plane(x, out, p, k, stride, pad, m, ph)
-
-
-def maxpool2d(x: np.ndarray, out: np.ndarray, k: int, stride: int, pad: int, threads: int = 1) -> None:
-    """``max_pool2d`` of NCHW float32 ``x`` into ``out`` (same values as torch's, bit for bit)."""
-    n, c, h, w = x.shape
-    fn = _maxpool_parallel if threads > 1 else _maxpool_serial
-    fn(x.reshape(n * c, h, w), out.reshape(n * c, out.shape[2], out.shape[3]), k, stride, pad)
-
-
-class ThreadChooser:
-    """Run a kernel on one thread or in parallel, whichever ran faster lately for the same key.
-
-    The result is bit-identical either way (integer arithmetic), so only time is at stake.
-    A parallel launch costs tens of microseconds, and much more when other processes hold the
-    cores (the workers must be scheduled first: 30-150 us measured for an empty ``prange`` on
-    the shared 2-core machine); small layers then finish sooner on the calling thread.  The first calls of a key
-    alternate both modes, later calls take the faster one (exponential average of the wall
-    time) and re-try the other every ``probe_every`` calls.
-    """
-
-    probe_every = 32
-
-    def __init__(self) -> None:
-        self._stats: dict[tuple, list[float]] = {}
-
-    def run(self, key: tuple, threads: int, fn) -> None:
-        """Call ``fn(n_threads)`` with ``n_threads`` 1 or ``threads``."""
-        if threads <= 1:
-            fn(1)
-            return
-        st = self._stats.setdefault(key, [float("inf"), float("inf"), 0.0])
-        n = int(st[2])
-        st[2] += 1
-        if n < 4:
-            mode = n % 2
-        else:
-            mode = 0 if st[0] <= st[1] else 1
-            if n % self.probe_every == 0:
-                mode = 1 - mode
-        t = time.perf_counter()
-        fn(threads if mode else 1)
-        dt = time.perf_counter() - t
-        st[mode] = dt if st[mode] == float("inf") else 0.7 * st[mode] + 0.3 * dt
-
-    def choice(self, key: tuple) -> str | None:
-        """``"serial"``, ``"parallel"`` or None (not measured yet) for ``key``."""
-        st = self._stats.get(key)
-        if st is None or st[2] < 4:
-            return None
-        return "serial" if st[0] <= st[1] else "parallel"
-
-
-def set_threads(threads: int) -> int:
-    """Set numba's thread count for this thread (clamped to ``[1, NUMBA_NUM_THREADS]``); returns it."""
-    threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
-
-
-def numba_get_threads() -> int:
-    """numba's current thread count for this thread (after the first call, a direct read: 0.1 us, not 0.8 us)."""
-    if _numba_parallel._is_initialized:
-        n = _numba_parallel._get_num_threads()
-        if n > 0:
-            return n
-    return numba.get_num_threads()
-
-
-def chunks_for(rows: int, n_tiles: int, threads: int) -> int:
-    """Output-channel chunks per row so that small images still give every thread work."""
-    if rows >= 8 * threads:
-        return 1
-    return max(1, min(n_tiles, (8 * threads + rows - 1) // rows))
