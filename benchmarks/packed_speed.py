@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                  "layers": [], "models": [], "skipped": []}
     reps = 40 if args.quick else 200  # layer rows: calls of 0.03-3 ms, the time share caps them
     peak = roofline.measure()
-    ghz = args.ghz or peak["clock_ghz"]
+    ghz = args.ghz or peak["clock_ghz"] or NOMINAL_GHZ
     out["roofline"] = dict(peak, bound_ghz=ghz, nominal_ghz=NOMINAL_GHZ)
     step = peak["xor_popcnt_add_zmm_per_s"]
     override = "" if args.ghz is None else f", bound at --ghz {ghz}"
-    print(f"core clock {peak['clock_ghz']:.2f} GHz measured (dependent adds){override}"
+    measured = "not measured (not x86-64)" if peak["clock_ghz"] is None else f"{peak['clock_ghz']:.2f} GHz measured"
+    print(f"core clock {measured} (dependent adds){override}"
           + ("" if step is None else f"; 512-bit vpopcntq {peak['popcnt_zmm_per_cycle']:.2f}/cycle, "
              f"vpxorq+vpopcntq+vpaddq {peak['xor_popcnt_add_zmm_per_cycle']:.2f}/cycle (measured, registers)"))
 

@@ -17,6 +17,7 @@ where ``/proc/cpuinfo`` lists ``avx512_vpopcntdq``.
 
 from __future__ import annotations
 
+import platform
 import time
 
 from llvmlite import binding as llvm
@@ -134,9 +135,13 @@ def measure(repeats: int = 40, seconds: float = 0.002) -> dict[str, float | None
     """Measured clock (GHz) and 512-bit throughputs (per cycle and per second): the best of ``repeats``
     interleaved windows of about ``seconds`` each (about ``3 * repeats * seconds`` seconds in all).
 
-    Keys: ``clock_ghz``; ``popcnt_zmm_per_s`` / ``popcnt_zmm_per_cycle`` (``vpopcntq`` alone) and
+    Keys: ``clock_ghz`` (None off x86-64); ``popcnt_zmm_per_s`` / ``popcnt_zmm_per_cycle`` (``vpopcntq`` alone) and
     ``xor_popcnt_add_zmm_per_s`` / ``..._per_cycle`` (the kernel's step), None without VPOPCNTDQ.
     """
+    out: dict[str, float | None] = {"clock_ghz": None, "popcnt_zmm_per_s": None, "popcnt_zmm_per_cycle": None,
+                                    "xor_popcnt_add_zmm_per_s": None, "xor_popcnt_add_zmm_per_cycle": None}
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return out  # the inline assembly is x86-64
     cycles = seconds * 3e9
     fns = [(_run_chain, int(cycles / CHAIN), CHAIN)]
     vpopcntdq = has_vpopcntdq()
@@ -145,8 +150,7 @@ def measure(repeats: int = 40, seconds: float = 0.002) -> dict[str, float | None
                 (_run_xor_popcnt_add, int(cycles / VECTORS / 1.5), VECTORS)]
     rates = _best_rates(fns, repeats)
     hz = rates[0]
-    out: dict[str, float | None] = {"clock_ghz": hz / 1e9, "popcnt_zmm_per_s": None, "popcnt_zmm_per_cycle": None,
-                                    "xor_popcnt_add_zmm_per_s": None, "xor_popcnt_add_zmm_per_cycle": None}
+    out["clock_ghz"] = hz / 1e9
     if vpopcntdq:
         pop, step = rates[1], rates[2]
         out.update(popcnt_zmm_per_s=pop, popcnt_zmm_per_cycle=pop / hz,
