@@ -181,21 +181,28 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
                     num_classes: int | None = None, repeats: int = 5, threads: int = 2,
                     max_seconds: float | None = None) -> dict[str, Any]:
     """End to end: packed model vs the simulated model (fp32, eval, ``inference_mode``) and vs
-    :func:`prebinarized` (the same float model without the per-forward weight binarization)."""
+    :func:`prebinarized` (the same float model without the per-forward weight binarization); also the
+    packed model with fused float passes (``pack(..., fuse_float=True)``: BNext modules as numba passes,
+    within the landscape engine's tolerance rather than bit-identical), as ``*_fused``."""
     from ..models import create
 
     num_classes = num_classes or (1000 if input_size > 64 else 10)
     model = create(name, num_classes=num_classes, input_size=input_size, width=width).eval()
     set_tau(model, 0.0)
     packed = pack(model, threads=threads)
+    fused = pack(model, threads=threads, fuse_float=True)
     x = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     reference = prebinarized(model)
     t_pack = best_time(lambda: pack(model, threads=threads), 1)
     times = interleaved_times({"simulated": lambda: model(x), "prebinarized": lambda: reference(x),
-                               "packed": lambda: packed(x)}, repeats, max_seconds)
-    (t_sim, m_sim), (t_pre, m_pre), (t_packed, m_packed) = (summary(times[k]) for k in times)
-    ref, out = model(x), packed(x)
-    rel = float((ref - out).abs().max() / ref.abs().max().clamp_min(1e-30))
+                               "packed": lambda: packed(x), "fused": lambda: fused(x)}, repeats, max_seconds)
+    (t_sim, m_sim), (t_pre, m_pre), (t_packed, m_packed), (t_fused, m_fused) = (summary(times[k]) for k in times)
+    ref = model(x)
+
+    def rel_diff(out: Tensor) -> float:
+        return float((ref - out).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+    rel, rel_fused = rel_diff(packed(x)), rel_diff(fused(x))
     binary_float = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, BinaryConv2d))
     real = sum(p.numel() * p.element_size() for p in model.parameters()) - binary_float
     mem = packed.weight_bytes()
@@ -212,6 +219,10 @@ def model_benchmark(name: str, input_size: int = 224, batch: int = 1, width: flo
         "median_simulated_ms": m_sim * 1e3,
         "median_packed_ms": m_packed * 1e3,
         "median_ratio": m_sim / m_packed,
+        "packed_fused_ms": t_fused * 1e3,
+        "ratio_fused": t_sim / t_fused,
+        "median_ratio_fused": m_sim / m_fused,
+        "max_rel_diff_fused": rel_fused,
         "repeats": len(times["packed"]),
         "pack_ms": t_pack * 1e3,
         "max_rel_diff": rel,
