@@ -123,3 +123,27 @@ def test_maxpool_is_bit_identical_including_signed_zeros_and_nan_payloads(shape,
         np.testing.assert_array_equal(kernels_out.reshape(expected.shape).view(np.uint32), expected.view(np.uint32))
         ref = F.max_pool2d(torch.from_numpy(x), k, s, p)
         assert torch.equal(out(torch.from_numpy(x)).isnan(), ref.isnan())
+
+
+def test_thread_count_read_matches_numba_per_thread():
+    import threading
+
+    import numba
+
+    from bnext.packed.threads import numba_get_threads, set_threads
+
+    seen = {}
+
+    def worker():
+        set_threads(1)
+        seen["worker"] = (numba_get_threads(), numba.get_num_threads())
+
+    try:
+        set_threads(2)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen["worker"] == (1, 1)
+        assert numba_get_threads() == numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        set_threads(2)
