@@ -540,7 +540,8 @@ def pixel_groups(h_out: int, w_out: int, threads: int) -> int:
 MAX_K_TOTAL = (1 << 24) - 1
 
 
-def _check_k_total(k_total: int) -> None:
+def check_k_total(k_total: int) -> None:
+    """Raise ValueError unless ``1 <= k_total <= MAX_K_TOTAL``."""
     if not 0 < k_total <= MAX_K_TOTAL:
         raise ValueError(f"receptive field of {k_total} bits (k*k*C_in) is outside 1..{MAX_K_TOTAL}: the exact "
                          f"float epilogue needs integers below 2**24")
@@ -557,7 +558,7 @@ def binary_conv_bits(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: i
     With ``[lo, hi]`` the set of outputs that a per-channel monotone chain (BN -> hardtanh ->
     sign) maps to ``-1``, the next binary conv reads these bits directly.
     """
-    _check_k_total(k_total)
+    check_k_total(k_total)
     fn = _binary_conv_bits_serial if threads <= 1 else _binary_conv_bits_parallel
     corr, row_off, col_off = correction
     fn(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp, y_pad,
@@ -604,7 +605,7 @@ def binary_conv(xp: np.ndarray, wt: np.ndarray, k: int, stride: int, pad: int, k
         out: ``(N, O, H_out, W_out)`` float32, fully overwritten.
         threads: numba threads (default: numba's current setting); 1 runs without a parallel launch.
     """
-    _check_k_total(k_total)
+    check_k_total(k_total)
     threads = numba_get_threads() if threads is None else threads
     corr, row_off, col_off = correction
     if threads == 1:

@@ -214,20 +214,22 @@ class PackedBinaryConv2d(nn.Module):
         plan = self._plans.get((xp.shape, h, w))
         if plan is None:  # validate the geometry once per input shape (a layer runs at a few sizes)
             self._check_packed(xp, h, w)
-            plan = (self.output_shape(xp.shape[0], h, w), self._correction(h, w),
-                    self.kernel_size * self.kernel_size * self.in_channels)
+            k_total = self.kernel_size * self.kernel_size * self.in_channels
+            correction = self._correction(h, w)
+            kernels.check_k_total(k_total)
+            plan = (self.output_shape(xp.shape[0], h, w), correction, k_total,
+                    (self.wt, self.kernel_size, self.stride, k_total, self.alpha_pad, *correction, 1, 1))
             self._plans[(xp.shape, h, w)] = plan
         elif xp.dtype != np.uint64 or not xp.flags.c_contiguous:
             self._check_packed(xp, h, w)
-        shape, correction, k_total = plan
+        shape, correction, k_total, serial_args = plan
         if out is None:
             out = np.empty(shape, np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
         threads = kernels.numba_get_threads()
-        if threads <= 1:  # no choice to make: skip the chooser's timing
-            kernels.binary_conv(xp, self.wt, self.kernel_size, self.stride, self.padding, k_total, self.alpha_pad,
-                                correction, out, 1)
+        if threads <= 1:  # no choice to make: straight to the one-thread kernel (binary_conv's path, checked above)
+            kernels._binary_conv_serial(xp, *serial_args, out)
             return out
 
         def run(t: int) -> None:
