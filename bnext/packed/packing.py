@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import threads as _threads  # noqa: F401  (chooses numba's threading layer before any parallel call)
+from . import threads as _threads  # also chooses numba's threading layer before any parallel call
 
 
 @njit(cache=True)
@@ -82,5 +82,5 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
     ``xp`` must be zero-initialised (its border is never written).  A bit is set where
     ``not (x + shift >= 0)``: ``sign(...) = -1`` exactly as torch computes it (float32 add).
     """
-    fn = _pack_input_parallel if x.size >= PARALLEL_PACK_MIN else _pack_input_serial
-    fn(x, shift, use_shift, pad, xp)
+    parallel = x.size >= PARALLEL_PACK_MIN and _threads.numba_get_threads() > 1
+    (_pack_input_parallel if parallel else _pack_input_serial)(x, shift, use_shift, pad, xp)

@@ -114,6 +114,9 @@ def test_parallel_input_packing_matches_serial():
     kernels.pack_input(x, shift, True, 1, a)
     kernels._pack_input_serial(x, shift, True, 1, b)
     np.testing.assert_array_equal(a, b)
+    c = np.zeros_like(a)
+    kernels._pack_input_parallel(x, shift, True, 1, c)  # the row-parallel variant, whatever the thread count
+    np.testing.assert_array_equal(c, b)
     expected = pack_signs(np.transpose(~(x + shift[None, :, None, None] >= 0), (0, 2, 3, 1)))
     np.testing.assert_array_equal(a[:, 1:-1, 1:-1], expected)
     assert not a[:, 0].any() and not a[:, -1].any() and not a[:, :, 0].any() and not a[:, :, -1].any()
