@@ -13,12 +13,13 @@ clock measured at start (:mod:`bnext.packed.roofline`: a chain of dependent adds
 it), the same at the nominal 2.6 GHz the issue used, and the measured peak of the kernel's own step
 (``vpxorq + vpopcntq + vpaddq`` on registers: on AMD Zen 4 the three share the vector pipes, so no
 kernel of this form passes about 2/3 of the popcount bound). End to end: the packed model vs the
-simulated model (fp32, eval, ``torch.inference_mode``) and vs the same float model with its +-1
-weights computed once.
+simulated model (fp32, eval, ``torch.inference_mode``), vs the same float model with its +-1
+weights computed once, and the packed model with fused float passes (``pack(..., fuse_float=True)``).
+Issue 10's packed targets are single-thread: ``--threads 1 --batches 1 --models bnext18:224``.
 
-    python benchmarks/packed_speed.py                 # ~2-3 minutes on a quiet 2-core machine
+    python benchmarks/packed_speed.py                 # ~1-3 minutes on a quiet 2-core machine
     python benchmarks/packed_speed.py --quick         # batch 1 only, fewer rows and repeats (~30 s)
-    python benchmarks/packed_speed.py --threads 1 --models bnext18:224
+    python benchmarks/packed_speed.py --threads 1 --batches 1 --models bnext18:224
 """
 
 from __future__ import annotations
