@@ -1,73 +1,50 @@
-"""Fused float parts of a packed BNext module: two numba passes instead of ~15 torch passes.
+"""Fused float parts of a packed BNext module: one numba call per module instead of ~15 torch passes.
 
 In a packed :class:`~bnext.models.bnext.InfoRCPModule` only the binary conv is bit-packed; the
 float work around it (paper Fig. 3c and Fig. 4: BN -> PReLU -> recoupling ``s*v + (1-s)*x`` ->
-SE pooling -> ``x * gate`` -> ELM ``x * r`` -> BN -> ``+ r``) streams the whole activation tensor
-through memory once per torch op.  :class:`FusedInfoRCPModule` runs it as
+SE pooling -> SE MLP -> ``x * gate`` -> ELM ``x * r`` -> BN -> ``+ r``) streams the whole activation
+tensor through memory once per torch op.  :class:`FusedInfoRCPModule` runs it as one call of
+:func:`bnext.packed.fused_passes.module_float`, image by image (see there): pass A, the SE MLP, pass B,
+and the next module's input bits.  The shortcut is computed on the fly when it is elementwise
+(identity, ELM PReLU, the BN of a projection); a strided shortcut's ``avg_pool2x2(PReLU(u))`` is one
+numba pass, a projection's real 1x1 conv stays in torch.
 
-1. pass A (one read of the conv output and of ``v``): ``x = PReLU(y * a + b)`` with the eval BN as a
-   per-channel affine, the recoupling mix and its per-plane sum for the SE pooling;
-2. the SE gate on the ``(N, C)`` means in torch (tiny);
-3. pass B (one read of ``x`` and ``r``): ``(x * gate [* r]) * a2 + b2 + r``.
+Chaining: :func:`fuse_bnext_modules` links each fused module to the next one in execution order.  The
+first packs its output for the second's binary conv (same shift, same padding: the bits
+``pack_input`` would compute, bit for bit) and hands the words over with the output tensor; the
+second uses them only if its input *is* that tensor (otherwise it packs its input itself, and the
+link is dropped: e.g. BNext-T's concatenated pointwise outputs).
 
-The shortcut ``r`` (PReLU, pooling, projection) stays in torch.  The float operations are the
-module's own, in the same order, except the SE mean (float64 sum) and the BN affine form: results
-agree with the unfused module to a few ulp, which may flip the sign of a next pre-activation within
-rounding distance of 0 — the tolerance contract of ``landscape.engine.TOLERANCE`` (README "Speed"),
-not bit-identity.  :func:`bnext.packed.pack` swaps these in only with ``fuse_float=True`` (the
-landscape forward when not ``exact``); same children and state dict, so ``repack_`` works unchanged.
+Per-point constants (BN affines, slopes, mix weights, SE weights) are derived once by :meth:`refresh`
+(at fusion and by :func:`bnext.packed.repack_` after the weights change), not per batch.
+
+The float operations are the module's own, in the same order, except the per-plane SE sums (float64,
+any order) and the BN affine form: results agree with the unfused module to a few ulp, which may flip
+the sign of a next pre-activation within rounding distance of 0 — the tolerance contract of
+``landscape.engine.TOLERANCE`` (README "Speed"), not bit-identity.  :func:`bnext.packed.pack` swaps
+these in only with ``fuse_float=True`` (the landscape forward when not ``exact``); same children and
+state dict, so ``repack_`` works unchanged.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-from numba import njit, prange
 from torch import Tensor, nn
 
 from ..models.bnext import InfoRCPModule
 from ..nn import SqueezeExpand
+from . import kernels
+from .bits import n_words
+from .fused_passes import R_AFFINE, R_PRELU, R_SRC, BufferPool, module_float, pool_shape, prelu_avgpool2x2
 from .fusion import retype_modules
 from .layers import PackedBinaryConv2d
 
 
-@njit(parallel=True, cache=True)
-def _pass_a(y, v, a, b, pw, s, s1, mix, msum):
-    """In place on ``y`` (N, C, P): ``x = prelu(y*a + b)``; if ``mix``: ``msum[n, c] = sum(s*v + s1*x)``."""
-    n_img, c_n, p_n = y.shape
-    for t in prange(n_img * c_n):
-        n = t // c_n
-        c = t % c_n
-        ac, bc, wc, sc, s1c = a[c], b[c], pw[c], s[c], s1[c]
-        acc = 0.0
-        for p in range(p_n):
-            z = y[n, c, p] * ac + bc
-            x = z if z > 0 else wc * z
-            y[n, c, p] = x
-            if mix:
-                acc += np.float64(sc * v[n, c, p] + s1c * x)
-        msum[n, c] = acc
-
-
-@njit(parallel=True, cache=True)
-def _pass_b(x, g, r, use_g, mul_r, a2, b2, use_bn, out):
-    """``out = bn(x * g[n, c] [* r]) + r`` (bn as per-channel ``* a2 + b2`` when ``use_bn``)."""
-    n_img, c_n, p_n = x.shape
-    for t in prange(n_img * c_n):
-        n = t // c_n
-        c = t % c_n
-        gc = g[n, c]
-        ac, bc = a2[c], b2[c]
-        for p in range(p_n):
-            z = x[n, c, p]
-            if use_g:
-                z = z * gc
-            rv = r[n, c, p]
-            if mul_r:
-                z = z * rv
-            if use_bn:
-                z = z * ac + bc
-            out[n, c, p] = z + rv
+def _np(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().float().cpu().reshape(-1).numpy(), np.float32)
 
 
 def bn_affine(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
@@ -77,13 +54,51 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
     b = -bn.running_mean.float() * a
     if bn.bias is not None:
         b = bn.bias.float() + b
-    return (np.ascontiguousarray(a.detach().numpy(), np.float32),
-            np.ascontiguousarray(b.detach().numpy(), np.float32))
+    return _np(a), _np(b)
 
 
 def _plain_bn(m: nn.Module) -> bool:
     return (type(m) is nn.BatchNorm2d and m.track_running_stats and m.running_mean is not None
             and m.running_var is not None)
+
+
+def _prelu_or_identity(m: nn.Module, channels: int) -> bool:
+    return type(m) is nn.Identity or (type(m) is nn.PReLU and m.weight.numel() in (1, channels))
+
+
+def _pool2x2(m: nn.Module) -> bool:
+    """The zoo's ``avg_pool2x2`` (what :func:`prelu_avgpool2x2` computes)."""
+    def one(v: Any) -> Any:
+        return v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)
+
+    return (type(m) is nn.AvgPool2d and one(m.kernel_size) == 2 and one(m.stride) == 2 and one(m.padding) == 0
+            and m.ceil_mode and not m.count_include_pad and m.divisor_override is None)
+
+
+def _standard_se(se: nn.Module) -> bool:
+    """A :class:`SqueezeExpand` of plain modules (its MLP then runs inside the numba call)."""
+    return (type(se.squeeze) is nn.Conv2d and type(se.expand) is nn.Conv2d and se.squeeze.bias is not None
+            and se.expand.bias is not None and type(se.act) is nn.ReLU and type(se.gate) is nn.Sigmoid
+            and type(se.pool) is nn.AdaptiveAvgPool2d and se.pool.output_size in (1, (1, 1)))
+
+
+def _shortcut_kind(m: InfoRCPModule) -> str | None:
+    """``identity`` (``r = act(u)``), ``pool`` (``avg_pool2x2(act(u))``), ``project`` (``[pool] conv BN``), or None."""
+    c_in, c = m.conv.in_channels, m.conv.out_channels
+    if not _prelu_or_identity(m.shortcut_act, c_in):
+        return None
+    sc = m.shortcut
+    if type(sc) is nn.Identity:
+        return "identity" if m.conv.stride == 1 and c_in == c else None
+    if _pool2x2(sc):
+        return "pool" if c_in == c else None
+    if type(sc).__name__ == "PooledProjection":
+        parts = list(sc)
+        if len(parts) == 3 and _pool2x2(parts[0]) and isinstance(parts[1], nn.Conv2d) and _plain_bn(parts[2]):
+            return "project"
+        if len(parts) == 2 and isinstance(parts[0], nn.Conv2d) and _plain_bn(parts[1]):
+            return "project"
+    return None
 
 
 def fusable_module(m: nn.Module) -> bool:
@@ -93,50 +108,160 @@ def fusable_module(m: nn.Module) -> bool:
     c = m.conv.out_channels
     if not _plain_bn(m.bn) or type(m.act) is not nn.PReLU or m.act.weight.numel() not in (1, c):
         return False
-    if m.info_rcp and (type(m.se) is not SqueezeExpand or not hasattr(m, "mix_weight")):
+    if _shortcut_kind(m) is None:
         return False
+    if m.info_rcp:
+        if type(m.se) is not SqueezeExpand or not hasattr(m, "mix_weight"):
+            return False
+        if not m.mix_with_shortcut and not (type(m.pool_input) is nn.Identity
+                                            or (_pool2x2(m.pool_input) and m.conv.stride == 2)):
+            return False
     return _plain_bn(m.bn_out) or type(m.bn_out) is nn.Identity
 
 
 class FusedInfoRCPModule(InfoRCPModule):
-    """An :class:`InfoRCPModule` (packed conv) whose float parts run as two numba passes (module docstring)."""
+    """An :class:`InfoRCPModule` (packed conv) whose float parts run as one numba call (module docstring)."""
 
     conv: PackedBinaryConv2d
 
-    def forward(self, u: Tensor) -> Tensor:
-        if self.training or u.dtype != torch.float32 or u.device.type != "cpu" or u.dim() != 4 or u.requires_grad:
-            return super().forward(u)
-        u = u.contiguous()
-        y = self.conv(u)  # fresh float32 NCHW, owned here: pass A overwrites it with x
-        n, c, h, w = y.shape
-        r = self.shortcut(self.shortcut_act(u)).contiguous()
-        a, b = bn_affine(self.bn)
-        pw = self.act.weight.detach().float().expand(c).contiguous().numpy()
-        yn = y.numpy().reshape(n, c, h * w)
-        msum = np.zeros((n, c), np.float64)
+    def refresh(self) -> bool:
+        """Derive the per-point constants from the module's parameters and buffers (after they change)."""
+        c, c_in = self.conv.out_channels, self.conv.in_channels
+        ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
+        p: dict[str, Any] = {"kind": _shortcut_kind(self)}
+        p["a"], p["b"] = bn_affine(self.bn)
+        p["pw"] = np.ascontiguousarray(np.broadcast_to(_np(self.act.weight), (c,)))
+        act = self.shortcut_act
+        p["sw"] = ones if type(act) is nn.Identity else np.ascontiguousarray(np.broadcast_to(_np(act.weight), (c_in,)))
         if self.info_rcp:
-            v = r if self.mix_with_shortcut else self.pool_input(u).contiguous()
             s = self.mix_weight.detach().float()
             s = s.clamp(0.0, 1.0) if self.clamp_mix else s
-            s1 = (1.0 - s).reshape(-1).contiguous().numpy()
-            s = s.reshape(-1).contiguous().numpy()
-            _pass_a(yn, v.numpy().reshape(n, c, h * w), a, b, pw, s, s1, True, msum)
-            pooled = torch.from_numpy((msum / (h * w)).astype(np.float32)).view(n, c, 1, 1)
+            p["s"], p["s1"] = _np(s), _np(1.0 - s)
             se = self.se
-            gate = se.gate(se.expand(se.act(se.squeeze(pooled)))).reshape(n, c).contiguous().numpy()
+            p["se_numba"] = _standard_se(se)
+            if p["se_numba"]:
+                w1, w2 = (np.ascontiguousarray(t.detach().float().reshape(t.shape[0], -1).numpy().T)
+                          for t in (se.squeeze.weight, se.expand.weight))  # transposed: (C, hidden), (hidden, C)
+                p["se"] = (w1, _np(se.squeeze.bias), w2, _np(se.expand.bias))
         else:
-            _pass_a(yn, yn, a, b, pw, pw, pw, False, msum)
-            gate = np.ones((n, c), np.float32)
+            p["s"] = p["s1"] = ones
+        if "se" not in p:
+            p["se"] = (np.zeros((c, 1), np.float32), zeros[:1], np.zeros((1, c), np.float32), zeros)
         if type(self.bn_out) is nn.BatchNorm2d:
-            a2, b2 = bn_affine(self.bn_out)
+            p["a2"], p["b2"] = bn_affine(self.bn_out)
         else:
-            a2 = b2 = np.ones(c, np.float32)
-        out = torch.empty_like(y)
-        _pass_b(yn, gate, r.numpy().reshape(n, c, h * w), self.info_rcp, self.elm,
-                a2, b2, type(self.bn_out) is nn.BatchNorm2d, out.numpy().reshape(n, c, h * w))
+            p["a2"], p["b2"] = ones, zeros
+        if p["kind"] == "project":
+            p["ra"], p["rb"] = bn_affine(list(self.shortcut)[-1])
+        else:
+            p["ra"], p["rb"] = ones, zeros
+        self._consts = p
+        if "_arrays" not in self.__dict__:
+            self._arrays = BufferPool()
+        return True
+
+    def _take_packed_input(self, u: Tensor) -> np.ndarray | None:
+        """The bits the previous fused module packed for this conv, if ``u`` is the tensor it produced."""
+        handed = self.__dict__.pop("_handed", None)
+        if handed is None:
+            return None
+        out, xp, producer = handed
+        if out is u:
+            return xp
+        producer._next = None  # its output reaches this module some other way: stop packing for it
+        return None
+
+    def forward(self, u: Tensor) -> Tensor:
+        p = self.__dict__.get("_consts")
+        if (p is None or self.training or u.dtype != torch.float32 or u.device.type != "cpu" or u.dim() != 4
+                or u.requires_grad):
+            self.__dict__.pop("_handed", None)
+            return super().forward(u)
+        conv = self.conv
+        xp = self._take_packed_input(u)
+        u = u.contiguous()
+        un = u.numpy()
+        n, _, h_in, w_in = un.shape
+        if xp is None:
+            xp = conv.pack_input(un)
+        _, c, h, w = conv.output_shape(n, h_in, w_in)
+        buffers: BufferPool = self._arrays
+        y = buffers.get("y", (n, c, h, w))
+        conv.conv_packed(xp, h_in, w_in, y)
+        threads = kernels.numba_get_threads()
+        kind = p["kind"]
+        r_mode, src = R_PRELU, un
+        if kind == "pool":
+            src = prelu_avgpool2x2(un, p["sw"], threads, buffers.get("src", pool_shape(un.shape)))
+        elif kind == "project":
+            parts = list(self.shortcut)
+            t = (torch.from_numpy(prelu_avgpool2x2(un, p["sw"], threads, buffers.get("src", pool_shape(un.shape))))
+                 if len(parts) == 3 else self.shortcut_act(u))
+            src = parts[-2](t).contiguous().numpy()
+            r_mode = R_AFFINE
+        rw = p["sw"] if kind == "identity" else p["a"]  # slopes only used by R_PRELU
+        if kind == "identity" and type(self.shortcut_act) is nn.Identity:
+            r_mode = R_SRC
+        elif kind == "pool":
+            r_mode = R_SRC
+        planes = (n, c, h * w)
+        src3 = src.reshape(planes)
+        v_is_r = not self.info_rcp or self.mix_with_shortcut
+        v = src3
+        if not v_is_r:
+            v = (un if type(self.pool_input) is nn.Identity
+                 else prelu_avgpool2x2(un, np.ones(un.shape[1], np.float32), threads,
+                                       buffers.get("v", pool_shape(un.shape)))).reshape(planes)
+        out = torch.from_numpy(buffers.get("out", (n, c, h, w)))
+        nxt = self.__dict__.get("_next")
+        bits = None
+        if nxt is not None:
+            nconv = nxt[0].conv
+            pad = nconv.padding
+            shift = nconv.shift if nconv.shift is not None else np.zeros(c, np.float32)
+            bits = (shift, buffers.get("bits", (n, h + 2 * pad, w + 2 * pad, n_words(c)), np.uint64), pad)
+        yn = y.reshape(planes)
+        msum = np.zeros((n, c), np.float64)
+        gate = np.ones((n, c), np.float32)
+        mix = bool(self.info_rcp)
+        args = (yn, src3, r_mode, rw, p["ra"], p["rb"], v, v_is_r, p["a"], p["b"], p["pw"], p["s"], p["s1"], mix,
+                p["se"], gate, msum, mix, bool(self.elm), p["a2"], p["b2"], type(self.bn_out) is nn.BatchNorm2d,
+                out.numpy().reshape(planes), bits, w, threads)
+        if not mix or p["se_numba"]:
+            module_float(0, *args)
+        else:  # a non-standard SE (e.g. quantized convs): its torch modules between pass A and pass B
+            module_float(1, *args)
+            se = self.se
+            pooled = torch.from_numpy((msum / (h * w)).astype(np.float32)).view(n, c, 1, 1)
+            gate[:] = se.gate(se.expand(se.act(se.squeeze(pooled)))).reshape(n, c).numpy()
+            module_float(2, *args)
+        if bits is not None:
+            nxt[0]._handed = (out, bits[1], self)
         return out
+
+
+def link_fused_modules(model: nn.Module) -> int:
+    """Link each :class:`FusedInfoRCPModule` to the next in module order whose conv reads as many channels as it
+    writes (the next in execution order in the zoo's sequential stacks); returns the number of links."""
+    fused = [m for m in model.modules() if isinstance(m, FusedInfoRCPModule)]
+    count = 0
+    for a, b in zip(fused, fused[1:] + [None]):
+        ok = b is not None and b.conv.in_channels == a.conv.out_channels and "_consts" in b.__dict__
+        a._next = (b,) if ok else None  # a tuple: not registered as a child module
+        count += ok
+    return count
+
+
+def refresh_fused_modules(model: nn.Module) -> None:
+    """Recompute the per-point constants of every :class:`FusedInfoRCPModule` (after the weights changed)."""
+    for m in model.modules():
+        if isinstance(m, FusedInfoRCPModule):
+            m.refresh()
+    link_fused_modules(model)
 
 
 def fuse_bnext_modules(model: nn.Module) -> int:
     """Swap every :func:`fusable_module` of ``model`` for a :class:`FusedInfoRCPModule` in place; returns the count."""
-    return retype_modules(model, fusable_module, FusedInfoRCPModule)
+    count = retype_modules(model, fusable_module, FusedInfoRCPModule, accept=lambda m: m.refresh())
+    link_fused_modules(model)
+    return count

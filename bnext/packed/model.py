@@ -147,9 +147,11 @@ def repack_(packed: PackedModel, model: nn.Module) -> PackedModel:
         if key not in src:
             raise PackingError(f"model has no tensor {key!r} that the packed model needs")
         value.copy_(src[key])
+    from .fused_bnext import refresh_fused_modules
     from .fusion import refresh_blocks
 
     refresh_blocks(packed.model)
+    refresh_fused_modules(packed.model)
     return packed
 
 

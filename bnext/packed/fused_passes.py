@@ -1,0 +1,263 @@
+"""numba kernels of :class:`~bnext.packed.fused_bnext.FusedInfoRCPModule`: a BNext module's float work, per image.
+
+One call of :func:`module_float` runs, for each image of the batch (``prange`` over images, so one
+image's planes stay in the core's L2 cache between the two passes):
+
+1. pass A over the conv output ``y``: ``x = PReLU(y * a + b)`` (eval BN as a per-channel affine) in
+   place, and the recoupling mix ``s * v + (1 - s) * x`` summed per plane (float64, the SE pooling);
+2. the SE MLP of paper Fig. 3c on the plane means: ``sigmoid(W2 relu(W1 m + b1) + b2)``;
+3. pass B: ``out = bn_out((x * gate) [* r]) + r`` and, when the next module's binary conv reads
+   ``out`` directly, its input bits ``sign(out + shift_next) = -1`` packed into that conv's zero-bordered
+   NHWC words (what :meth:`PackedBinaryConv2d.pack_input` computes from ``out``, bit for bit).
+
+The shortcut ``r`` is never materialised when it is elementwise in the module input ``u``:
+``r = PReLU(src)`` (ELM: ``src = u`` or the 2x2-pooled ``u``) or ``r = src * ra + rb`` (the BN of a
+real 1x1 projection whose conv output is ``src``); ``v`` (the recoupling partner) is ``r`` or its own
+array.  :func:`prelu_avgpool2x2` is the exact ``avg_pool2x2(PReLU(u))`` of a strided shortcut.
+
+Float operations are the module's own, in its order, except the per-plane sums (float64 partial sums
+in any order: ``reassoc`` in :func:`_plane_a` only) and the SE dot products (float32, sequential): results
+agree with torch to a few ulp (the tolerance contract of ``landscape.engine.TOLERANCE``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: ``r_mode``: r = src; r = PReLU(src) with per-channel slopes; r = src * ra + rb (projection BN)
+R_SRC, R_PRELU, R_AFFINE = 0, 1, 2
+
+
+@njit(inline="always")
+def _r(src, r_mode, rw, ra, rb):
+    if r_mode == R_PRELU:
+        return src if src > 0 else rw * src
+    if r_mode == R_AFFINE:
+        return src * ra + rb
+    return src
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _plane_a(y, v, v_is_r, src, n, c, r_mode, rw, ra, rb, ac, bc, wc, sc, s1c, mix):
+    """Pass A on plane ``(n, c)``: ``y <- prelu(y*ac + bc)``; returns ``sum(sc*v + s1c*y)`` (float64, any order)."""
+    acc = 0.0
+    for p in range(y.shape[2]):
+        z = y[n, c, p] * ac + bc
+        x = z if z > 0 else wc * z
+        y[n, c, p] = x
+        if mix:
+            vp = _r(src[n, c, p], r_mode, rw, ra, rb) if v_is_r else v[n, c, p]
+            acc += np.float64(sc * vp + s1c * x)
+    return acc
+
+
+@njit(cache=True)
+def _se_gate(msum, plane, w1t, b1, w2t, b2, gate):
+    """SqueezeExpand on the plane means ``msum / plane``: ``gate = sigmoid(w2 @ relu(w1 @ m + b1) + b2)``.
+
+    ``w1t`` is ``(C, hidden)`` and ``w2t`` ``(hidden, C)`` (transposed): each dot product still sums in
+    input-channel order, but the loops run over contiguous outputs (vectorized).
+    """
+    c_n, hid = w1t.shape
+    h = np.zeros(hid, np.float32)
+    for c in range(c_n):
+        mc = np.float32(msum[c] / plane)
+        for j in range(hid):
+            h[j] += w1t[c, j] * mc
+    zero = np.float32(0.0)
+    for j in range(hid):
+        z = h[j] + b1[j]
+        h[j] = z if z > zero else zero
+    g = np.zeros(c_n, np.float32)
+    for j in range(hid):
+        hj = h[j]
+        for c in range(c_n):
+            g[c] += w2t[j, c] * hj
+    one = np.float32(1.0)
+    for c in range(c_n):
+        gate[c] = one / (one + np.exp(-(g[c] + b2[c])))
+
+
+@njit(cache=True)
+def _plane_b(x, src, out, n, c, gc, r_mode, rwc, rac, rbc, use_g, mul_r, ac, bc, use_bn):
+    """Pass B on plane ``(n, c)``: ``out = bn_out((x * gc) [* r]) + r``."""
+    for p in range(x.shape[2]):
+        z = x[n, c, p]
+        if use_g:
+            z = z * gc
+        rv = _r(src[n, c, p], r_mode, rwc, rac, rbc)
+        if mul_r:
+            z = z * rv
+        if use_bn:
+            z = z * ac + bc
+        out[n, c, p] = z + rv
+
+
+@njit(cache=True)
+def _bits_row(out, n, c, sh, tmp):
+    """``tmp[p] |= (out + sh < 0 or NaN) << (c % 64)``: ``sign(out + shift) = -1`` as ``pack_input`` decides it."""
+    b = np.uint64(c % 64)
+    zero = np.float32(0.0)
+    for p in range(out.shape[2]):
+        tmp[p] |= np.uint64(not (out[n, c, p] + sh >= zero)) << b
+
+
+@njit(cache=True)
+def _flush_bits(tmp, xp, n, wd, pad, width):
+    """Word ``wd`` of image ``n``'s pixels from ``tmp`` into the interior of ``xp``; clears ``tmp``."""
+    for i in range(tmp.shape[0] // width):
+        for j in range(width):
+            xp[n, i + pad, j + pad, wd] = tmp[i * width + j]
+    tmp[:] = 0
+
+
+@njit(cache=True)
+def _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
+           w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp):
+    c_n, p_n = y.shape[1], y.shape[2]
+    if phase != 2:
+        for c in range(c_n):
+            msum[n, c] = _plane_a(y, v, v_is_r, src, n, c, r_mode, rw[c], ra[c], rb[c], a[c], b[c], pw[c], s[c],
+                                  s1[c], mix)
+        if phase == 0 and use_g:
+            _se_gate(msum[n], p_n, w1, b1, w2, b2, gate[n])
+    if phase == 1:
+        return
+    for c in range(c_n):
+        _plane_b(y, src, out, n, c, gate[n, c], r_mode, rw[c], ra[c], rb[c], use_g, mul_r, a2[c], b2o[c], use_bn)
+        if emit:
+            _bits_row(out, n, c, shift[c], tmp)
+            if c % 64 == 63 or c == c_n - 1:
+                _flush_bits(tmp, xp, n, c // 64, pad, width)
+
+
+@njit(parallel=True, cache=True)
+def _module_parallel(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
+                     w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width):
+    for n in prange(y.shape[0]):
+        _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2, gate, msum,
+               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, np.zeros(y.shape[2], np.uint64))
+
+
+@njit(cache=True)
+def _module_serial(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
+                   w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width):
+    tmp = np.zeros(y.shape[2], np.uint64)
+    for n in range(y.shape[0]):
+        _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2, gate, msum,
+               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp)
+
+
+def module_float(phase: int, y: np.ndarray, src: np.ndarray, r_mode: int, rw: np.ndarray, ra: np.ndarray,
+                 rb: np.ndarray, v: np.ndarray, v_is_r: bool, a: np.ndarray, b: np.ndarray, pw: np.ndarray,
+                 s: np.ndarray, s1: np.ndarray, mix: bool, se: tuple[np.ndarray, ...], gate: np.ndarray,
+                 msum: np.ndarray, use_g: bool, mul_r: bool, a2: np.ndarray, b2: np.ndarray, use_bn: bool,
+                 out: np.ndarray, bits: tuple[np.ndarray, np.ndarray, int] | None, width: int,
+                 threads: int) -> None:
+    """The float work of one module (module docstring) on ``(N, C, P)`` float32 planes.
+
+    ``phase``: 0 all of it (SE gate computed from ``se = (w1, b1, w2, b2)``), 1 pass A only (``msum``
+    filled), 2 pass B only (``gate`` given).  ``y`` is overwritten with ``x``.  ``bits`` =
+    ``(shift_next, xp_next, pad_next)`` packs ``out`` for the next binary conv into the zero-initialised
+    ``xp_next`` (``width`` = the image width, ``P = H * width``).  ``threads`` <= 1 runs on the calling thread.
+    """
+    w1, b1, w2, b2s = se
+    emit = bits is not None
+    shift, xp, pad = bits if emit else (a, np.zeros((1, 1, 1, 1), np.uint64), 0)
+    fn = _module_parallel if threads > 1 and y.shape[0] > 1 else _module_serial
+    fn(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2s, gate, msum,
+       use_g, mul_r, a2, b2, use_bn, out, emit, shift, xp, pad, width)
+
+
+@njit(cache=True)
+def _pool_plane(u, sw, out, t):
+    h_in, w_in = u.shape[2], u.shape[3]
+    c_n = u.shape[1]
+    n, c = t // c_n, t % c_n
+    wc = sw[c]
+    quarter = np.float32(4.0)
+    for oh in range(out.shape[2]):
+        i = 2 * oh
+        if i + 1 < h_in:  # full windows: (((a + b) + c) + d) / 4 as torch sums them
+            r0, r1, o = u[n, c, i], u[n, c, i + 1], out[n, c, oh]
+            for ow in range(w_in // 2):
+                j = 2 * ow
+                a, b, c_, d = r0[j], r0[j + 1], r1[j], r1[j + 1]
+                a = a if a > 0 else wc * a
+                b = b if b > 0 else wc * b
+                c_ = c_ if c_ > 0 else wc * c_
+                d = d if d > 0 else wc * d
+                o[ow] = (((a + b) + c_) + d) / quarter
+            first = w_in // 2
+        else:
+            first = 0
+        for ow in range(first, out.shape[3]):  # windows cut by the border (odd sizes)
+            acc = np.float32(0.0)
+            cnt = 0
+            for ii in range(i, min(i + 2, h_in)):
+                for j in range(2 * ow, min(2 * ow + 2, w_in)):
+                    z = u[n, c, ii, j]
+                    acc += z if z > 0 else wc * z
+                    cnt += 1
+            out[n, c, oh, ow] = acc / np.float32(cnt)
+
+
+@njit(parallel=True, cache=True)
+def _pool_parallel(u, sw, out):
+    for t in prange(u.shape[0] * u.shape[1]):
+        _pool_plane(u, sw, out, t)
+
+
+@njit(cache=True)
+def _pool_serial(u, sw, out):
+    for t in range(u.shape[0] * u.shape[1]):
+        _pool_plane(u, sw, out, t)
+
+
+def pool_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Output shape of :func:`prelu_avgpool2x2` for an NCHW input shape (ceil mode)."""
+    n, c, h, w = shape
+    return n, c, (h + 1) // 2, (w + 1) // 2
+
+
+def prelu_avgpool2x2(u: np.ndarray, sw: np.ndarray, threads: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)(PReLU(u))`` of NCHW float32 ``u`` (slopes ``sw``
+    per channel; ones: the plain pool), summing each window row by row and dividing by its valid count."""
+    out = np.empty(pool_shape(u.shape), np.float32) if out is None else out
+    (_pool_parallel if threads > 1 else _pool_serial)(u, sw, out)
+    return out
+
+
+class BufferPool:
+    """Float/word arrays reused across calls once nothing refers to what was handed out.
+
+    A fresh multi-megabyte array costs a page fault per 4 KiB page on first touch (the allocator returns
+    freed blocks of that size to the OS); at batch 32 that was a third of a BNext-18 module's float time.
+    Each buffer is handed out as a new view object (a torch tensor made from it keeps that view alive,
+    and so do all tensors and arrays derived from it); the buffer is reused only after the view is gone.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple, list[list]] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32, zero: bool = False) -> np.ndarray:
+        """A ``shape`` array of ``dtype`` for ``key``; with ``zero`` it is zero-filled when new (reused ones keep
+        what was written: callers that rely on zeros write only where they wrote before, e.g. a border)."""
+        import weakref
+
+        slots = self._slots.setdefault((key, tuple(shape), np.dtype(dtype).str), [])
+        for slot in slots:
+            if slot[1] is None or slot[1]() is None:
+                break
+        else:
+            if len(slots) >= 4:  # everything still in use: a plain array, not kept
+                return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            slot = [np.zeros(shape, dtype), None]
+            slots.append(slot)
+        view = slot[0].view()
+        slot[1] = weakref.ref(view)
+        return view
+
+    def clear(self) -> None:
+        self._slots.clear()
