@@ -39,17 +39,21 @@ def _r(src, r_mode, rw, ra, rb):
 
 
 @njit(fastmath={"reassoc"}, cache=True)
-def _plane_a(y, v, v_is_r, src, n, c, r_mode, rw, ra, rb, ac, bc, wc, sc, s1c, mix):
-    """Pass A on plane ``(n, c)``: ``y <- prelu(y*ac + bc)``; returns ``sum(sc*v + s1c*y)`` (float64, any order)."""
-    acc = 0.0
-    for p in range(y.shape[2]):
-        z = y[n, c, p] * ac + bc
-        x = z if z > 0 else wc * z
-        y[n, c, p] = x
-        if mix:
-            vp = _r(src[n, c, p], r_mode, rw, ra, rb) if v_is_r else v[n, c, p]
-            acc += np.float64(sc * vp + s1c * x)
-    return acc
+def _pass_a(n, y, v, v_is_r, src, r_mode, rw, ra, rb, a, b, pw, s, s1, mix, msum):
+    """Pass A on image ``n``: ``y <- prelu(y*a + b)``; ``msum[n, c] = sum(s*v + s1*y)`` per plane (float64 sums in
+    any order: ``reassoc``, so that they vectorize)."""
+    for c in range(y.shape[1]):
+        ac, bc, wc, sc, s1c = a[c], b[c], pw[c], s[c], s1[c]
+        rwc, rac, rbc = rw[c], ra[c], rb[c]
+        acc = 0.0
+        for p in range(y.shape[2]):
+            z = y[n, c, p] * ac + bc
+            x = z if z > 0 else wc * z
+            y[n, c, p] = x
+            if mix:
+                vp = _r(src[n, c, p], r_mode, rwc, rac, rbc) if v_is_r else v[n, c, p]
+                acc += np.float64(sc * vp + s1c * x)
+        msum[n, c] = acc
 
 
 @njit(cache=True)
@@ -80,56 +84,46 @@ def _se_gate(msum, plane, w1t, b1, w2t, b2, gate):
 
 
 @njit(cache=True)
-def _plane_b(x, src, out, n, c, gc, r_mode, rwc, rac, rbc, use_g, mul_r, ac, bc, use_bn):
-    """Pass B on plane ``(n, c)``: ``out = bn_out((x * gc) [* r]) + r``."""
-    for p in range(x.shape[2]):
-        z = x[n, c, p]
-        if use_g:
-            z = z * gc
-        rv = _r(src[n, c, p], r_mode, rwc, rac, rbc)
-        if mul_r:
-            z = z * rv
-        if use_bn:
-            z = z * ac + bc
-        out[n, c, p] = z + rv
-
-
-@njit(cache=True)
-def _bits_row(out, n, c, sh, tmp):
-    """``tmp[p] |= (out + sh < 0 or NaN) << (c % 64)``: ``sign(out + shift) = -1`` as ``pack_input`` decides it."""
-    b = np.uint64(c % 64)
+def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_bn, emit, shift, xp, pad, width, tmp):
+    """Pass B on image ``n``: ``out = bn_out((x * gate) [* r]) + r``; with ``emit`` also the bits
+    ``sign(out + shift) = -1`` (as ``pack_input`` decides them) into the interior of ``xp``."""
     zero = np.float32(0.0)
-    for p in range(out.shape[2]):
-        tmp[p] |= np.uint64(not (out[n, c, p] + sh >= zero)) << b
-
-
-@njit(cache=True)
-def _flush_bits(tmp, xp, n, wd, pad, width):
-    """Word ``wd`` of image ``n``'s pixels from ``tmp`` into the interior of ``xp``; clears ``tmp``."""
-    for i in range(tmp.shape[0] // width):
-        for j in range(width):
-            xp[n, i + pad, j + pad, wd] = tmp[i * width + j]
-    tmp[:] = 0
+    c_n, p_n = x.shape[1], x.shape[2]
+    for c in range(c_n):
+        gc, rwc, rac, rbc, ac, bc = gate[n, c], rw[c], ra[c], rb[c], a2[c], b2[c]
+        for p in range(p_n):
+            z = x[n, c, p]
+            if use_g:
+                z = z * gc
+            rv = _r(src[n, c, p], r_mode, rwc, rac, rbc)
+            if mul_r:
+                z = z * rv
+            if use_bn:
+                z = z * ac + bc
+            out[n, c, p] = z + rv
+        if emit:
+            bit = np.uint64(c % 64)
+            sh = shift[c]
+            for p in range(p_n):
+                tmp[p] |= np.uint64(not (out[n, c, p] + sh >= zero)) << bit
+            if c % 64 == 63 or c == c_n - 1:
+                wd = c // 64
+                for i in range(p_n // width):
+                    for j in range(width):
+                        xp[n, i + pad, j + pad, wd] = tmp[i * width + j]
+                tmp[:] = 0
 
 
 @njit(cache=True)
 def _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
            w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp):
-    c_n, p_n = y.shape[1], y.shape[2]
     if phase != 2:
-        for c in range(c_n):
-            msum[n, c] = _plane_a(y, v, v_is_r, src, n, c, r_mode, rw[c], ra[c], rb[c], a[c], b[c], pw[c], s[c],
-                                  s1[c], mix)
+        _pass_a(n, y, v, v_is_r, src, r_mode, rw, ra, rb, a, b, pw, s, s1, mix, msum)
         if phase == 0 and use_g:
-            _se_gate(msum[n], p_n, w1, b1, w2, b2, gate[n])
-    if phase == 1:
-        return
-    for c in range(c_n):
-        _plane_b(y, src, out, n, c, gate[n, c], r_mode, rw[c], ra[c], rb[c], use_g, mul_r, a2[c], b2o[c], use_bn)
-        if emit:
-            _bits_row(out, n, c, shift[c], tmp)
-            if c % 64 == 63 or c == c_n - 1:
-                _flush_bits(tmp, xp, n, c // 64, pad, width)
+            _se_gate(msum[n], y.shape[2], w1, b1, w2, b2, gate[n])
+    if phase != 1:
+        _pass_b(n, y, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2o, use_bn, emit, shift, xp, pad, width,
+                tmp)
 
 
 @njit(parallel=True, cache=True)
