@@ -128,7 +128,10 @@ class FusedInfoRCPModule(InfoRCPModule):
         """Derive the per-point constants from the module's parameters and buffers (after they change)."""
         c, c_in = self.conv.out_channels, self.conv.in_channels
         ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
-        p: dict[str, Any] = {"kind": _shortcut_kind(self)}
+        structure = self.__dict__.get("_structure")
+        if structure is None:  # what the float parts are does not change with the weights
+            structure = self._structure = (_shortcut_kind(self), bool(self.info_rcp) and _standard_se(self.se))
+        p: dict[str, Any] = {"kind": structure[0], "se_numba": structure[1]}
         p["a"], p["b"] = bn_affine(self.bn)
         p["pw"] = np.ascontiguousarray(np.broadcast_to(_np(self.act.weight), (c,)))
         act = self.shortcut_act
@@ -138,7 +141,6 @@ class FusedInfoRCPModule(InfoRCPModule):
             s = s.clamp(0.0, 1.0) if self.clamp_mix else s
             p["s"], p["s1"] = _np(s), _np(1.0 - s)
             se = self.se
-            p["se_numba"] = _standard_se(se)
             if p["se_numba"]:
                 w1, w2 = (np.ascontiguousarray(t.detach().float().reshape(t.shape[0], -1).numpy().T)
                           for t in (se.squeeze.weight, se.expand.weight))  # transposed: (C, hidden), (hidden, C)

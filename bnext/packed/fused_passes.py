@@ -22,6 +22,8 @@ agree with torch to a few ulp (the tolerance contract of ``landscape.engine.TOLE
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numba import njit, prange
 
@@ -238,8 +240,6 @@ class BufferPool:
     def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32, zero: bool = False) -> np.ndarray:
         """A ``shape`` array of ``dtype`` for ``key``; with ``zero`` it is zero-filled when new (reused ones keep
         what was written: callers that rely on zeros write only where they wrote before, e.g. a border)."""
-        import weakref
-
         slots = self._slots.setdefault((key, tuple(shape), np.dtype(dtype).str), [])
         for slot in slots:
             if slot[1] is None or slot[1]() is None:
