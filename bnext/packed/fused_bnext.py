@@ -113,8 +113,9 @@ def fusable_module(m: nn.Module) -> bool:
     if m.info_rcp:
         if type(m.se) is not SqueezeExpand or not hasattr(m, "mix_weight"):
             return False
-        if not m.mix_with_shortcut and not (type(m.pool_input) is nn.Identity
-                                            or (_pool2x2(m.pool_input) and m.conv.stride == 2)):
+        if not m.mix_with_shortcut and not (m.conv.in_channels == c and (
+                (type(m.pool_input) is nn.Identity and m.conv.stride == 1)
+                or (_pool2x2(m.pool_input) and m.conv.stride == 2))):
             return False
     return _plain_bn(m.bn_out) or type(m.bn_out) is nn.Identity
 
@@ -153,10 +154,12 @@ class FusedInfoRCPModule(InfoRCPModule):
             p["a2"], p["b2"] = bn_affine(self.bn_out)
         else:
             p["a2"], p["b2"] = ones, zeros
-        if p["kind"] == "project":
-            p["ra"], p["rb"] = bn_affine(list(self.shortcut)[-1])
-        else:
-            p["ra"], p["rb"] = ones, zeros
+        p["ra"], p["rb"] = bn_affine(list(self.shortcut)[-1]) if p["kind"] == "project" else (ones, zeros)
+        # r from its source array: the projection's conv output through its BN; the identity shortcut of an
+        # ELM module through its PReLU; else as is (a pooled shortcut's PReLU is applied while pooling)
+        prelu = p["kind"] == "identity" and type(act) is not nn.Identity
+        p["r_mode"] = R_AFFINE if p["kind"] == "project" else R_PRELU if prelu else R_SRC
+        p["rw"] = p["sw"] if prelu else ones
         self._consts = p
         if "_arrays" not in self.__dict__:
             self._arrays = BufferPool()
@@ -191,8 +194,7 @@ class FusedInfoRCPModule(InfoRCPModule):
         y = buffers.get("y", (n, c, h, w))
         conv.conv_packed(xp, h_in, w_in, y)
         threads = kernels.numba_get_threads()
-        kind = p["kind"]
-        r_mode, src = R_PRELU, un
+        kind, src = p["kind"], un
         if kind == "pool":
             src = prelu_avgpool2x2(un, p["sw"], threads, buffers.get("src", pool_shape(un.shape)))
         elif kind == "project":
@@ -200,12 +202,6 @@ class FusedInfoRCPModule(InfoRCPModule):
             t = (torch.from_numpy(prelu_avgpool2x2(un, p["sw"], threads, buffers.get("src", pool_shape(un.shape))))
                  if len(parts) == 3 else self.shortcut_act(u))
             src = parts[-2](t).contiguous().numpy()
-            r_mode = R_AFFINE
-        rw = p["sw"] if kind == "identity" else p["a"]  # slopes only used by R_PRELU
-        if kind == "identity" and type(self.shortcut_act) is nn.Identity:
-            r_mode = R_SRC
-        elif kind == "pool":
-            r_mode = R_SRC
         planes = (n, c, h * w)
         src3 = src.reshape(planes)
         v_is_r = not self.info_rcp or self.mix_with_shortcut
@@ -226,8 +222,8 @@ class FusedInfoRCPModule(InfoRCPModule):
         msum = np.zeros((n, c), np.float64)
         gate = np.ones((n, c), np.float32)
         mix = bool(self.info_rcp)
-        args = (yn, src3, r_mode, rw, p["ra"], p["rb"], v, v_is_r, p["a"], p["b"], p["pw"], p["s"], p["s1"], mix,
-                p["se"], gate, msum, mix, bool(self.elm), p["a2"], p["b2"], type(self.bn_out) is nn.BatchNorm2d,
+        args = (yn, src3, p["r_mode"], p["rw"], p["ra"], p["rb"], v, v_is_r, p["a"], p["b"], p["pw"], p["s"], p["s1"],
+                mix, p["se"], gate, msum, mix, bool(self.elm), p["a2"], p["b2"], type(self.bn_out) is nn.BatchNorm2d,
                 out.numpy().reshape(planes), bits, w, threads)
         if not mix or p["se_numba"]:
             module_float(0, *args)

@@ -232,21 +232,29 @@ class BufferPool:
     freed blocks of that size to the OS); at batch 32 that was a third of a BNext-18 module's float time.
     Each buffer is handed out as a new view object (a torch tensor made from it keeps that view alive,
     and so do all tensors and arrays derived from it); the buffer is reused only after the view is gone.
+    Per key only the latest shape is kept (at most :attr:`per_key` buffers), so memory stays about one
+    batch's activations.
     """
 
-    def __init__(self) -> None:
-        self._slots: dict[tuple, list[list]] = {}
+    per_key = 2
 
-    def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32, zero: bool = False) -> np.ndarray:
-        """A ``shape`` array of ``dtype`` for ``key``; with ``zero`` it is zero-filled when new (reused ones keep
-        what was written: callers that rely on zeros write only where they wrote before, e.g. a border)."""
-        slots = self._slots.setdefault((key, tuple(shape), np.dtype(dtype).str), [])
+    def __init__(self) -> None:
+        self._slots: dict[str, tuple[tuple, list[list]]] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """A ``shape`` array of ``dtype`` for ``key``: zero-filled when new, else what was last written to it
+        (callers that rely on zeros, e.g. a border, write only where they wrote before)."""
+        spec = (tuple(shape), np.dtype(dtype).str)
+        kept = self._slots.get(key)
+        if kept is None or kept[0] != spec:
+            kept = self._slots[key] = (spec, [])
+        slots = kept[1]
         for slot in slots:
-            if slot[1] is None or slot[1]() is None:
+            if slot[1]() is None:
                 break
         else:
-            if len(slots) >= 4:  # everything still in use: a plain array, not kept
-                return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            if len(slots) >= self.per_key:  # all still in use: a plain array, not kept
+                return np.zeros(shape, dtype)
             slot = [np.zeros(shape, dtype), None]
             slots.append(slot)
         view = slot[0].view()
@@ -254,4 +262,5 @@ class BufferPool:
         return view
 
     def clear(self) -> None:
+        """Drop every buffer."""
         self._slots.clear()
