@@ -87,9 +87,9 @@ def test_fast_path_contract_width_025(name):
     check_model(name, 0.25)
 
 
-@pytest.mark.parametrize("name", ["bireal18", "xnornet18", "real2binary18"])
+@pytest.mark.parametrize("name", ["bireal18", "xnornet18", "real2binary18", "bnext18", "bnext_t"])
 def test_fast_path_contract_odd_channels(name):
-    check_model(name, 0.2)  # 13, 26, 51, 102 channels
+    check_model(name, 0.2)  # 13, 26, 51, 102 channels (bnext_t: 6, 13, 26, ...; fused float parts)
 
 
 @pytest.mark.slow
