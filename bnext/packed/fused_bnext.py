@@ -163,6 +163,7 @@ class FusedInfoRCPModule(InfoRCPModule):
         self._consts = p
         if "_arrays" not in self.__dict__:
             self._arrays = BufferPool()
+            self._chooser = kernels.ThreadChooser()  # one thread or all, whichever ran faster lately
         return True
 
     def _take_packed_input(self, u: Tensor) -> np.ndarray | None:
@@ -224,15 +225,16 @@ class FusedInfoRCPModule(InfoRCPModule):
         mix = bool(self.info_rcp)
         args = (yn, src3, p["r_mode"], p["rw"], p["ra"], p["rb"], v, v_is_r, p["a"], p["b"], p["pw"], p["s"], p["s1"],
                 mix, p["se"], gate, msum, mix, bool(self.elm), p["a2"], p["b2"], type(self.bn_out) is nn.BatchNorm2d,
-                out.numpy().reshape(planes), bits, w, threads)
+                out.numpy().reshape(planes), bits, w)
+        chooser: kernels.ThreadChooser = self._chooser
         if not mix or p["se_numba"]:
-            module_float(0, *args)
+            chooser.run((0, planes), threads, lambda t: module_float(0, *args, t))
         else:  # a non-standard SE (e.g. quantized convs): its torch modules between pass A and pass B
-            module_float(1, *args)
+            chooser.run((1, planes), threads, lambda t: module_float(1, *args, t))
             se = self.se
             pooled = torch.from_numpy((msum / (h * w)).astype(np.float32)).view(n, c, 1, 1)
             gate[:] = se.gate(se.expand(se.act(se.squeeze(pooled)))).reshape(n, c).numpy()
-            module_float(2, *args)
+            chooser.run((2, planes), threads, lambda t: module_float(2, *args, t))
         if bits is not None:
             nxt[0]._handed = (out, bits[1], self)
         return out

@@ -125,3 +125,14 @@ def test_repack_refreshes_the_constants():
     with torch.inference_mode():
         ref, got = other(x), packed(x)
     assert float((ref - got).abs().max()) <= 1e-3 * max(1.0, float(ref.abs().max()))
+
+
+def test_profile_accounts_for_the_pieces():
+    from bnext.packed.fused_profile import profile
+
+    total, parts = profile("bnext18", width=0.25, samples=16, batch=8, repeats=1)
+    assert total > 0 and sum(parts.values()) <= total * 1.01
+    assert parts["packed binary convs"] > 0
+    assert any(k.startswith("fused float passes") for k in parts)
+    _, unfused = profile("bnext18", width=0.25, samples=16, batch=8, repeats=1, fused=False)
+    assert not any(k.startswith("fused float passes") for k in unfused)
