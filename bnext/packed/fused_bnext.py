@@ -175,6 +175,7 @@ class FusedInfoRCPModule(InfoRCPModule):
         if out is u:
             return xp
         producer._next = None  # its output reaches this module some other way: stop packing for it
+        producer._unlinked = True  # (for good: relinking after a repack keeps it off)
         return None
 
     def forward(self, u: Tensor) -> Tensor:
@@ -246,7 +247,8 @@ def link_fused_modules(model: nn.Module) -> int:
     fused = [m for m in model.modules() if isinstance(m, FusedInfoRCPModule)]
     count = 0
     for a, b in zip(fused, fused[1:] + [None]):
-        ok = b is not None and b.conv.in_channels == a.conv.out_channels and "_consts" in b.__dict__
+        ok = (b is not None and b.conv.in_channels == a.conv.out_channels and "_consts" in b.__dict__
+              and not a.__dict__.get("_unlinked", False))
         a._next = (b,) if ok else None  # a tuple: not registered as a child module
         count += ok
     return count

@@ -79,6 +79,9 @@ def test_handed_bits_equal_packing_the_output(name, width, size):
     assert sum(used) >= len(used) // 2  # most modules received their input bits from the previous one
     assert torch.equal(linked, _forward_with_links(packed, x, linked=False))
     assert torch.equal(linked, _forward_with_links(packed, x, linked=True))
+    repack_(packed, model)  # links a consumer refused (BNext-T's second pointwise module) stay off
+    unlinked = [m for m in packed.model.modules() if m.__dict__.get("_unlinked")]
+    assert all(m._next is None for m in unlinked) and (name != "bnext_t" or unlinked)
 
 
 def test_outputs_kept_by_the_caller_are_not_overwritten():
