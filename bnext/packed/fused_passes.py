@@ -93,6 +93,8 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
     c_n, p_n = x.shape[1], x.shape[2]
     for c in range(c_n):
         gc, rwc, rac, rbc, ac, bc = gate[n, c], rw[c], ra[c], rb[c], a2[c], b2[c]
+        bit = np.uint64(c % 64)
+        sh = shift[c]
         for p in range(p_n):
             z = x[n, c, p]
             if use_g:
@@ -102,12 +104,11 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
                 z = z * rv
             if use_bn:
                 z = z * ac + bc
-            out[n, c, p] = z + rv
+            o = z + rv
+            out[n, c, p] = o
+            if emit:
+                tmp[p] |= np.uint64(not (o + sh >= zero)) << bit
         if emit:
-            bit = np.uint64(c % 64)
-            sh = shift[c]
-            for p in range(p_n):
-                tmp[p] |= np.uint64(not (out[n, c, p] + sh >= zero)) << bit
             if c % 64 == 63 or c == c_n - 1:
                 wd = c // 64
                 for i in range(p_n // width):
