@@ -39,6 +39,7 @@ from .directions import Directions
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
 from .providers import ForwardFactory, find_forward, register_forward_provider
 from .winograd import WinogradConv2d, winograd_model
+from .winograd_epilogue import fuse_epilogues
 
 __all__ = [
     "TOLERANCE",
@@ -156,6 +157,7 @@ class SurfaceEngine:
         self._winograd = (cpu and not exact and precision == "fp32") if winograd is None else bool(winograd)
         self._winograd_explicit = winograd is not None
         self.conv_algorithms: dict[str, str] = {}
+        self.winograd_epilogues = 0
         self.precision = precision
         self._ppf_auto = points_per_forward == "auto"
         if points_per_forward == "auto":
@@ -306,6 +308,7 @@ class SurfaceEngine:
             "bn_folded_pairs": self.fused_pairs,
             "channels_last": cl,
             "conv_algorithms": dict(self.conv_algorithms),
+            "winograd_fused_epilogues": self.winograd_epilogues,
             "precision": self.precision,
             "points_per_forward": self.points_per_forward,
             "compile": bool(self._compile),
@@ -365,16 +368,18 @@ class SurfaceEngine:
         wmodel, names = winograd_model(fused)
         if not names:
             return diff
+        forward, self.winograd_epilogues = fuse_epilogues(wmodel)
         with torch.inference_mode():
-            got = wmodel(probe).float()
+            got = forward(probe).float()
         wdiff = float((ref - got).abs().max())
         algos = {n: m.last_algorithm for n, m in wmodel.named_modules() if isinstance(m, WinogradConv2d)}
         if not wdiff <= WINOGRAD_PROBE_RTOL * scale or "winograd_f4x4_3x3" not in algos.values():
+            self.winograd_epilogues = 0
             if self._winograd_explicit:
                 warnings.warn(f"Winograd convolutions changed the outputs by {wdiff:.3g}; not using them",
                               stacklevel=5)
             return diff
-        self._forward = wmodel
+        self._forward = forward
         inner = {id(m.conv) for m in wmodel.modules() if isinstance(m, WinogradConv2d)}
         self.conv_algorithms = {
             n: (algos[n] or "torch") if n in algos else "torch"

@@ -151,8 +151,9 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, fastmath=True, cache=True)
-def _output_transform(m, bias, y, q0, q1, th, tw, relu):  # pragma: no cover - compiled
-    """``y[n, 4ty:4ty+4, 4tx:4tx+4, :] = A^T m A + bias`` (clipped at the image edge, ReLU if ``relu``)."""
+def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no cover - compiled
+    """``y[n, 4ty:4ty+4, 4tx:4tx+4, :] = A^T m A + bias`` (clipped at the image edge), ``+ res`` at the
+    same place if ``add``, then ReLU if ``relu``."""
     h = y.shape[1]
     w = y.shape[2]
     k_n = y.shape[3]
@@ -199,6 +200,10 @@ def _output_transform(m, bias, y, q0, q1, th, tw, relu):  # pragma: no cover - c
                     o[1, c] = d12 + 2 * d34 + b
                     o[2, c] = s12 + 4 * s34 + b
                     o[3, c] = d12 + 8 * d34 + m5 + b
+                if add:
+                    for jj in range(min(4, w - x0)):
+                        for c in range(k_n):
+                            o[jj, c] += res[n, y0 + i, x0 + jj, c]
                 if relu:
                     for jj in range(4):
                         for c in range(k_n):
@@ -228,11 +233,12 @@ def _kernel_transform(w, u, g):  # pragma: no cover - compiled
 # ----------------------------------------------------------------------------- the convolution
 def winograd_conv2d(
     x: Tensor, u: Tensor, bias: Tensor | None = None, padding: int = 1, relu: bool = False,
-    chunk_bytes: int = CHUNK_BYTES,
+    residual: Tensor | None = None, chunk_bytes: int = CHUNK_BYTES,
 ) -> Tensor:
     """3x3, stride-1 convolution of ``x`` (N, Cin, H, W) with transformed weights ``u`` (36, Cin, Cout).
 
-    Equals ``F.conv2d(x, w, bias, 1, padding)`` (then ReLU if ``relu``) for ``u = winograd_weights(w)``
+    Equals ``F.conv2d(x, w, bias, 1, padding)`` (plus ``residual``, then ReLU if ``relu``) for
+    ``u = winograd_weights(w)``
     up to fp32 rounding. CPU float32 only; returns a channels-last tensor.
     """
     if x.dim() != 4 or u.dim() != 3 or u.shape[0] != 36 or x.shape[1] != u.shape[1]:
@@ -251,6 +257,13 @@ def winograd_conv2d(
     xn = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy()
     out = torch.empty((n, c_out, ho, wo), dtype=torch.float32, memory_format=torch.channels_last)
     yn = out.permute(0, 2, 3, 1).numpy()
+    if residual is not None:
+        if tuple(residual.shape) != tuple(out.shape) or residual.dtype != torch.float32:
+            raise ValueError(f"winograd_conv2d: residual {tuple(residual.shape)} {residual.dtype} does not match "
+                             f"the output {tuple(out.shape)} float32")
+        rn = residual.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy()
+    else:
+        rn = yn  # unused
     b = (bias.detach().float().contiguous() if bias is not None else torch.zeros(c_out)).numpy()
     u = u.contiguous()
     rows = n * th
@@ -267,7 +280,7 @@ def winograd_conv2d(
             m = m_buf[: 36 * t * c_out].view(36, t, c_out)
             _input_transform(xn, v.numpy(), q0, q1, th, tw, padding)
             torch.bmm(v, u, out=m)
-            _output_transform(m.numpy(), b, yn, q0, q1, th, tw, relu)
+            _output_transform(m.numpy(), b, yn, rn, residual is not None, q0, q1, th, tw, relu)
 
     workers = min(torch.get_num_threads(), len(chunks))
     if workers <= 1:
@@ -356,7 +369,9 @@ class WinogradConv2d(nn.Module):
     whenever the weight differs from the copy they were made from (``torch.equal``, whatever changed
     it: an in-place write, a rebound ``.data``, a view of another buffer), so stale transformed
     weights cannot be used. Inputs the rule refuses (other shapes, dtypes, devices, autograd) go to
-    ``conv`` itself; :attr:`last_algorithm` says what the last forward used.
+    ``conv`` itself; :attr:`last_algorithm` says what the last forward used. An epilogue fused by
+    :mod:`landscape.winograd_epilogue` (``relu``; ``forward(x, residual)`` adds ``residual``) runs
+    inside the output transform.
     """
 
     def __init__(self, conv: nn.Conv2d):
@@ -368,6 +383,7 @@ class WinogradConv2d(nn.Module):
         self._src: Tensor | None = None
         self._u: Tensor | None = None
         self.last_algorithm: str | None = None
+        self.relu = False
 
     def transformed_weights(self) -> Tensor:
         """``G g G^T`` of the conv's current weight (recomputed when the weight changed)."""
@@ -381,7 +397,7 @@ class WinogradConv2d(nn.Module):
         assert self._u is not None
         return self._u
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         algo = choose_algorithm(self.conv, tuple(x.shape))
         if (
             algo != WINOGRAD
@@ -391,9 +407,13 @@ class WinogradConv2d(nn.Module):
             or (torch.is_grad_enabled() and (x.requires_grad or self.conv.weight.requires_grad))
         ):
             self.last_algorithm = TORCH
-            return self.conv(x)
+            y = self.conv(x)
+            if residual is not None:
+                y = y + residual
+            return torch.relu(y) if self.relu else y
         self.last_algorithm = WINOGRAD
-        return winograd_conv2d(x, self.transformed_weights(), self.conv.bias, int(self.conv.padding[0]))
+        return winograd_conv2d(x, self.transformed_weights(), self.conv.bias, int(self.conv.padding[0]),
+                               relu=self.relu, residual=residual)
 
 
 def winograd_model(model: nn.Module) -> tuple[nn.Module, list[str]]:

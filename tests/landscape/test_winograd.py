@@ -145,3 +145,41 @@ def test_engine_defaults_on_resnet18_keep_the_contract_and_exact_never_uses_wino
     with SurfaceEngine(model, d, data, winograd=False) as off:
         assert set(off.settings["conv_algorithms"].values()) == {TORCH}
         np.testing.assert_allclose(off.evaluate(*points[1])["train_loss"], want[1]["train_loss"], rtol=1e-5)
+
+
+class _Res(nn.Module):
+    """relu(conv2(relu(conv1(x))) + x), with F.relu and an in-place add, and a conv used twice."""
+
+    def __init__(self, c: int = 32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn = nn.Identity()  # a folded BN
+        self.conv3 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.conv1(x))
+        out = self.bn(self.conv2(out))
+        out += x
+        out = F.relu(out)
+        y = self.conv3(out)
+        return y + torch.relu(y)  # conv3's output has two users: not fused
+
+
+def test_epilogues_fuse_relu_and_residual_add():
+    from landscape.winograd_epilogue import fuse_epilogues
+
+    torch.manual_seed(0)
+    model = _Res().eval()
+    wmodel, names = winograd_model(model)
+    assert names == ["conv1", "conv2", "conv3"]
+    fused, n = fuse_epilogues(wmodel)
+    assert n == 2 and fused.conv1.relu and fused.conv2.relu and not fused.conv3.relu
+    x = torch.randn(2, 32, 10, 11)
+    with torch.inference_mode():
+        _close(fused(x), model(x))
+        assert fused.conv2.last_algorithm == WINOGRAD
+    with torch.no_grad():  # the torch fallback (autograd off, float64) applies the same epilogues
+        x64 = x.double()
+        torch.testing.assert_close(fused.double()(x64), model.double()(x64))
