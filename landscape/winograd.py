@@ -15,9 +15,11 @@ for the stated bound); the engine uses it only within :data:`landscape.engine.TO
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -41,7 +43,7 @@ __all__ = [
 #: transformed-input bytes per chunk of tile rows (the chunk's input and product stay in the L2/L3 cache)
 CHUNK_BYTES = 1 << 20
 #: but at least this many tiles per chunk (rows of each of the 36 products)
-MIN_CHUNK_TILES = 64
+MIN_CHUNK_TILES = 128
 
 #: G of F(4x4, 3x3) (Lavin & Gray 2016, sec. 4.2): the 6x3 kernel transform
 _G = torch.tensor(
@@ -282,7 +284,7 @@ def winograd_conv2d(
             torch.bmm(v, u, out=m)
             _output_transform(m.numpy(), b, yn, rn, residual is not None, q0, q1, th, tw, relu)
 
-    workers = min(torch.get_num_threads(), len(chunks))
+    workers = min(torch.get_num_threads(), len(chunks)) if _omp_set_num_threads() is not None else 1
     if workers <= 1:
         run(iter(chunks))
     else:  # each worker takes the next chunk (single-threaded kernels and products, no barrier per chunk)
@@ -314,8 +316,26 @@ class _Shared:
 _POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
+@functools.cache
+def _omp_set_num_threads() -> Callable[[int], None] | None:
+    """``omp_set_num_threads`` of the OpenMP runtime torch loaded (it sets the CALLING thread's team size;
+    ``torch.set_num_threads`` would change the whole process), or None when there is none to find."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line}
+        for path in sorted(paths):
+            fn = ctypes.CDLL(path).omp_set_num_threads
+            fn.argtypes, fn.restype = [ctypes.c_int], None
+            return fn
+    except (OSError, AttributeError):
+        pass
+    return None
+
+
 def _single_threaded() -> None:
-    torch.set_num_threads(1)  # this worker's products run on its own core
+    fn = _omp_set_num_threads()
+    if fn is not None:
+        fn(1)  # this worker's products run on its own core, without an OpenMP team of its own
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
