@@ -71,11 +71,15 @@ def winograd_weights(weight: Tensor, out: Tensor | None = None) -> Tensor:
     u = torch.empty(36, c_in, c_out) if out is None else out
     if u.shape != (36, c_in, c_out) or u.dtype != torch.float32 or not u.is_contiguous():
         raise ValueError(f"winograd_weights: out must be a contiguous float32 (36, {c_in}, {c_out}) tensor")
-    _kernel_transform(weight.detach().float().contiguous().numpy(), u.numpy(), _G.float().numpy())
+    wp = weight.detach().float().permute(1, 2, 3, 0).contiguous()  # (Cin, 3, 3, Cout): Cout contiguous
+    _kernel_transform(wp.numpy(), u.numpy(), _G.float().numpy())
     return u
 
 
 # ----------------------------------------------------------------------------- numba kernels
+# float32 constants: an integer literal times a float32 is float64 in numba (half-width vectors + casts)
+_F0, _F2, _F4, _F5, _F8 = (np.float32(v) for v in (0, 2, 4, 5, 8))
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
     """``v[:, (q - q0) * tw + tx, :] = B^T d B`` for tile rows ``q0 <= q < q1`` (q = n * th + ty).
@@ -98,7 +102,7 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
                 if col < 0 or col >= w:
                     for a in range(6):
                         for c in range(c_n):
-                            r[a, j, c] = 0.0
+                            r[a, j, c] = _F0
                     continue
                 if inside:
                     for c in range(c_n):
@@ -108,18 +112,18 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
                         d3 = x[n, y0 + 3, col, c]
                         d4 = x[n, y0 + 4, col, c]
                         d5 = x[n, y0 + 5, col, c]
-                        r[0, j, c] = 4 * d0 - 5 * d2 + d4
-                        r[1, j, c] = d3 + d4 - 4 * (d1 + d2)
-                        r[2, j, c] = 4 * (d1 - d2) + d4 - d3
-                        r[3, j, c] = 2 * (d3 - d1) + d4 - d2
-                        r[4, j, c] = 2 * (d1 - d3) + d4 - d2
-                        r[5, j, c] = 4 * d1 - 5 * d3 + d5
+                        r[0, j, c] = _F4 * d0 - _F5 * d2 + d4
+                        r[1, j, c] = d3 + d4 - _F4 * (d1 + d2)
+                        r[2, j, c] = _F4 * (d1 - d2) + d4 - d3
+                        r[3, j, c] = _F2 * (d3 - d1) + d4 - d2
+                        r[4, j, c] = _F2 * (d1 - d3) + d4 - d2
+                        r[5, j, c] = _F4 * d1 - _F5 * d3 + d5
                 else:
                     for i in range(6):
                         row = y0 + i
                         if row < 0 or row >= h:
                             for c in range(c_n):
-                                d[i, c] = 0.0
+                                d[i, c] = _F0
                         else:
                             for c in range(c_n):
                                 d[i, c] = x[n, row, col, c]
@@ -130,12 +134,12 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
                         d3 = d[3, c]
                         d4 = d[4, c]
                         d5 = d[5, c]
-                        r[0, j, c] = 4 * d0 - 5 * d2 + d4
-                        r[1, j, c] = d3 + d4 - 4 * (d1 + d2)
-                        r[2, j, c] = 4 * (d1 - d2) + d4 - d3
-                        r[3, j, c] = 2 * (d3 - d1) + d4 - d2
-                        r[4, j, c] = 2 * (d1 - d3) + d4 - d2
-                        r[5, j, c] = 4 * d1 - 5 * d3 + d5
+                        r[0, j, c] = _F4 * d0 - _F5 * d2 + d4
+                        r[1, j, c] = d3 + d4 - _F4 * (d1 + d2)
+                        r[2, j, c] = _F4 * (d1 - d2) + d4 - d3
+                        r[3, j, c] = _F2 * (d3 - d1) + d4 - d2
+                        r[4, j, c] = _F2 * (d1 - d3) + d4 - d2
+                        r[5, j, c] = _F4 * d1 - _F5 * d3 + d5
             for a in range(6):
                 for c in range(c_n):
                     d0 = r[a, 0, c]
@@ -144,12 +148,12 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
                     d3 = r[a, 3, c]
                     d4 = r[a, 4, c]
                     d5 = r[a, 5, c]
-                    v[6 * a, t, c] = 4 * d0 - 5 * d2 + d4
-                    v[6 * a + 1, t, c] = d3 + d4 - 4 * (d1 + d2)
-                    v[6 * a + 2, t, c] = 4 * (d1 - d2) + d4 - d3
-                    v[6 * a + 3, t, c] = 2 * (d3 - d1) + d4 - d2
-                    v[6 * a + 4, t, c] = 2 * (d1 - d3) + d4 - d2
-                    v[6 * a + 5, t, c] = 4 * d1 - 5 * d3 + d5
+                    v[6 * a, t, c] = _F4 * d0 - _F5 * d2 + d4
+                    v[6 * a + 1, t, c] = d3 + d4 - _F4 * (d1 + d2)
+                    v[6 * a + 2, t, c] = _F4 * (d1 - d2) + d4 - d3
+                    v[6 * a + 3, t, c] = _F2 * (d3 - d1) + d4 - d2
+                    v[6 * a + 4, t, c] = _F2 * (d1 - d3) + d4 - d2
+                    v[6 * a + 5, t, c] = _F4 * d1 - _F5 * d3 + d5
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -180,9 +184,9 @@ def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no
                     s34 = m3 + m4
                     d34 = m3 - m4
                     r[0, j, c] = m0 + s12 + s34
-                    r[1, j, c] = d12 + 2 * d34
-                    r[2, j, c] = s12 + 4 * s34
-                    r[3, j, c] = d12 + 8 * d34 + m5
+                    r[1, j, c] = d12 + _F2 * d34
+                    r[2, j, c] = s12 + _F4 * s34
+                    r[3, j, c] = d12 + _F8 * d34 + m5
             for i in range(4):
                 if y0 + i >= h:
                     break
@@ -199,9 +203,9 @@ def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no
                     d34 = m3 - m4
                     b = bias[c]
                     o[0, c] = m0 + s12 + s34 + b
-                    o[1, c] = d12 + 2 * d34 + b
-                    o[2, c] = s12 + 4 * s34 + b
-                    o[3, c] = d12 + 8 * d34 + m5 + b
+                    o[1, c] = d12 + _F2 * d34 + b
+                    o[2, c] = s12 + _F4 * s34 + b
+                    o[3, c] = d12 + _F8 * d34 + m5 + b
                 if add:
                     for jj in range(min(4, w - x0)):
                         for c in range(k_n):
@@ -209,7 +213,7 @@ def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no
                 if relu:
                     for jj in range(4):
                         for c in range(k_n):
-                            o[jj, c] = max(o[jj, c], 0.0)
+                            o[jj, c] = max(o[jj, c], _F0)
                 for jj in range(min(4, w - x0)):
                     for c in range(k_n):
                         y[n, y0 + i, x0 + jj, c] = o[jj, c]
@@ -217,15 +221,15 @@ def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _kernel_transform(w, u, g):  # pragma: no cover - compiled
-    """``u[6a+b, c, o] = (G w[o, c] G^T)[a, b]``."""
-    c_out = w.shape[0]
-    c_in = w.shape[1]
+    """``u[6a+b, c, o] = (G w[c, :, :, o] G^T)[a, b]`` for ``w`` laid out (Cin, 3, 3, Cout)."""
+    c_in = w.shape[0]
+    c_out = w.shape[3]
     for c in prange(c_in):
         t = np.empty((6, 3, c_out), dtype=np.float32)
         for a in range(6):
             for v in range(3):
                 for o in range(c_out):
-                    t[a, v, o] = g[a, 0] * w[o, c, 0, v] + g[a, 1] * w[o, c, 1, v] + g[a, 2] * w[o, c, 2, v]
+                    t[a, v, o] = g[a, 0] * w[c, 0, v, o] + g[a, 1] * w[c, 1, v, o] + g[a, 2] * w[c, 2, v, o]
         for a in range(6):
             for b in range(6):
                 for o in range(c_out):
