@@ -71,8 +71,7 @@ def winograd_weights(weight: Tensor, out: Tensor | None = None) -> Tensor:
     u = torch.empty(36, c_in, c_out) if out is None else out
     if u.shape != (36, c_in, c_out) or u.dtype != torch.float32 or not u.is_contiguous():
         raise ValueError(f"winograd_weights: out must be a contiguous float32 (36, {c_in}, {c_out}) tensor")
-    wp = weight.detach().float().permute(1, 2, 3, 0).contiguous()  # (Cin, 3, 3, Cout): Cout contiguous
-    _kernel_transform(wp.numpy(), u.numpy(), _G.float().numpy())
+    _kernel_transform(weight.detach().float().contiguous().numpy(), u.numpy(), _G.float().numpy())
     return u
 
 
@@ -221,15 +220,15 @@ def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _kernel_transform(w, u, g):  # pragma: no cover - compiled
-    """``u[6a+b, c, o] = (G w[c, :, :, o] G^T)[a, b]`` for ``w`` laid out (Cin, 3, 3, Cout)."""
-    c_in = w.shape[0]
-    c_out = w.shape[3]
+    """``u[6a+b, c, o] = (G w[o, c] G^T)[a, b]``."""
+    c_out = w.shape[0]
+    c_in = w.shape[1]
     for c in prange(c_in):
         t = np.empty((6, 3, c_out), dtype=np.float32)
         for a in range(6):
             for v in range(3):
                 for o in range(c_out):
-                    t[a, v, o] = g[a, 0] * w[c, 0, v, o] + g[a, 1] * w[c, 1, v, o] + g[a, 2] * w[c, 2, v, o]
+                    t[a, v, o] = g[a, 0] * w[o, c, 0, v] + g[a, 1] * w[o, c, 1, v] + g[a, 2] * w[o, c, 2, v]
         for a in range(6):
             for b in range(6):
                 for o in range(c_out):
