@@ -38,8 +38,6 @@ from . import batching
 from .directions import Directions
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
 from .providers import ForwardFactory, find_forward, register_forward_provider
-from .winograd import WinogradConv2d, winograd_model
-from .winograd_epilogue import fuse_epilogues
 
 __all__ = [
     "TOLERANCE",
@@ -365,6 +363,9 @@ class SurfaceEngine:
                         diff: float | None) -> float | None:
         """Wrap the convs :mod:`landscape.winograd` accepts; keep them if the probe agrees within
         :data:`WINOGRAD_PROBE_RTOL` (records :attr:`conv_algorithms`)."""
+        from .winograd import WinogradConv2d, winograd_model  # numba loads only when needed
+        from .winograd_epilogue import fuse_epilogues
+
         wmodel, names = winograd_model(fused)
         if not names:
             return diff
