@@ -363,7 +363,7 @@ class SurfaceEngine:
                         diff: float | None) -> float | None:
         """Wrap the convs :mod:`landscape.winograd` accepts; keep them if the probe agrees within
         :data:`WINOGRAD_PROBE_RTOL` (records :attr:`conv_algorithms`)."""
-        from .winograd import WinogradConv2d, winograd_model  # numba loads only when needed
+        from .winograd import WINOGRAD, WinogradConv2d, winograd_model  # numba loads only when needed
         from .winograd_epilogue import fuse_epilogues
 
         wmodel, names = winograd_model(fused)
@@ -374,7 +374,7 @@ class SurfaceEngine:
             got = forward(probe).float()
         wdiff = float((ref - got).abs().max())
         algos = {n: m.last_algorithm for n, m in wmodel.named_modules() if isinstance(m, WinogradConv2d)}
-        if not wdiff <= WINOGRAD_PROBE_RTOL * scale or "winograd_f4x4_3x3" not in algos.values():
+        if not wdiff <= WINOGRAD_PROBE_RTOL * scale or WINOGRAD not in algos.values():
             self.winograd_epilogues = 0
             if self._winograd_explicit:
                 warnings.warn(f"Winograd convolutions changed the outputs by {wdiff:.3g}; not using them",
