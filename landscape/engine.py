@@ -4,8 +4,10 @@ See :mod:`landscape.surface` for what is computed. The defaults are the fast pat
 
 * a registered forward provider (:mod:`landscape.providers`; ``bnext.packed`` registers its
   XNOR-popcount engine for binary models on import) or, for other models, BatchNorm folded into
-  plain convolutions (:mod:`landscape.folding`) with channels-last inputs on the CPU, each checked
-  once against the model's own forward on a probe batch and dropped silently if it disagrees;
+  plain convolutions (:mod:`landscape.folding`) with channels-last inputs on the CPU, and on the CPU
+  the 3x3 stride-1 convolutions that pay as Winograd F(4x4, 3x3) (:mod:`landscape.winograd`, a rule
+  by shape), each checked once against the model's own forward on a probe batch and dropped
+  silently if it disagrees;
 * a deterministic batch size (:mod:`landscape.batching`);
 * on CUDA, several grid points per forward (``torch.func.functional_call`` + ``vmap``).
 
@@ -55,6 +57,8 @@ TOLERANCE = {"loss_rel": 5e-3, "acc_points": 0.5}
 #: a fast torch forward (folded BN, channels-last) must match the model's logits on the probe to this
 #: fraction of the largest logit, else the engine runs the model as it is
 PROBE_RTOL = 1e-5
+#: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.winograd)
+WINOGRAD_PROBE_RTOL = 1e-3
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -88,7 +92,9 @@ class SurfaceEngine:
     (``"auto"``: a registered provider such as the packed XNOR engine when one applies; ``"torch"``:
     the model's own), ``forward_factory`` (``model -> forward``, called after each point's weights
     are set; overrides ``forward``), ``fuse_bn`` (fold BN into plain convs; None = unless exact),
-    ``channels_last`` (None = on the CPU unless exact), ``precision`` (``"fp32"``, or ``"bf16"``
+    ``channels_last`` (None = on the CPU unless exact), ``winograd`` (Winograd F(4x4, 3x3) for the
+    3x3 convs :func:`landscape.winograd.choose_algorithm` accepts; None = on the CPU in fp32 unless
+    exact), ``precision`` (``"fp32"``, or ``"bf16"``
     autocast of the float parts: CPUs with AVX512-BF16, CUDA), ``bn_recalibrate`` (recompute BN
     statistics at every point from ``calibration`` inputs, default the train split), ``compile``
     (``torch.compile``) and ``points_per_forward`` (several points per forward via ``vmap``;
@@ -110,6 +116,7 @@ class SurfaceEngine:
         calibration: Tensor | None = None,
         forward_factory: ForwardFactory | None = None,
         channels_last: bool | None = None,
+        winograd: bool | None = None,
         precision: str = "fp32",
         compile: bool = False,
         points_per_forward: int | str = "auto",
@@ -120,8 +127,10 @@ class SurfaceEngine:
             raise ValueError(f"forward must be 'auto' or 'torch', got {forward!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if exact and (precision != "fp32" or fuse_bn or channels_last):
-            raise ValueError("exact=True runs the model as it is: no precision='bf16', fuse_bn or channels_last")
+        if exact and (precision != "fp32" or fuse_bn or channels_last or winograd):
+            raise ValueError(
+                "exact=True runs the model as it is: no precision='bf16', fuse_bn, channels_last or winograd"
+            )
         if points_per_forward != "auto" and (not isinstance(points_per_forward, int) or points_per_forward < 1):
             raise ValueError(f"points_per_forward must be >= 1 or 'auto', got {points_per_forward!r}")
         if points_per_forward not in ("auto", 1) and (forward_factory is not None or bn_recalibrate):
@@ -143,6 +152,10 @@ class SurfaceEngine:
         self.channels_last = (cpu and not exact) if channels_last is None else bool(channels_last)
         self._fuse = (not exact) if fuse_bn is None else bool(fuse_bn)
         self._fuse_explicit = fuse_bn is not None
+        self._winograd = (cpu and not exact and precision == "fp32") if winograd is None else bool(winograd)
+        self._winograd_explicit = winograd is not None
+        self.conv_algorithms: dict[str, str] = {}
+        self.winograd_epilogues = 0
         self.precision = precision
         self._ppf_auto = points_per_forward == "auto"
         if points_per_forward == "auto":
@@ -281,6 +294,8 @@ class SurfaceEngine:
             )
             if self.points_per_forward > 1:  # vmap: k points share each forward's memory
                 self.batch_size = max(1, self.batch_size // self.points_per_forward)
+        if not self.conv_algorithms and self.forward_factory is None:
+            self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
         info = getattr(self.forward_factory, "info", None)
         self.settings = {
             "forward": forward_name,
@@ -290,6 +305,8 @@ class SurfaceEngine:
             "batch_rule": "given" if self._batch_option != "auto" else "landscape.batching",
             "bn_folded_pairs": self.fused_pairs,
             "channels_last": cl,
+            "conv_algorithms": dict(self.conv_algorithms),
+            "winograd_fused_epilogues": self.winograd_epilogues,
             "precision": self.precision,
             "points_per_forward": self.points_per_forward,
             "compile": bool(self._compile),
@@ -308,7 +325,9 @@ class SurfaceEngine:
         return True
 
     def _setup_fast_torch(self, work: nn.Module, probe: Tensor) -> tuple[float | None, bool]:
-        """Fold BN and/or use channels-last when they reproduce the model on ``probe``; returns (diff, cl)."""
+        """Fold BN, use channels-last and Winograd convs when they reproduce the model on ``probe``.
+
+        Returns (the probe difference of the forward kept, channels-last used)."""
         fused, pairs = work, []
         if self._fuse:
             try:
@@ -317,23 +336,58 @@ class SurfaceEngine:
                 if self._fuse_explicit:
                     warnings.warn(f"BatchNorm folding skipped ({exc})", stacklevel=4)
         cl = self.channels_last and probe.dim() == 4
-        if not pairs and not cl:
+        wino = self._winograd and probe.dim() == 4
+        if not pairs and not cl and not wino:
             return None, False
+        xp = probe.contiguous(memory_format=torch.channels_last) if cl else probe
         with torch.inference_mode():
             ref = work(probe).float()
-            got = fused(probe.contiguous(memory_format=torch.channels_last) if cl else probe).float()
+            got = fused(xp).float() if pairs or cl else ref
+        scale = max(1.0, float(ref.abs().max()))
         diff = float((ref - got).abs().max())
-        if not diff <= PROBE_RTOL * max(1.0, float(ref.abs().max())):
+        if not diff <= PROBE_RTOL * scale:
             if self._fuse_explicit and pairs:
                 warnings.warn(
                     f"BatchNorm folding / channels-last changed the outputs by {diff:.3g}; "
                     "evaluating the model as it is",
                     stacklevel=4,
                 )
-            return diff, False
+            fused, pairs, cl = work, [], False
         self._forward, self._pairs = fused, pairs
         self.fused_pairs = len(pairs)
+        if wino:
+            diff = self._setup_winograd(fused, xp if cl else probe, ref, scale, diff)
         return diff, cl
+
+    def _setup_winograd(self, fused: nn.Module, probe: Tensor, ref: Tensor, scale: float,
+                        diff: float | None) -> float | None:
+        """Wrap the convs :mod:`landscape.winograd` accepts; keep them if the probe agrees within
+        :data:`WINOGRAD_PROBE_RTOL` (records :attr:`conv_algorithms`)."""
+        from .winograd import WINOGRAD, WinogradConv2d, winograd_model  # numba loads only when needed
+        from .winograd_epilogue import fuse_epilogues
+
+        wmodel, names = winograd_model(fused)
+        if not names:
+            return diff
+        forward, self.winograd_epilogues = fuse_epilogues(wmodel)
+        with torch.inference_mode():
+            got = forward(probe).float()
+        wdiff = float((ref - got).abs().max())
+        algos = {n: m.last_algorithm for n, m in wmodel.named_modules() if isinstance(m, WinogradConv2d)}
+        if not wdiff <= WINOGRAD_PROBE_RTOL * scale or WINOGRAD not in algos.values():
+            self.winograd_epilogues = 0
+            if self._winograd_explicit:
+                warnings.warn(f"Winograd convolutions changed the outputs by {wdiff:.3g}; not using them",
+                              stacklevel=5)
+            return diff
+        self._forward = forward
+        inner = {id(m.conv) for m in wmodel.modules() if isinstance(m, WinogradConv2d)}
+        self.conv_algorithms = {
+            n: (algos[n] or "torch") if n in algos else "torch"
+            for n, m in wmodel.named_modules()
+            if n in algos or (isinstance(m, nn.Conv2d) and id(m) not in inner)
+        }
+        return wdiff
 
     def _restore(self) -> None:
         for p, data in getattr(self, "_saved_params", []):

@@ -282,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         exact=args.exact,
         forward="torch" if args.forward == "torch" else "auto",
         fuse_bn=False if args.no_fuse_bn else None,
+        winograd=False if args.no_winograd else None,
         forward_factory=forward_factory,
         channels_last=True if args.channels_last else None,
         precision=args.precision,
@@ -402,6 +403,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-fuse-bn",
         action="store_true",
         help="do not fold BatchNorm into convolutions (default: folded where it reproduces the model)",
+    )
+    c.add_argument(
+        "--no-winograd",
+        action="store_true",
+        help="run 3x3 convolutions with torch (default on the CPU: Winograd F(4x4,3x3) where the shape rule "
+        "of landscape.winograd pays and the probe agrees)",
     )
     c.add_argument(
         "--bn",
