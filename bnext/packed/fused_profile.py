@@ -16,13 +16,17 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # --help stays torch-free: torch is imported inside the functions
+    import torch
+    from torch import nn
 
 
 def _calibrate(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
+    import torch
+    from torch import nn
+
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
@@ -37,6 +41,8 @@ def _calibrate(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
 def profile(name: str = "bnext18", width: float = 1.0, samples: int = 512, batch: int = 32, threads: int = 1,
             wall: bool = False, fused: bool = True, repeats: int = 3) -> tuple[float, dict[str, float]]:
     """``(total seconds of one pass over the samples, seconds per piece)``, the fastest of ``repeats`` passes."""
+    import torch
+
     import bnext.models
     from bnext.data import load_tensors
 
