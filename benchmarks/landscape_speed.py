@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from landscape.bn import recalibrate_bn
 from landscape.directions import Directions, random_directions
 from landscape.engine import TOLERANCE, SurfaceEngine
 from landscape.grid import parse_grid
@@ -81,26 +82,6 @@ class ReferenceLoop:
         return total_loss / total, 100.0 * correct / total
 
 
-def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
-    """Set BN running statistics from the subset (cumulative average), as after training.
-
-    A freshly initialized network in eval mode has identity BN statistics, so activations and logits
-    explode through the residual stages (losses ~1e4-1e6 for binary models), which makes the
-    comparison meaningless; calibrating once at the centre gives a well-conditioned model to time.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for s in range(0, x.shape[0], batch_size):
-            model(x[s : s + batch_size])
-    model.eval()
-
-
-
-
 def load_info(where: str) -> float:
     load = os.getloadavg()[0]
     cores = os.cpu_count() or 1
@@ -128,7 +109,10 @@ def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
     x, y = load_tensors("digits", "train", input_size=32)
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[: args.samples].sort().values
     x, y = x[idx].contiguous(), y[idx]
-    calibrate_bn(model, x)
+    # BN statistics from the subset, as after training: a fresh network in eval mode has identity
+    # statistics, so activations explode through the residual stages (losses ~1e4-1e6 for binary
+    # models) and the comparison would be meaningless
+    recalibrate_bn(model, x)
     dirs = random_directions(model, seed=0, normalization="filter", bias_bn="ignore")
     xs = parse_grid(f"-1:1:{args.grid}")
     ys = parse_grid(f"-1:1:{args.grid}")

@@ -56,6 +56,29 @@ def has_batchnorm(model: nn.Module) -> bool:
     )
 
 
+def recalibrate_bn(
+    model: nn.Module, inputs: Tensor, batch_size: int = 128, bns: Sequence[nn.Module] | None = None
+) -> None:
+    """Re-estimate BN running statistics from ``inputs``: the BN layers (``bns``, default all that track
+    statistics) in train mode with a cumulative average (``momentum=None``), one pass in batches of
+    ``batch_size``, then back to eval mode with their momentum restored. Other layers keep their mode."""
+    if bns is None:
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    moms = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        with torch.no_grad():
+            for s in range(0, inputs.shape[0], batch_size):
+                model(inputs[s : s + batch_size])
+    finally:
+        for m, mom in zip(bns, moms):
+            m.momentum = mom
+            m.eval()
+
+
 def tensor_sha256(*tensors: Tensor) -> str:
     """SHA-256 of tensors' shapes and bytes (identifies an evaluation or calibration set)."""
     h = hashlib.sha256()

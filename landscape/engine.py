@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import batching
+from .bn import recalibrate_bn
 from .directions import Directions
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
 from .providers import ForwardFactory, find_forward, register_forward_provider
@@ -448,19 +449,7 @@ class SurfaceEngine:
 
     def _recalibrate(self) -> None:
         """Recompute BN running statistics at the current point (cumulative average over the set)."""
-        moms = []
-        for m in self._bns:
-            moms.append(m.momentum)
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        try:
-            for s in range(0, self._calib.shape[0], self.batch_size):
-                self.work(self._calib[s : s + self.batch_size])
-        finally:
-            for m, mom in zip(self._bns, moms):
-                m.momentum = mom
-                m.eval()
+        recalibrate_bn(self.work, self._calib, self.batch_size, self._bns)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":

@@ -79,6 +79,23 @@ def winograd_weights(weight: Tensor, out: Tensor | None = None) -> Tensor:
 # float32 constants: an integer literal times a float32 is float64 in numba (half-width vectors + casts)
 _F0, _F2, _F4, _F5, _F8 = (np.float32(v) for v in (0, 2, 4, 5, 8))
 
+
+@njit(inline="always")
+def _bt(d0, d1, d2, d3, d4, d5):  # pragma: no cover - compiled
+    """One 6-point pass of the input transform ``B^T d`` (Lavin & Gray's F(4x4, 3x3))."""
+    return (_F4 * d0 - _F5 * d2 + d4, d3 + d4 - _F4 * (d1 + d2), _F4 * (d1 - d2) + d4 - d3,
+            _F2 * (d3 - d1) + d4 - d2, _F2 * (d1 - d3) + d4 - d2, _F4 * d1 - _F5 * d3 + d5)
+
+
+@njit(inline="always")
+def _at(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
+    """One 6-point pass of the output transform ``A^T m`` (4 outputs)."""
+    s12 = m1 + m2
+    d12 = m1 - m2
+    s34 = m3 + m4
+    d34 = m3 - m4
+    return m0 + s12 + s34, d12 + _F2 * d34, s12 + _F4 * s34, d12 + _F8 * d34 + m5
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
     """``v[:, (q - q0) * tw + tx, :] = B^T d B`` for tile rows ``q0 <= q < q1`` (q = n * th + ty).
@@ -105,18 +122,9 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
                     continue
                 if inside:
                     for c in range(c_n):
-                        d0 = x[n, y0, col, c]
-                        d1 = x[n, y0 + 1, col, c]
-                        d2 = x[n, y0 + 2, col, c]
-                        d3 = x[n, y0 + 3, col, c]
-                        d4 = x[n, y0 + 4, col, c]
-                        d5 = x[n, y0 + 5, col, c]
-                        r[0, j, c] = _F4 * d0 - _F5 * d2 + d4
-                        r[1, j, c] = d3 + d4 - _F4 * (d1 + d2)
-                        r[2, j, c] = _F4 * (d1 - d2) + d4 - d3
-                        r[3, j, c] = _F2 * (d3 - d1) + d4 - d2
-                        r[4, j, c] = _F2 * (d1 - d3) + d4 - d2
-                        r[5, j, c] = _F4 * d1 - _F5 * d3 + d5
+                        r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c], r[4, j, c], r[5, j, c] = _bt(
+                            x[n, y0, col, c], x[n, y0 + 1, col, c], x[n, y0 + 2, col, c],
+                            x[n, y0 + 3, col, c], x[n, y0 + 4, col, c], x[n, y0 + 5, col, c])
                 else:
                     for i in range(6):
                         row = y0 + i
@@ -127,32 +135,12 @@ def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
                             for c in range(c_n):
                                 d[i, c] = x[n, row, col, c]
                     for c in range(c_n):
-                        d0 = d[0, c]
-                        d1 = d[1, c]
-                        d2 = d[2, c]
-                        d3 = d[3, c]
-                        d4 = d[4, c]
-                        d5 = d[5, c]
-                        r[0, j, c] = _F4 * d0 - _F5 * d2 + d4
-                        r[1, j, c] = d3 + d4 - _F4 * (d1 + d2)
-                        r[2, j, c] = _F4 * (d1 - d2) + d4 - d3
-                        r[3, j, c] = _F2 * (d3 - d1) + d4 - d2
-                        r[4, j, c] = _F2 * (d1 - d3) + d4 - d2
-                        r[5, j, c] = _F4 * d1 - _F5 * d3 + d5
+                        r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c], r[4, j, c], r[5, j, c] = _bt(
+                            d[0, c], d[1, c], d[2, c], d[3, c], d[4, c], d[5, c])
             for a in range(6):
                 for c in range(c_n):
-                    d0 = r[a, 0, c]
-                    d1 = r[a, 1, c]
-                    d2 = r[a, 2, c]
-                    d3 = r[a, 3, c]
-                    d4 = r[a, 4, c]
-                    d5 = r[a, 5, c]
-                    v[6 * a, t, c] = _F4 * d0 - _F5 * d2 + d4
-                    v[6 * a + 1, t, c] = d3 + d4 - _F4 * (d1 + d2)
-                    v[6 * a + 2, t, c] = _F4 * (d1 - d2) + d4 - d3
-                    v[6 * a + 3, t, c] = _F2 * (d3 - d1) + d4 - d2
-                    v[6 * a + 4, t, c] = _F2 * (d1 - d3) + d4 - d2
-                    v[6 * a + 5, t, c] = _F4 * d1 - _F5 * d3 + d5
+                    v[6 * a, t, c], v[6 * a + 1, t, c], v[6 * a + 2, t, c], v[6 * a + 3, t, c], v[6 * a + 4, t, c], \
+                        v[6 * a + 5, t, c] = _bt(r[a, 0, c], r[a, 1, c], r[a, 2, c], r[a, 3, c], r[a, 4, c], r[a, 5, c])
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -172,39 +160,18 @@ def _output_transform(m, bias, y, res, add, q0, q1, th, tw, relu):  # pragma: no
             x0 = 4 * tx
             for j in range(6):
                 for c in range(k_n):
-                    m0 = m[j, t, c]
-                    m1 = m[6 + j, t, c]
-                    m2 = m[12 + j, t, c]
-                    m3 = m[18 + j, t, c]
-                    m4 = m[24 + j, t, c]
-                    m5 = m[30 + j, t, c]
-                    s12 = m1 + m2
-                    d12 = m1 - m2
-                    s34 = m3 + m4
-                    d34 = m3 - m4
-                    r[0, j, c] = m0 + s12 + s34
-                    r[1, j, c] = d12 + _F2 * d34
-                    r[2, j, c] = s12 + _F4 * s34
-                    r[3, j, c] = d12 + _F8 * d34 + m5
+                    r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c] = _at(
+                        m[j, t, c], m[6 + j, t, c], m[12 + j, t, c], m[18 + j, t, c], m[24 + j, t, c], m[30 + j, t, c])
             for i in range(4):
                 if y0 + i >= h:
                     break
                 for c in range(k_n):
-                    m0 = r[i, 0, c]
-                    m1 = r[i, 1, c]
-                    m2 = r[i, 2, c]
-                    m3 = r[i, 3, c]
-                    m4 = r[i, 4, c]
-                    m5 = r[i, 5, c]
-                    s12 = m1 + m2
-                    d12 = m1 - m2
-                    s34 = m3 + m4
-                    d34 = m3 - m4
+                    o0, o1, o2, o3 = _at(r[i, 0, c], r[i, 1, c], r[i, 2, c], r[i, 3, c], r[i, 4, c], r[i, 5, c])
                     b = bias[c]
-                    o[0, c] = m0 + s12 + s34 + b
-                    o[1, c] = d12 + _F2 * d34 + b
-                    o[2, c] = s12 + _F4 * s34 + b
-                    o[3, c] = d12 + _F8 * d34 + m5 + b
+                    o[0, c] = o0 + b
+                    o[1, c] = o1 + b
+                    o[2, c] = o2 + b
+                    o[3, c] = o3 + b
                 if add:
                     for jj in range(min(4, w - x0)):
                         for c in range(k_n):

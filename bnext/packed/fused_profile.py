@@ -16,26 +16,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # --help stays torch-free: torch is imported inside the functions
-    import torch
-    from torch import nn
-
-
-def _calibrate(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
-    import torch
-    from torch import nn
-
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for s in range(0, x.shape[0], batch):
-            model(x[s : s + batch])
-    model.eval()
+from typing import Any
 
 
 def profile(name: str = "bnext18", width: float = 1.0, samples: int = 512, batch: int = 32, threads: int = 1,
@@ -45,6 +26,7 @@ def profile(name: str = "bnext18", width: float = 1.0, samples: int = 512, batch
 
     import bnext.models
     from bnext.data import load_tensors
+    from landscape.bn import recalibrate_bn
 
     from . import fused_bnext, pack
     from .layers import PackedBinaryConv2d
@@ -71,7 +53,7 @@ def profile(name: str = "bnext18", width: float = 1.0, samples: int = 512, batch
     model = bnext.models.create(name, num_classes=10, input_size=32, width=width).eval()
     x, _ = load_tensors("digits", "train", input_size=32)
     x = x[:samples].contiguous()
-    _calibrate(model, x)
+    recalibrate_bn(model, x)
     packed = pack(model, fuse_float=fused, threads=threads)
     wrap(fused_bnext, "module_float", lambda phase, y, *a: f"fused float passes, planes {tuple(y.shape)}")
     wrap(fused_bnext, "prelu_avgpool2x2", "fused PReLU + 2x2 pool of strided shortcuts")

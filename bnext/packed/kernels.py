@@ -202,35 +202,6 @@ def _tile_rows(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
     return sig, codegen
 
 
-@intrinsic
-def _tile_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, out, o_off, c_stride, alpha,
-               alpha_off, corr, corr_offs):
-    """Micro-kernel, NCHW store: ``(K - 2 P - corr) * alpha`` transposed in registers.
-
-    Like :func:`_tile_rows`; pixel ``j`` subtracts ``corr[corr_offs[j] + alpha_off + c]`` (its
-    border correction, 0 inside the image) and multiplies by ``alpha[alpha_off + c]``; channel
-    ``c``'s ``PB`` consecutive pixels go to ``out[o_off + c*c_stride : ... + PB]``.
-    """
-    sig = types.void(a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_total, out, o_off, c_stride, alpha,
-                     alpha_off, corr, corr_offs)
-
-    def codegen(context, builder, signature, args):
-        a_, aoffs_, nseg_, slen_, sst_, b_, b_off_, k_, out_, o_off_, c_st_, al_, al_off_, co_, coffs_ = args
-        tys = signature.args
-        aptr = _data_ptr(context, builder, tys[0], a_, ir.Constant(_I64, 0))
-        aoffptr = _data_ptr(context, builder, tys[1], aoffs_, ir.Constant(_I64, 0))
-        bptr = _data_ptr(context, builder, tys[5], b_, b_off_)
-        optr = _data_ptr(context, builder, tys[8], out_, o_off_)
-        alptr = _data_ptr(context, builder, tys[11], al_, al_off_)
-        coptr = _data_ptr(context, builder, tys[13], co_, al_off_)
-        offptr = _data_ptr(context, builder, tys[14], coffs_, ir.Constant(_I64, 0))
-        ys = _emit_outputs(builder, _emit_popcount_loop(builder, aptr, aoffptr, nseg_, slen_, sst_, bptr), k_)
-        _emit_nchw_store(builder, *ys, optr, c_st_, alptr, coptr, offptr)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 def _emit_nchw_store(builder, pfs, kf, optr, c_stride, alptr, coptr, offptr):
     """``(K - 2 P - corr) * alpha`` (``P`` = ``pfs``, ``K`` = ``kf``) transposed to NCHW: channel ``c``'s ``PB``
     pixels at ``optr[c * c_stride :][:PB]``; pixel ``j``'s correction row starts at ``coptr[offptr[j]]``, alpha
@@ -264,10 +235,14 @@ def _emit_nchw_store(builder, pfs, kf, optr, c_stride, alptr, coptr, offptr):
 @intrinsic
 def _tiles_nchw(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, n_tiles, k_total, out, o_off, o_step,
                 c_stride, alpha, alpha_off, corr, corr_offs):
-    """``n_tiles`` consecutive full tiles of :func:`_tile_nchw` for one pixel block in one call: tile ``i`` reads
-    the weights at ``b_off + i * OT * L`` (``L = n_seg * seg_len``), writes from ``o_off + i * o_step`` and uses
-    channels ``alpha_off + i * OT ...`` (the per-tile glue stays in registers: a short receptive field, e.g.
-    64 channels x 3x3, spent a third of its time between tiles).
+    """Micro-kernel, NCHW store: ``n_tiles`` consecutive full tiles for one pixel block in one call.
+
+    Each tile is ``(K - 2 P - corr) * alpha`` transposed in registers, like :func:`_tile_rows`: pixel ``j``
+    subtracts ``corr[corr_offs[j] + alpha_off + c]`` (its border correction, 0 inside the image) and multiplies
+    by ``alpha[alpha_off + c]``; channel ``c``'s ``PB`` consecutive pixels go to ``out[o_off + c*c_stride :
+    ... + PB]``.  Tile ``i`` reads the weights at ``b_off + i * OT * L`` (``L = n_seg * seg_len``), writes from
+    ``o_off + i * o_step`` and uses channels ``alpha_off + i * OT ...`` (the per-tile glue stays in registers:
+    a short receptive field, e.g. 64 channels x 3x3, spent a third of its time between tiles).
     """
     sig = types.void(a, a_offs, n_seg, seg_len, seg_stride, b, b_off, n_tiles, k_total, out, o_off, o_step,
                      c_stride, alpha, alpha_off, corr, corr_offs)

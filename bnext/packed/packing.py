@@ -29,13 +29,9 @@ def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
         for cc in range(min(64, channels - c0)):
             c = c0 + cc
             bit = np.uint64(cc)
-            if use_shift:
-                sh = shift[c]
-                for w in range(width):
-                    tmp[w] |= np.uint64(not (x[n, c, h, w] + sh >= zero)) << bit
-            else:
-                for w in range(width):
-                    tmp[w] |= np.uint64(not (x[n, c, h, w] >= zero)) << bit
+            sh = shift[c] if use_shift else zero  # x + 0.0 >= 0 is x >= 0 for every float, -0.0 and NaN included
+            for w in range(width):
+                tmp[w] |= np.uint64(not (x[n, c, h, w] + sh >= zero)) << bit
         for w in range(width):
             xp[n, h + pad, w + pad, wd] = tmp[w]
 

@@ -89,20 +89,21 @@ def _run_chain(n):
     return x
 
 
-@njit
-def _run_popcnt(n):
-    x = 0
-    for i in range(n):
-        x = _popcnt_block(i)
-    return x
+def _make_runner(block):
+    """A jitted loop calling ``block(i)`` ``n`` times (one per vector-block intrinsic)."""
+
+    @njit
+    def run(n):
+        x = 0
+        for i in range(n):
+            x = block(i)
+        return x
+
+    return run
 
 
-@njit
-def _run_xor_popcnt_add(n):
-    x = 0
-    for i in range(n):
-        x = _xor_popcnt_add_block(i)
-    return x
+_run_popcnt = _make_runner(_popcnt_block)
+_run_xor_popcnt_add = _make_runner(_xor_popcnt_add_block)
 
 
 def _best_rates(fns: list, repeats: int) -> list[float]:

@@ -66,7 +66,7 @@ def test_popcount_compiles_to_popcnt_instructions():
 
     @njit(cache=False)
     def tile(a, aoffs, b, out, alpha, corr, offs):
-        kernels._tile_nchw(a, aoffs, 1, 9, 0, b, 0, 576, out, 0, 64, alpha, 0, corr, offs)
+        kernels._tiles_nchw(a, aoffs, 1, 9, 0, b, 0, 1, 576, out, 0, 0, 64, alpha, 0, corr, offs)
 
     scalar(np.uint64(5))
     asm = "\n".join(scalar.inspect_asm().values()).lower()
