@@ -1,6 +1,6 @@
-"""Hessian-vector product cost: one HVP (:meth:`landscape.hessian.Hessian.hvp`, double backward) vs one
+"""Hessian-vector product cost: one HVP (:meth:`landscape.curvature.hessian.Hessian.hvp`, double backward) vs one
 gradient evaluation on the same batch, same model, same threads: the plain ``torch.autograd.grad`` of the
-model's loss (the baseline) and :meth:`landscape.hessian.Hessian.gradient` (BatchNorm as its eval affine map).
+model's loss (the baseline) and :meth:`landscape.curvature.hessian.Hessian.gradient` (BatchNorm as its eval affine map).
 Two HVPs are timed: "cold" rebuilds the forward and first-backward graph for the product (``cache_graph=False``),
 "warm" reuses the graph kept from the previous product at the same weights, as Lanczos and Hutchinson do.
 
@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from landscape.hessian import Hessian  # noqa: E402
+from landscape.curvature.hessian import Hessian  # noqa: E402
 
 
 def _time(fn) -> float:
@@ -93,7 +93,7 @@ def main() -> None:
               f"{r['warm_min'] / r['grad_min']:>11.2f}/{r['warm_med'] / r['grad_med']:<8.2f}")
     print(f"load average after: {os.getloadavg()}")
     print(f"largest HVP / gradient ratio (minima, plain torch gradient as baseline): cold {worst:.2f}, "
-          f"warm {worst_warm:.2f} (target <= 3); 'vs own grad': the cold HVP over landscape.hessian's gradient")
+          f"warm {worst_warm:.2f} (target <= 3); 'vs own grad': the cold HVP over Hessian.gradient()")
 
 
 if __name__ == "__main__":

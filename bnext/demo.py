@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subset of: resnet18 binarynet18 bireal18 real2binary18 bnext18_info_rcp bnext18_elm bnext18")
     p.add_argument("--fresh", action="store_true", help="delete the output folder first (no reuse)")
     p.add_argument("--no-progress", action="store_true")
-    from landscape.style import add_output_args
+    from landscape.figures.style import add_output_args
 
     add_output_args(p)
     return p

@@ -2,16 +2,14 @@
 Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: only the CLI
 (``python -m landscape``) imports ``bnext``.
 
-Modules: :mod:`~landscape.directions` (random filter-normalized, interpolation, PCA, reference-tool
-files), :mod:`~landscape.surface` (resumable and sharded compute, PCA grids that fit the
-trajectory), :mod:`~landscape.engine` (the evaluation engine), :mod:`~landscape.grid` (grid specs,
-coarse-to-fine order), :mod:`~landscape.bn` (BatchNorm recalibration / safe interpolation),
-:mod:`~landscape.store` (the HDF5 schema), :mod:`~landscape.metrics` (roughness, convexity share,
-basin width), :mod:`~landscape.plot` (figures, HTML), :mod:`~landscape.compare` (multi-panel
-comparisons), :mod:`~landscape.vts` (ParaView export), :mod:`~landscape.style` (the one figure
-style of the workbench), :mod:`~landscape.hessian` (Hessian-vector products, top eigenvalues, trace,
-eigenvalue density), :mod:`~landscape.sharpness` (epsilon- and random-direction sharpness) and
-:mod:`~landscape.eigmap` (max/min eigenvalue maps in surface files).
+Layout: the file format and grids at the top (:mod:`~landscape.store`, :mod:`~landscape.grid`,
+:mod:`~landscape.lock`, :mod:`~landscape.merge`), with :mod:`~landscape.directions` (random
+filter-normalized, interpolation, PCA, reference-tool files), :mod:`~landscape.bn` (BatchNorm
+recalibration), :mod:`~landscape.surface` (resumable and sharded compute) and
+:mod:`~landscape.metrics` (roughness, convexity share, basin width); then three sub-packages:
+:mod:`landscape.engine` (evaluation and its fast paths), :mod:`landscape.curvature` (Hessian,
+sharpness, eigenvalue maps) and :mod:`landscape.figures` (plots, comparisons, exports), and the CLI
+in :mod:`landscape.cli`.
 
 Surface file (HDF5, root attribute ``format="landscape-surface"``, ``format_version=2``):
 ``xcoordinates`` (nx,), ``ycoordinates`` (ny,) for 2D, ``train_loss``/``train_acc``/``test_loss``/
@@ -31,6 +29,36 @@ Typical use::
     compute_surface("runs/x/landscape.h5", model, d, {"train": (images, labels)}, "-1:1:21", "-1:1:21")
 """
 
+import importlib
+from typing import Any
+
 from .store import FORMAT, FORMAT_VERSION, Surface, SurfaceFileError, read_surface
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Surface", "SurfaceFileError", "read_surface"]
+#: public names imported on first use (PEP 562), so ``import landscape`` stays light
+_LAZY = {
+    "compute_surface": ".surface",
+    "random_directions": ".directions",
+    "interpolation_direction": ".directions",
+    "plane_directions": ".directions",
+    "Directions": ".directions",
+    "SurfaceEngine": ".engine",
+    "TOLERANCE": ".engine",
+    "Hessian": ".curvature.hessian",
+    "surface_metrics": ".metrics",
+    "plot_all": ".figures.plot",
+    "compare": ".figures.compare",
+}
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Surface", "SurfaceFileError", "read_surface", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,7 +12,7 @@ reference tool spends ~99% of its time in forward passes, so the engine makes th
   contract): a registered forward provider (the packed XNOR engine of ``bnext.packed`` for binary
   networks), otherwise BatchNorm folded into plain convs and channels-last inputs on the CPU (each
   checked against the model on a probe batch), a deterministic batch size
-  (:mod:`landscape.batching`), several points per forward (``vmap``) on CUDA; ``exact=True`` is
+  (:mod:`landscape.engine.batching`), several points per forward (``vmap``) on CUDA; ``exact=True`` is
   bit-identical to the model's own forward. The settings used are stored as the ``engine`` attribute.
 
 The user's model is left exactly as it was: original parameter tensors are re-attached (bitwise

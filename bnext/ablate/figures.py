@@ -16,7 +16,7 @@ Layout under ``out_dir``::
     fig2_contours.md / .csv       the landscape package's metrics table
     table.md / .tex / .csv        accuracy + smoothness per model (Markdown, LaTeX booktabs, CSV)
 
-Figures follow :mod:`landscape.style` (imported lazily, like every ``landscape`` use in ``bnext``).
+Figures follow :mod:`landscape.figures.style` (imported lazily, like every ``landscape`` use in ``bnext``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def module_variants(model: str = "bnext18", info_rcp: Sequence[bool] = (True, Fa
                     elm_attention: Sequence[bool] = (True, False)) -> list[Variant]:
     """Table 4 variants of a BNext model: every combination of Info-RCP and ELM-Attention on/off,
     labelled as the figures name them ("BNext-18 (Info-RCP only)")."""
-    from landscape.style import model_display_name
+    from landscape.figures.style import model_display_name
 
     out = []
     for rcp in info_rcp:
@@ -205,8 +205,8 @@ def surfaces_3d_panel(
     import numpy as np
     from matplotlib import colors
 
-    from landscape import style
-    from landscape.plot import drawable, label_axes3d, plotted_values, surface_axis_labels
+    from landscape.figures import style
+    from landscape.figures.plot import drawable, label_axes3d, plotted_values, surface_axis_labels
     from landscape.store import read_surface
 
     data = []

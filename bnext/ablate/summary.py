@@ -206,7 +206,7 @@ def write_summary(out: str | os.PathLike[str], *, metric: str | None = None,
 def _figure(table: Sequence[Mapping[str, Any]], index: Sequence[str], metric: str, path: Path, title: str,
             formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> Path:
     """Horizontal bars of ``metric`` (mean ± std) per row; the axis starts at 0 (bars are lengths)."""
-    from landscape import style
+    from landscape.figures import style
 
     labels = [_label({k: r[k] for k in index}) for r in table]
     means = [r[f"{metric}_mean"] for r in table]

@@ -325,7 +325,7 @@ def plot_landscape(
     With ``reuse``, figures drawn from the same surface values and choices (recorded in
     ``<stem>_plots.json``) are not drawn again.
     """
-    from landscape.plot import plot_all
+    from landscape.figures.plot import plot_all
 
     surface = Path(surface)
     out_dir = Path(out_dir) if out_dir is not None else surface.parent
@@ -368,7 +368,7 @@ def compare_landscapes(
     key: str = "train_loss", log: bool = False, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Multi-panel figure with shared levels (paper Fig. 2 a-g) plus the metrics table (``.md``/``.csv``)."""
-    from landscape.compare import compare
+    from landscape.figures.compare import compare
 
     return compare(list(surfaces), out, key=key, labels=list(labels), log=log, formats=formats, dpi=dpi)
 

@@ -9,7 +9,7 @@ Double backward: the backward passes are written with differentiable torch ops o
 again. The second derivatives are those of the straight-through surrogate: ``sign`` replaced at the
 current point by its Taylor model with the STE slope (``1[|x| <= clip]`` for :class:`SignSTE`, whose
 slope is piecewise constant and so has curvature 0; ``max(0, 2 - 2|x|)`` with curvature
-``-2 sign(x) 1[|x| < 1]`` for :class:`ApproxSign`). ``landscape.hessian`` uses this for the curvature
+``-2 sign(x) 1[|x| < 1]`` for :class:`ApproxSign`). ``landscape.curvature.hessian`` uses this for the curvature
 of binary networks (the true loss is piecewise constant in the latent weights).
 """
 

@@ -54,7 +54,7 @@ class BinaryConv2d(nn.Module):
 
     pad_value: float = 0.0
     #: module that registers the packed XNOR engine as a ``landscape`` forward provider (imported by
-    #: ``landscape.providers`` when a model contains this layer; landscape never imports bnext itself)
+    #: ``landscape.engine.providers`` when a model contains this layer; landscape never imports bnext itself)
     landscape_provider: str = "bnext.packed.forward"
 
     def __init__(

@@ -133,7 +133,7 @@ def register_landscape_provider() -> bool:
     Returns False when ``landscape`` is not importable (``bnext`` does not need it).
     """
     try:
-        from landscape.providers import register_forward_provider
+        from landscape.engine.providers import register_forward_provider
     except ImportError:
         return False
     register_forward_provider("packed", is_binary_model, _landscape_build, devices=("cpu",))

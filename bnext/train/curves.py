@@ -5,7 +5,7 @@ writes ``curves.png`` and ``curves.pdf`` into its folder when it ends; several r
 
     python -m bnext.train plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--format png,pdf,svg] [--dpi N]
 
-Style: :mod:`landscape.style`, the workbench's one figure style, imported inside the drawing
+Style: :mod:`landscape.figures.style`, the workbench's one figure style, imported inside the drawing
 functions only (matplotlib and ``landscape`` are never imported with ``bnext.train``; the arrow
 points ``bnext -> landscape``, as in ``bnext.ablate``).
 """
@@ -55,7 +55,7 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def run_title(run_dir: str | os.PathLike[str]) -> str:
     """``"<run folder>: BNext-18 (Info-RCP + ELM) on digits"`` from the run's ``config.yaml``."""
-    from landscape.style import model_display_name
+    from landscape.figures.style import model_display_name
 
     run_dir = Path(run_dir)
     name = run_dir.name
@@ -99,7 +99,7 @@ def plot_curves(
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from landscape import style
+    from landscape.figures import style
 
     if not run_dirs:
         raise ValueError("plot needs at least one run folder")
@@ -147,7 +147,7 @@ def write_run_curves(run_dir: str | os.PathLike[str], formats: Sequence[str] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bnext.train plot RUN_DIR... [--out FILE] [--labels ...] [--format ...] [--dpi N]``."""
-    from landscape.style import add_output_args, outputs
+    from landscape.figures.style import add_output_args, outputs
 
     p = argparse.ArgumentParser(prog="python -m bnext.train plot",
                                 description="Training curves (loss, top-1, lr, tau against epoch) of one or "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,15 @@ from typing import Any
 class ShardJob:
     """What one job of the array runs: ``compute`` of one shard (``checkpoint`` requeues it)."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, run: Callable[[argparse.Namespace], int]):
         self.args = args
+        self.run = run  # ``landscape.cli.compute.run``, passed in (this module never imports compute)
 
     def __call__(self) -> int:
         from bnext.train.distributed import export_submitit_env
 
         export_submitit_env()  # several tasks per job: the shard's points spread over them (torch.distributed)
-        from .compute import run
-
-        code = run(self.args)
+        code = self.run(self.args)
         if code:
             raise RuntimeError(f"compute --shard {self.args.shard} exited with status {code}")
         return code
@@ -35,15 +35,15 @@ class ShardJob:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(ShardJob(self.args))
+        return DelayedSubmission(ShardJob(self.args, self.run))
 
 
-def submit_shards(args: argparse.Namespace) -> int:
-    """Submit ``args.shards`` jobs, wait for them, merge the parts into the output file."""
+def submit_shards(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """Submit ``args.shards`` jobs that each call ``run`` on their shard, wait, merge the parts."""
     from bnext.ablate import slurm
 
     from ..merge import merge_parts, part_path
-    from .compute import _default_out
+    from .outputs import default_out as _default_out
 
     n = args.shards
     if not n or n < 1:
@@ -63,7 +63,7 @@ def submit_shards(args: argparse.Namespace) -> int:
             shard = copy.copy(args)
             shard.executor, shard.shard, shard.out, shard.plot, shard.no_progress = "local", f"{i}/{n}", str(out), \
                 False, True
-            jobs.append(executor.submit(ShardJob(shard)))
+            jobs.append(executor.submit(ShardJob(shard, run)))
     print(f"submitted {n} shard job(s): {', '.join(str(j.job_id) for j in jobs)}; waiting for them", flush=True)
     failed = []
     for i, job in enumerate(jobs, 1):
@@ -82,7 +82,7 @@ def submit_shards(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if args.plot:
-        from ..plot import plot_all
+        from ..figures.plot import plot_all
 
         for kind, p in plot_all(report.path).items():
             print(f"  {kind}: {p}")

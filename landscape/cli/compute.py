@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import store
 from .custom import build_user_model, is_import_path, load_user_data
+from .outputs import default_out as _default_out
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -134,26 +135,6 @@ def packed_forward_factory(
         raise SystemExit(f"--forward packed: {exc}") from None
 
 
-def _default_out(args: argparse.Namespace, kind: str, ndim: int) -> Path:
-    """``runs/<run>/`` for a run's checkpoint, ``runs/landscapes/<stem>/`` for a loose one."""
-    if args.name:
-        folder = Path("runs") / args.name
-    elif args.checkpoint:
-        ck = Path(args.checkpoint).resolve()
-        if ck.parent.name == "checkpoints":
-            folder = ck.parent.parent
-            folder = Path("runs") / folder.name if folder.parent.name != "runs" else folder
-        else:
-            folder = Path("runs") / "landscapes" / ck.stem
-    elif is_import_path(args.model):
-        module, _, attr = args.model.rpartition(":")
-        stem = Path(module).stem if module.endswith(".py") else module.rpartition(".")[2]
-        folder = Path("runs") / "landscapes" / f"{stem}_{attr}"
-    else:
-        folder = Path("runs") / args.model
-    return folder / f"landscape_{kind}_{ndim}d.h5"
-
-
 def _init_distributed(device: str | None) -> str | None:
     import torch
     import torch.distributed as dist
@@ -179,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "executor", "local") == "slurm":  # a job array of shards, merged at the end
         from .cluster import submit_shards
 
-        return submit_shards(args)
+        return submit_shards(args, run)
     import torch
 
     from .. import directions as dirs
@@ -304,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     if args.export_directions:
         print(f"directions exported to {dirs.write_reference(d, args.export_directions, model)}")
     if args.plot and shard is None:
-        from ..plot import plot_all
+        from ..figures.plot import plot_all
 
         for kind, p in plot_all(path).items():
             print(f"  {kind}: {p}")
@@ -388,7 +369,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size",
         type=lambda v: v if v == "auto" else int(v),
         default="auto",
-        help="evaluation batch size (default auto: the deterministic rule of landscape.batching)",
+        help="evaluation batch size (default auto: the deterministic rule of landscape.engine.batching)",
     )
     c.add_argument(
         "--exact",
@@ -408,7 +389,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-winograd",
         action="store_true",
         help="run 3x3 convolutions with torch (default on the CPU: Winograd F(4x4,3x3) where the shape rule "
-        "of landscape.winograd pays and the probe agrees)",
+        "of landscape.engine.winograd pays and the probe agrees)",
     )
     c.add_argument(
         "--bn",

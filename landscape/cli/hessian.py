@@ -4,7 +4,7 @@ eigenvalue maps) into ``runs/<name>/hessian[_real].json`` (and the surface file 
 The bnext glue: models come from ``bnext.models.load``, data from ``bnext.data.load_tensors``, and
 ``--params real`` keeps every parameter that :func:`bnext.nn.is_binary_weight` does not name (BN,
 PReLU, shifts, SE, recoupling, stem, head). For models with binary layers the numbers are the
-curvature of the straight-through surrogate (see :mod:`landscape.hessian`); the result says so.
+curvature of the straight-through surrogate (see :mod:`landscape.curvature.hessian`); the result says so.
 :func:`checkpoint_curvature` serves the demo table and the notebooks.
 """
 
@@ -63,7 +63,7 @@ def curvature(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Top eigenvalues (and the trace when ``probes``) of a bnext model; flat keys for tables."""
-    from ..hessian import Hessian
+    from ..curvature.hessian import Hessian
     from .compute import _has_binary_layers
 
     h = Hessian(model, data, params=param_selector(model, params), batch_size=batch_size)
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
+    from ..curvature.hessian import Hessian, plot_density
     from ..grid import parse_grid
-    from ..hessian import Hessian, plot_density
     from .compute import _has_binary_layers, load_data, load_model
 
     if args.threads:
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         result["density"]["plot"] = str(png)
         print(f"density: {dens.nodes.shape[0]} x {dens.nodes.shape[1]} Lanczos nodes, plot {png}")
     if args.sharpness:
-        from ..sharpness import epsilon_sharpness, random_sharpness
+        from ..curvature.sharpness import epsilon_sharpness, random_sharpness
 
         bar = _bar("epsilon-sharpness", args.sharpness_steps, progress, "step")
         eps = epsilon_sharpness(model, data, epsilon=args.epsilon, steps=args.sharpness_steps, params=selector,
@@ -209,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
 def _eig_map(args: argparse.Namespace, model: nn.Module, data: Any, meta: dict, data_spec: dict, selector: Any,
              out_dir: Path, xc: Any, yc: Any) -> dict[str, Any]:
     """The loss surface (computed or resumed) and its max/min eigenvalue maps in the same file."""
+    from ..curvature.eigmap import compute_eig_map, plot_eig_ratio
     from ..directions import random_directions
-    from ..eigmap import compute_eig_map, plot_eig_ratio
     from ..surface import compute_surface
 
     ndim = 1 if yc is None else 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import style
+from ..figures import style
 
 METRICS_SHOWN = ("min", "max", "roughness", "convexity_share", "basin_width_x", "basin_width_y",
                  "basin_diameter", "basin_truncated")
@@ -24,7 +24,7 @@ def _metric_lines(metrics: dict[str, dict]) -> list[str]:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from ..plot import parse_levels, parse_range, plot_all, written_files
+    from ..figures.plot import parse_levels, parse_range, plot_all, written_files
     from ..store import read_surface
 
     for path in args.files:
@@ -51,8 +51,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..compare import compare, default_output, format_table
-    from ..plot import parse_levels
+    from ..figures.compare import compare, default_output, format_table
+    from ..figures.plot import parse_levels
 
     out = Path(args.out) if args.out else default_output(args.files, args.key)
     first, rows = compare(

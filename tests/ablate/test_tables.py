@@ -28,7 +28,7 @@ def test_latex_table_booktabs_and_escaping(tmp_path):
 
 
 def test_summary_table_tex_and_bars_from_zero(tmp_path, monkeypatch):
-    from landscape import style
+    from landscape.figures import style
 
     for k, (variant, top1) in enumerate([("on", 92.0), ("on", 94.0), ("off", 88.0)]):
         run = tmp_path / f"run{k}"

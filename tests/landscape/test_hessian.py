@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.hessian import Hessian, plot_density, select_parameters, shifted
+from landscape.curvature.hessian import Hessian, plot_density, select_parameters, shifted
 
 
 class TinyConvBN(nn.Module):

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_curvature_modules_do_not_import_bnext():
-    code = ("import sys, landscape.hessian, landscape.sharpness, landscape.eigmap; "
+    code = ("import sys, landscape.curvature.hessian, landscape.curvature.sharpness, landscape.curvature.eigmap; "
             "assert not [m for m in sys.modules if m.startswith('bnext')]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -36,7 +36,7 @@ def test_hessian_cli_writes_json_density_and_eigenvalue_map_next_to_the_checkpoi
 
     from bnext.models import load
     from bnext.nn import is_binary_weight
-    from landscape.eigmap import read_eig_map
+    from landscape.curvature.eigmap import read_eig_map
 
     common = ["hessian", "--checkpoint", str(checkpoint), "--subset", "16", "--no-progress", "--threads", "1"]
     argv = [*common, "--params", "real", "--top-k", "2", "--max-iter", "6", "--trace", "--probes", "3",

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from landscape import plot
+from landscape.figures import plot
 from landscape.store import SurfaceWriter, read_surface
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

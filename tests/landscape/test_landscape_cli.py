@@ -20,7 +20,7 @@ def test_library_does_not_import_bnext():
             assert "import bnext" not in text and "from bnext" not in text, path
     code = (
         "import sys, landscape, landscape.store, landscape.directions, landscape.surface, landscape.metrics, "
-        "landscape.plot; assert not [m for m in sys.modules if m.startswith('bnext')]"
+        "landscape.figures.plot; assert not [m for m in sys.modules if m.startswith('bnext')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

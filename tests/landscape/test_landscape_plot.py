@@ -5,8 +5,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from landscape import compare as cmp
-from landscape import plot, style
+from landscape.figures import compare as cmp
+from landscape.figures import plot, style
 from landscape.store import SurfaceWriter, read_surface
 
 X = np.linspace(-1, 1, 9)

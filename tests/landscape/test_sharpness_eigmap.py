@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from landscape.curvature.eigmap import compute_eig_map, eig_ratio, plot_eig_ratio, read_eig_map
+from landscape.curvature.hessian import Hessian, shifted
+from landscape.curvature.sharpness import epsilon_sharpness, random_sharpness
 from landscape.directions import random_direction, random_directions
-from landscape.eigmap import compute_eig_map, eig_ratio, plot_eig_ratio, read_eig_map
-from landscape.hessian import Hessian, shifted
-from landscape.sharpness import epsilon_sharpness, random_sharpness
 from landscape.store import SettingsMismatchError
 from landscape.surface import compute_surface
 

@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) convolutions of the float fast path (landscape.winograd) and their use by the engine."""
+"""Winograd F(4x4, 3x3) convolutions of the float fast path (landscape.engine.winograd) and their use by the engine."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 
 from landscape.directions import random_directions
 from landscape.engine import TOLERANCE, SurfaceEngine
-from landscape.winograd import (
+from landscape.engine.winograd import (
     TORCH,
     WINOGRAD,
     WinogradConv2d,
@@ -168,7 +168,7 @@ class _Res(nn.Module):
 
 
 def test_epilogues_fuse_relu_and_residual_add():
-    from landscape.winograd_epilogue import fuse_epilogues
+    from landscape.engine.winograd_epilogue import fuse_epilogues
 
     torch.manual_seed(0)
     model = _Res().eval()

@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bnext.nn import ApproxSign, BinaryConv2d, SignSTE, is_binary_weight, sign
-from landscape.hessian import Hessian
+from landscape.curvature.hessian import Hessian
 
 
 def test_sign_ste_second_derivative_is_the_analytic_one():

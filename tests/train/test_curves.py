@@ -31,7 +31,7 @@ def test_run_writes_curves(tmp_path):
 
 
 def test_plot_overlays_runs(tmp_path, capsys, monkeypatch):
-    from landscape import style
+    from landscape.figures import style
 
     a, b = _fake_run(tmp_path / "a", 6, 1e-3), _fake_run(tmp_path / "b", 4, 1e-1)
     figures = []

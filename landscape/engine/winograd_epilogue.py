@@ -1,6 +1,6 @@
 """Epilogue fusion for the Winograd convolutions: ``relu(conv(x) [+ residual])`` in one output transform.
 
-A torch.fx rewrite of a model whose convolutions are :class:`landscape.winograd.WinogradConv2d`
+A torch.fx rewrite of a model whose convolutions are :class:`landscape.engine.winograd.WinogradConv2d`
 (after BatchNorm folding, so a folded BN is an ``nn.Identity``): a wrapped conv whose only consumer
 (through identities) is a ReLU, or a residual addition optionally followed by a ReLU (the ResNet basic
 block, He et al. 2016, eq. 1: ``relu(F(x) + x)``), computes them inside its output transform and

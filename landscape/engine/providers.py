@@ -3,7 +3,7 @@
 ``landscape`` never imports the packages that define special layers (``bnext`` and its packed
 XNOR engine among them). Such a package registers a provider when it is imported::
 
-    landscape.providers.register_forward_provider("packed", predicate, build)
+    landscape.engine.providers.register_forward_provider("packed", predicate, build)
 
 ``predicate(model) -> bool`` says whether the provider applies (e.g. the model has binary
 convolutions); ``build(model, probe, exact=...) -> ForwardFactory | None`` returns a forward

@@ -2,13 +2,13 @@
 
 See :mod:`landscape.surface` for what is computed. The defaults are the fast path:
 
-* a registered forward provider (:mod:`landscape.providers`; ``bnext.packed`` registers its
+* a registered forward provider (:mod:`landscape.engine.providers`; ``bnext.packed`` registers its
   XNOR-popcount engine for binary models on import) or, for other models, BatchNorm folded into
-  plain convolutions (:mod:`landscape.folding`) with channels-last inputs on the CPU, and on the CPU
-  the 3x3 stride-1 convolutions that pay as Winograd F(4x4, 3x3) (:mod:`landscape.winograd`, a rule
+  plain convolutions (:mod:`landscape.engine.folding`) with channels-last inputs on the CPU, and on the CPU
+  the 3x3 stride-1 convolutions that pay as Winograd F(4x4, 3x3) (:mod:`landscape.engine.winograd`, a rule
   by shape), each checked once against the model's own forward on a probe batch and dropped
   silently if it disagrees;
-* a deterministic batch size (:mod:`landscape.batching`);
+* a deterministic batch size (:mod:`landscape.engine.batching`);
 * on CUDA, several grid points per forward (``torch.func.functional_call`` + ``vmap``).
 
 Tolerance contract (:data:`TOLERANCE`, stated once here and in the README "Speed"): float work
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bn import recalibrate_bn
+from ..directions import Directions
 from . import batching
-from .bn import recalibrate_bn
-from .directions import Directions
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
 from .providers import ForwardFactory, find_forward, register_forward_provider
 
@@ -58,7 +58,7 @@ TOLERANCE = {"loss_rel": 5e-3, "acc_points": 0.5}
 #: a fast torch forward (folded BN, channels-last) must match the model's logits on the probe to this
 #: fraction of the largest logit, else the engine runs the model as it is
 PROBE_RTOL = 1e-5
-#: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.winograd)
+#: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.engine.winograd)
 WINOGRAD_PROBE_RTOL = 1e-3
 PRECISIONS = ("fp32", "bf16")
 
@@ -89,12 +89,12 @@ class SurfaceEngine:
     within :data:`TOLERANCE` (module docstring); ``exact=True`` is bit-identical to the model.
 
     Options: ``device`` (default CUDA when available; a model elsewhere is evaluated on a copy),
-    ``batch_size`` (``"auto"``: the deterministic rule of :mod:`landscape.batching`), ``forward``
+    ``batch_size`` (``"auto"``: the deterministic rule of :mod:`landscape.engine.batching`), ``forward``
     (``"auto"``: a registered provider such as the packed XNOR engine when one applies; ``"torch"``:
     the model's own), ``forward_factory`` (``model -> forward``, called after each point's weights
     are set; overrides ``forward``), ``fuse_bn`` (fold BN into plain convs; None = unless exact),
     ``channels_last`` (None = on the CPU unless exact), ``winograd`` (Winograd F(4x4, 3x3) for the
-    3x3 convs :func:`landscape.winograd.choose_algorithm` accepts; None = on the CPU in fp32 unless
+    3x3 convs :func:`landscape.engine.winograd.choose_algorithm` accepts; None = on the CPU in fp32 unless
     exact), ``precision`` (``"fp32"``, or ``"bf16"``
     autocast of the float parts: CPUs with AVX512-BF16, CUDA), ``bn_recalibrate`` (recompute BN
     statistics at every point from ``calibration`` inputs, default the train split), ``compile``
@@ -303,7 +303,7 @@ class SurfaceEngine:
             "forward_info": info() if callable(info) else None,
             "exact": self.exact,
             "batch_size": self.batch_size,
-            "batch_rule": "given" if self._batch_option != "auto" else "landscape.batching",
+            "batch_rule": "given" if self._batch_option != "auto" else "landscape.engine.batching",
             "bn_folded_pairs": self.fused_pairs,
             "channels_last": cl,
             "conv_algorithms": dict(self.conv_algorithms),
@@ -362,7 +362,7 @@ class SurfaceEngine:
 
     def _setup_winograd(self, fused: nn.Module, probe: Tensor, ref: Tensor, scale: float,
                         diff: float | None) -> float | None:
-        """Wrap the convs :mod:`landscape.winograd` accepts; keep them if the probe agrees within
+        """Wrap the convs :mod:`landscape.engine.winograd` accepts; keep them if the probe agrees within
         :data:`WINOGRAD_PROBE_RTOL` (records :attr:`conv_algorithms`)."""
         from .winograd import WINOGRAD, WinogradConv2d, winograd_model  # numba loads only when needed
         from .winograd_epilogue import fuse_epilogues

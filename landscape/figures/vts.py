@@ -9,7 +9,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from .store import Surface
+from ..store import Surface
+from .values import default_key, plotted_values
 
 
 def write_vts(
@@ -25,10 +26,8 @@ def write_vts(
     Points are ordered with x fastest (VTK's i index), so point ``i + nx*j`` is ``f[i, j]``; every
     computed value array is attached as point data.
     """
-    from .plot import _default_key, plotted_values
-
     out = Path(out)
-    key = key or _default_key(surface)
+    key = key or default_key(surface)
     z = plotted_values(surface, key, log) * zscale
     x = surface.xcoordinates
     y = surface.ycoordinates if surface.ndim == 2 else np.zeros(1)

@@ -2,9 +2,9 @@
 contours and heatmaps, 3D surfaces (matplotlib, ``fig.add_subplot(projection="3d")``; the reference
 tool's ``Axes3D(fig)`` renders blank with current matplotlib), interactive 3D HTML (plotly,
 self-contained), static plotly PNG when kaleido is present and VTK ``.vts`` for ParaView. The
-multi-panel comparison (the paper's Fig. 2 a-g) is in :mod:`landscape.compare`.
+multi-panel comparison (the paper's Fig. 2 a-g) is in :mod:`landscape.figures.compare`.
 
-Every figure follows :mod:`landscape.style`: the title names the model and the quantity ("BNext-18
+Every figure follows :mod:`landscape.figures.style`: the title names the model and the quantity ("BNext-18
 (Info-RCP + ELM) - train loss (log10)"), the axes say what the directions are ("direction 1
 (filter-normalized)", "PC1 (87.3%)"), contour levels and colour-bar ticks fall on round numbers,
 every 2D and 3D figure has a colour bar, the projected training trajectory of a PCA surface is
@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from ..grid import complete_level, level_indices
+from ..metrics import DEFAULT_DELTA, surface_metrics
+from ..store import Surface, read_surface, write_metrics
 from . import style
-from .grid import complete_level, level_indices
-from .metrics import DEFAULT_DELTA, surface_metrics
-from .store import Surface, read_surface, write_metrics
+from .values import default_key as _default_key
+from .values import plotted_values
 from .vts import write_vts
 
 KINDS = ("1d", "contour", "contourf", "heatmap", "3d", "html", "plotly_png", "vts")
@@ -75,26 +77,7 @@ def parse_range(spec: str | None, name: str = "--zlim") -> tuple[float, float] |
     return lo, hi
 
 
-# ----------------------------------------------------------------------------- what is drawn
-def plotted_values(surface: Surface, key: str, log: bool = False) -> np.ndarray:
-    if key not in surface.values:
-        raise KeyError(f"{surface.path}: unknown value {key!r}")
-    z = surface.values[key].copy()
-    if not np.isfinite(z).any():
-        raise ValueError(f"{surface.path}: '{key}' has no computed points (available: {surface.available()})")
-    if log:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.log10(np.where(z > 0, z, np.nan))
-    return z
-
-
-def _default_key(surface: Surface) -> str:
-    for key in ("train_loss", "test_loss"):
-        if key in surface.available():
-            return key
-    raise ValueError(f"{surface.path}: no computed loss values")
-
-
+# ----------------------------------------------------------------------------- grids
 def _grid(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     """Meshgrid with ``'ij'`` indexing: ``X[i, j] = x[i]``, ``Y[i, j] = y[j]`` matching ``f[i, j]``."""
     return np.meshgrid(surface.xcoordinates, surface.ycoordinates, indexing="ij")

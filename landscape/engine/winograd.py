@@ -360,7 +360,7 @@ class WinogradConv2d(nn.Module):
     it: an in-place write, a rebound ``.data``, a view of another buffer), so stale transformed
     weights cannot be used. Inputs the rule refuses (other shapes, dtypes, devices, autograd) go to
     ``conv`` itself; :attr:`last_algorithm` says what the last forward used. An epilogue fused by
-    :mod:`landscape.winograd_epilogue` (``relu``; ``forward(x, residual)`` adds ``residual``) runs
+    :mod:`landscape.engine.winograd_epilogue` (``relu``; ``forward(x, residual)`` adds ``residual``) runs
     inside the output transform.
     """
 

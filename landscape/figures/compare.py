@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import DEFAULT_DELTA
+from ..store import read_surface
 from . import style
-from .metrics import DEFAULT_DELTA
 from .plot import (
     _grid,
     _overlay,
@@ -30,7 +31,6 @@ from .plot import (
     surface_axis_labels,
     surface_name,
 )
-from .store import read_surface
 
 METRIC_COLUMNS = (
     "label",

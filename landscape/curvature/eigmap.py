@@ -9,7 +9,7 @@ Datasets added to a surface file (see :mod:`landscape.store`)::
                ("x" / "x,y" / "y,x": which grid axis each on-disk dimension is), surrogate (a note)
 
 The eigenvalues of each point come from one Lanczos run of ``iterations`` Hessian-vector products
-(:meth:`landscape.hessian.Hessian.extreme_eigenvalues`) at ``theta + x dx + y dy``, on the same
+(:meth:`landscape.curvature.hessian.Hessian.extreme_eigenvalues`) at ``theta + x dx + y dy``, on the same
 evaluation data. Points are computed coarse to fine (:func:`landscape.grid.coarse_to_fine`); values
 are flushed before the point's ``eig_done`` flag, so an interrupted map resumes where it stopped.
 A negative ``min_eig`` with a small ``|min/max|`` ratio means locally (nearly) convex; Li et al. shade
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import style
-from .grid import coarse_to_fine
+from ..figures import style
+from ..grid import coarse_to_fine
+from ..store import SettingsMismatchError, _open, read_directions, settings_difference
 from .hessian import Hessian, LossFn, ParamSelector, shifted
-from .store import SettingsMismatchError, _open, read_directions, settings_difference
 
 EIG_NAMES = ("max_eig", "min_eig")
 SURROGATE_NOTE = (
@@ -59,7 +59,7 @@ def _disk(index: tuple[int, ...], axes: tuple[str, ...]) -> tuple[int, ...]:
 
 
 def _settings(h: Hessian, iterations: int, seed: int, params_label: str, extra: Mapping[str, Any] | None) -> dict:
-    from .surface import tensor_sha256
+    from ..surface import tensor_sha256
 
     out = {
         "iterations": int(iterations),
@@ -192,8 +192,8 @@ def plot_eig_ratio(
 ) -> Path:
     """The ``|min/max|`` eigenvalue ratio over the grid (Li et al. Fig. 7), next to the file by default.
 
-    Drawn with :mod:`landscape.style` (title, labelled axes, colour bar); ``formats`` as in
-    :func:`landscape.style.save` (default: just the PNG). Returns the first file written.
+    Drawn with :mod:`landscape.figures.style` (title, labelled axes, colour bar); ``formats`` as in
+    :func:`landscape.figures.style.save` (default: just the PNG). Returns the first file written.
     """
     m = read_eig_map(path)
     ratio = eig_ratio(m["max_eig"], m["min_eig"])

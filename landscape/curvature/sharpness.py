@@ -13,7 +13,7 @@
   filter-normalized directions ``d`` (:func:`landscape.directions.random_direction`) at radius ``r``,
   with a Student-t confidence interval over the directions.
 
-Both evaluate the true loss (model in eval mode) on fixed data, through :class:`landscape.hessian.Hessian`
+Both evaluate the true loss (model in eval mode) on fixed data, through :class:`landscape.curvature.hessian.Hessian`
 (its ``loss`` and ``gradient``), so the same ``params=`` selection applies.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .directions import random_direction
+from ..directions import random_direction
 from .hessian import Hessian, LossFn, ParamSelector, shifted
 
 _EPS = 1e-12

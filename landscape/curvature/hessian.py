@@ -548,8 +548,8 @@ def plot_density(
     dpi: int | None = None,
 ) -> Path:
     """The smoothed density as PyHessian draws it (log density over eigenvalues), in the workbench style
-    (:mod:`landscape.style`); ``formats`` as in :func:`landscape.style.save`. Returns the first file."""
-    from . import style
+    (:mod:`landscape.figures.style`); ``formats`` as in :func:`landscape.figures.style.save`. Returns the first file."""
+    from ..figures import style
 
     t, p = density.curve(sigma)
     with style.context():

@@ -1,0 +1,6 @@
+"""Curvature of the loss at a point or over a surface.
+
+:mod:`.hessian` (Hessian-vector products, Lanczos eigenvalues, Hutchinson trace, eigenvalue
+density), :mod:`.sharpness` (epsilon- and random-direction sharpness) and :mod:`.eigmap`
+(max/min eigenvalue maps stored in surface files, Li et al.'s Fig. 9).
+"""
