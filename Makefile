@@ -32,11 +32,14 @@ bench: $(STAMP)
 # The notebooks name the kernel `python3`; registering this venv under that name inside the venv
 # (--sys-prefix) makes JupyterLab and papermill (CI, python -m bnext.ablate) run the same interpreter.
 # JupyterLab opens at the repository root: notebooks/, runs/ and configs/ are all in its file browser.
+# As root (containers, clusters) it adds --allow-root; LAB_ARGS passes more, e.g.
+#   make lab LAB_ARGS="--no-browser --ip=0.0.0.0 --port=8890"
+LAB_ARGS ?=
 lab: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,lab]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (BNext workbench)"
 	@mkdir -p runs
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=.
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 clean-runs:
 	rm -rf runs/*/

@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from .cli import ArgumentParser
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -225,7 +227,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bnext.demo", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m bnext.demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny models, 1 short epoch, 5x5 grid (a smoke test)")
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo_quick with --quick)")

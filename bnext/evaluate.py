@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli import ArgumentParser
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -109,7 +111,7 @@ def evaluate_file(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bnext.evaluate", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m bnext.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="workbench checkpoint (.pt) or packed model (.bnx)")
     p.add_argument("--data", default="digits", help="data set name (default digits)")

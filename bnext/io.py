@@ -50,12 +50,27 @@ def describe_write_error(path: str | os.PathLike, err: OSError) -> str:
     return f"cannot write {path}: {reason} (errno {err.errno}); the previous file, if any, is kept"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``; else set and restore)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file next to ``path`` for writing; on success rename it over ``path``.
 
     OS errors (disk full, read-only or missing permissions) become :class:`FileWriteError` naming
-    ``path``; the temp file is removed and an existing ``path`` is left as it was.
+    ``path``; the temp file is removed and an existing ``path`` is left as it was. The file gets the
+    mode a plain ``open`` would give (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
     """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes files; got mode {mode!r}")
@@ -66,6 +81,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename: remove_stale_temporaries leaves it alone
+        os.fchmod(fd, 0o666 & ~current_umask())  # colleagues read results as the umask allows
         with os.fdopen(os.dup(fd), mode) as f:
             yield f
             f.flush()

@@ -19,13 +19,12 @@ torch is imported inside the functions, so the CLI's ``--help`` is immediate.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from .cli import add_threads_argument, progress, set_threads
+from .cli import ArgumentParser, add_threads_argument, progress, set_threads
 
 if TYPE_CHECKING:
     import torch
@@ -195,7 +194,7 @@ def format_layers(p: Profile) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bnext.profile", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m bnext.profile", description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", help="registry names or checkpoint paths (default: the whole zoo)")
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--num-classes", type=int, default=1000)

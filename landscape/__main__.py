@@ -27,7 +27,11 @@ COMMANDS = (compute, plot, merge, hessian)  # each module: register(subparsers) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    try:  # the workbench's parser: "did you mean --checkpoint?" and plain-text help
+        from bnext.cli import ArgumentParser
+    except ImportError:  # landscape without bnext
+        ArgumentParser = argparse.ArgumentParser  # noqa: N806
+    p = ArgumentParser(
         prog="python -m landscape",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -38,7 +38,7 @@ class SurfaceLock:
         """Take the lock or raise :class:`SurfaceLockedError` at once; returns ``self``."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

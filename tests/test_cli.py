@@ -67,6 +67,8 @@ def test_help_imports_no_heavy_module(module):
     assert "usage:" in out
     heavy = [m for m in HEAVY if m in report["modules"]]
     assert not heavy, f"python -m {module} --help imported {heavy}; import them inside the command"
+    markup = re.findall(r"``|:(?:func|mod|class|meth|data|attr):`", out)
+    assert not markup, f"python -m {module} --help shows reST markup {markup[:3]}: help is plain text"
 
 
 SUBCOMMANDS = {
@@ -86,6 +88,39 @@ def test_parent_help_lists_every_subcommand_whose_help_is_light_too(module):
         sub_out, report = probe(module, sub, "--help")
         assert report["code"] == 0 and "usage:" in sub_out and sub in sub_out.split("\n", 1)[0]
         assert not [m for m in HEAVY if m in report["modules"]], f"{module} {sub} --help imported a heavy module"
+
+
+def test_parser_names_a_mistyped_option_and_the_closest_one(capsys):
+    from bnext.cli import ArgumentParser, plain_text
+
+    p = ArgumentParser(prog="tool")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compute")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint")
+    g.add_argument("--model")
+    c.add_argument("--out")
+    for argv, expected in [
+        (["compute", "--model", "m", "--chekpoint", "x"], "--chekpoint (did you mean --checkpoint?)"),
+        (["compute", "--chekpoint", "x"], "--chekpoint (did you mean --checkpoint?); one of the arguments"),
+        (["comptue"], "invalid choice 'comptue' (did you mean compute?)"),
+        (["compute", "--model", "m", "--zzzzzz"], "unrecognized argument: --zzzzzz\n"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expected in err, (argv, err)
+        assert len(err.splitlines()) <= 3, err  # one line, a short usage, the pointer to --help
+    assert plain_text("see :func:`~landscape.surface.compute_surface` and ``--x -1:1:21``") == \
+        "see compute_surface and --x -1:1:21"
+
+
+def test_landscape_typo_is_named(capsys):
+    from landscape.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["compute", "--chekpoint", "best.pt"])
+    assert e.value.code == 2 and "did you mean --checkpoint?" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import ArgumentParser
 from . import slurm
 from .grid import GridError, load_grid_file, parse_assignments
 from .runner import run_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bnext.ablate", description=__doc__.split("\n\n")[1],
+    p = ArgumentParser(prog="python -m bnext.ablate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("notebook", help="notebook with a cell tagged 'parameters'")
     p.add_argument("assignments", nargs="*", metavar="name=[v1,v2]",

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import ArgumentParser
+
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from . import OfficialCheckpointError, import_official, save
@@ -44,7 +46,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bnext.models", description="Model zoo: import official "
+    ap = ArgumentParser(prog="python -m bnext.models", description="Model zoo: import official "
                                  "BNext checkpoints, list models.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{import,list}")
     imp = sub.add_parser("import", help="convert the authors' BNext checkpoint to a workbench checkpoint",

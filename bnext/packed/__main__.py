@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_threads_argument, note
+from ..cli import ArgumentParser, add_threads_argument, note
 
 MIB = 2**20
 
@@ -128,7 +128,7 @@ def _cmd_sizes(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bnext.packed", description="Packed 1-bit inference engine.")
+    ap = ArgumentParser(prog="python -m bnext.packed", description="Packed 1-bit inference engine.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack", help="pack a checkpoint into a .bnx file")
     p.add_argument("checkpoint")

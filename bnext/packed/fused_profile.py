@@ -11,12 +11,13 @@ the load average is printed with the table.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+
+from ..cli import ArgumentParser
 
 
 def profile(name: str = "bnext18", width: float = 1.0, samples: int = 512, batch: int = 32, threads: int = 1,
@@ -84,7 +85,7 @@ def profile(name: str = "bnext18", width: float = 1.0, samples: int = 512, batch
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="bnext18")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--samples", type=int, default=512)

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from ..cli import add_threads_argument, note, progress, set_threads
+from ..cli import ArgumentParser, add_threads_argument, note, progress, set_threads
 from .spec import PAPER_SPEC, TABLE7_SPECS
 
 if TYPE_CHECKING:  # torch is imported when a command runs, so --help stays fast
@@ -60,7 +60,7 @@ def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, list, list]:
 
 
 def _cmd_quantize(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bnext.quant", description="Quantize a checkpoint (Table 7 spec).",
+    ap = ArgumentParser(prog="python -m bnext.quant", description="Quantize a checkpoint (Table 7 spec).",
                                  epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
     _data_args(ap)
     ap.add_argument("--spec", default=PAPER_SPEC, help=f"I-S-E-O[-D] W/A bits (default {PAPER_SPEC})")
@@ -93,7 +93,7 @@ def _cmd_quantize(argv: list[str]) -> int:
 
 
 def _cmd_table(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bnext.quant table", description="Table 7 for one checkpoint.")
+    ap = ArgumentParser(prog="python -m bnext.quant table", description="Table 7 for one checkpoint.")
     _data_args(ap)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -111,7 +111,7 @@ def _cmd_table(argv: list[str]) -> int:
 
 
 def _cmd_size(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bnext.quant size", description="Table 2 † size/QOPs/OPs.")
+    ap = ArgumentParser(prog="python -m bnext.quant size", description="Table 2 † size/QOPs/OPs.")
     ap.add_argument("models", nargs="*", default=None, help="registry names (default: BNext-18, -T, -S, -M, -L)")
     ap.add_argument("--spec", default=None, help="spec for every model (default: the † spec of each)")
     ap.add_argument("--json", action="store_true")

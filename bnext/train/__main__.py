@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import yaml
 
+from ..cli import ArgumentParser
 from .config import ConfigError, load_config, valid_keys
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         from .curves import main as plot_main
 
         return plot_main(argv[1:])
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m bnext.train",
         description="Train a workbench model (BNext recipe, paper section 5.1). Under torchrun: DDP.",
         epilog="Overrides are dotted keys, e.g. train.epochs=3 model.options.info_rcp=false data.batch_size=64. "

@@ -12,7 +12,6 @@ points ``bnext -> landscape``, as in ``bnext.ablate``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..cli import ArgumentParser
 
 #: the four panels: (title, y label, [(metrics.jsonl key, line style, legend word)])
 PANELS = (
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bnext.train plot RUN_DIR... [--out FILE] [--labels ...] [--format ...] [--dpi N]``."""
     from landscape.figures.style import add_output_args, outputs
 
-    p = argparse.ArgumentParser(prog="python -m bnext.train plot",
+    p = ArgumentParser(prog="python -m bnext.train plot",
                                 description="Training curves (loss, top-1, lr, tau against epoch) of one or "
                                             "more runs, overlaid.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders with a metrics.jsonl")

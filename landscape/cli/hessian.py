@@ -106,14 +106,9 @@ def checkpoint_curvature(
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    if args.out_dir:
-        return Path(args.out_dir)
-    if args.name:
-        return Path("runs") / args.name
-    if args.checkpoint:
-        ck = Path(args.checkpoint).resolve()
-        return ck.parent.parent if ck.parent.name == "checkpoints" else ck.parent
-    return Path("runs") / args.model
+    from .outputs import run_folder
+
+    return Path(args.out_dir) if args.out_dir else run_folder(args.checkpoint, args.model, args.name)
 
 
 def run(args: argparse.Namespace) -> int:

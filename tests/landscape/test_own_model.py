@@ -61,7 +61,7 @@ def test_own_model_and_data(user_module, capsys):
     base = ["compute", "--model", "my_pkg.my_module:build", "--model-option", "hidden=7", "--data",
             "my_pkg.my_module:tensors", "--splits", "train,test", "--no-progress", "--init-seed", "4"]
     assert main([*base, "--x", "-1:1:3", "--y", "-1:1:2"]) == 0
-    s = read_surface(user_module / "runs/landscapes/my_module_build/landscape_random_2d.h5")
+    s = read_surface(user_module / "runs/my_module_build/landscape_random_2d.h5")
     assert s.complete and s.settings["model"] == {"callable": "my_pkg.my_module:build", "class": "Wide",
                                                   "options": {"hidden": 7}}
     assert np.isfinite(s.values["test_loss"]).all() and np.ptp(s.values["test_loss"]) > 0

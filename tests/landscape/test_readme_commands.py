@@ -110,4 +110,4 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
         assert s.complete, name
     assert read_surface(run / "landscape_interpolate_1d.h5").settings["bn"] == "recalibrate"
     assert (run / "landscape_random_2d_contour.png").exists()
-    assert read_surface(tmp_path / "runs/landscapes/my_model_build/landscape_random_2d.h5").complete
+    assert read_surface(tmp_path / "runs/my_model_build/landscape_random_2d.h5").complete
