@@ -208,3 +208,16 @@ def test_packed_sizes_says_which_model_it_is_on(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "[1/1] bnext18: building" in err and re.search(r"^bnext18 +\d", out, re.M)
     assert torch.get_num_threads() == 2 and not list(tmp_path.iterdir())  # temporaries removed
+
+
+@pytest.mark.slow
+def test_landscape_threads_govern_the_packed_engine_too(tiny_checkpoint, tmp_path, monkeypatch):
+    from landscape.__main__ import main
+    from landscape.store import read_surface
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "s.h5"
+    assert main(["compute", "--checkpoint", str(tiny_checkpoint), "--x", "-1:1:2", "--subset", "16",
+                 "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    engine = json.loads(read_surface(out).attrs["engine"])
+    assert engine["forward"] == "packed" and engine["forward_info"]["threads"] == 1 == engine["torch_threads"]

@@ -206,6 +206,15 @@ def format_status(states: list[PointState]) -> str:
 
 
 # ----------------------------------------------------------------------------- submission
+def _progress(items: list, wait: bool) -> Any:
+    """A bar on stderr over the jobs while waiting for them (plain iteration when not waiting)."""
+    if not wait or not items:
+        return items
+    from ..cli import progress
+
+    return progress(items, desc="jobs finished", unit="job")
+
+
 def submit_sweep(
     notebook: str | os.PathLike[str],
     grid: Mapping[str, Any],
@@ -256,7 +265,14 @@ def submit_sweep(
                                                      kernel_name=kernel_name)))
         for (rid, _), job in zip(todo, jobs):
             record_job(out / rid, job, cluster)
-    for (rid, point), job in zip(todo, jobs):
+    if todo:
+        from ..cli import note
+
+        ids = [str(j.job_id) for j in jobs]
+        note(f"submitted {len(jobs)} job(s) to {cluster} ({ids[0]}{f' .. {ids[-1]}' if len(ids) > 1 else ''}) "
+             f"for {nb.name}" + ("; waiting for them" if wait else "; not waiting (--wait waits)"))
+    waiting = _progress(list(zip(todo, jobs)), wait)
+    for (rid, point), job in waiting:
         if not wait:
             report.outcomes.append(RunOutcome(rid, point, "submitted", job_id=str(job.job_id)))
             continue

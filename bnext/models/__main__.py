@@ -16,8 +16,10 @@ from ..cli import ArgumentParser
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from ..cli import note
     from . import OfficialCheckpointError, import_official, save
 
+    note(f"reading {args.checkpoint} and mapping its tensors onto the workbench model ...")
     try:
         model = import_official(args.checkpoint, name=args.name, num_classes=args.num_classes,
                                 input_size=args.input_size, sign_zero=args.sign_zero)
@@ -27,6 +29,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path("runs/official") / f"{model.spec['name']}.pt"
     conv = model.official
     taus = sorted({float(m.tau) for m in model.modules() if hasattr(m, "tau")})
+    note(f"writing {out} ...")
     save(model, out, imported_from=str(Path(args.checkpoint).resolve()), official_mapped=len(conv.mapped),
          official_dropped=conv.dropped)
     print(f"imported {args.checkpoint}: {conv.describe()}")

@@ -32,12 +32,14 @@ def _threads(n: int | None) -> None:
 
 def _cmd_pack(args: argparse.Namespace) -> int:
     from .. import models
+    from ..cli import note
     from ..nn import binary_layers, set_tau
     from ..nn.binary_conv import SIGN_THRESHOLD
     from ..quant import apply as _quant_apply  # noqa: F401  (registers the rebuild of quantized checkpoints)
     from . import PackingError, pack, save
 
     _threads(args.threads)
+    note(f"loading {args.checkpoint} ...")
     try:
         model = models.load(args.checkpoint)
     except models.CheckpointError as e:
@@ -47,12 +49,14 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     if args.binarize and taus and max(taus) > SIGN_THRESHOLD:
         print(f"note: tau was {max(taus):.3g}; setting it to 0 (pure sign weights) before packing", file=sys.stderr)
         set_tau(model, 0.0)
+    note(f"packing {len(taus)} binary layers (the first run also compiles the kernels, about 20 s) ...")
     try:
         packed = pack(model.eval())
     except PackingError as e:
         print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
         return 2
     out = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".bnx")
+    note(f"writing {out} ...")
     save(packed, out)
     ckpt_mib = Path(args.checkpoint).stat().st_size / MIB
     print(f"wrote {out}: {out.stat().st_size / MIB:.2f} MiB (checkpoint {ckpt_mib:.2f} MiB), "

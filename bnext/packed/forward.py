@@ -32,9 +32,11 @@ PACKED_BATCH_RANGE = (32, 256)
 class PackedForward:
     """Forward factory over :func:`pack`: packs once, then ``repack_`` per call."""
 
-    def __init__(self, threads: int = DEFAULT_THREADS, fuse_float: bool = False) -> None:
+    def __init__(self, threads: int | None = None, fuse_float: bool = False) -> None:
+        """``threads``: numba threads of the packed kernels; None = torch's thread count (what
+        ``--threads`` sets), at most :data:`DEFAULT_THREADS`, so one setting governs every engine."""
         self._packed: Any = None
-        self.threads = int(threads)
+        self.threads = int(threads) if threads else max(1, min(DEFAULT_THREADS, torch.get_num_threads()))
         self.fuse_float = bool(fuse_float)
         self._peak_per_sample: int | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -57,7 +58,9 @@ def test_two_point_sweep_then_a_failed_point_resubmitted(toy: Path, tmp_path: Pa
     assert first["a=1"] != first["a=2"]
     assert json.loads((out / "a=1" / "result.json").read_text())["rows"] == [{"a": 1, "score": 10.0}]
     assert not (out / "a=2" / "result.json").exists()
-    capsys.readouterr()
+    err = capsys.readouterr().err  # --wait talks: what was submitted, then a bar over the jobs
+    assert "submitted 2 job(s) to local" in err and "waiting for them" in err
+    assert re.search(r"jobs finished: 100%\|[^|]*\| 2/2", err), err
 
     assert ablate_main([str(toy), "a=[1,2]", "--out", str(out), "--status"]) == 0
     status = capsys.readouterr().out

@@ -13,7 +13,10 @@ def test_cli_pack_info_and_load(tmp_path, capsys):
     bnext.models.save(model, ckpt)
     out = tmp_path / "model.bnx"
     assert main(["pack", str(ckpt), "-o", str(out)]) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out
+    steps = [line.split(" ", 1)[0] for line in printed.err.splitlines()]  # it talks on stderr while it works
+    assert steps == ["loading", "packing", "writing"], printed.err
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(load(out)(x), pack(model)(x))
     assert main(["info", str(out)]) == 0
