@@ -334,7 +334,8 @@ def pca_directions(
     ``info['explained_variance_ratio']`` the PCA ratios.
     """
     _check_rules("none", bias_bn)
-    series = load_trajectory(trajectory)[1] if not isinstance(trajectory, Mapping) else dict(trajectory)
+    steps, series = (load_trajectory(trajectory) if not isinstance(trajectory, Mapping)
+                     else (None, dict(trajectory)))
     params = dict(model.named_parameters())
     missing = [n for n in params if n not in series]
     if missing:
@@ -389,6 +390,8 @@ def pca_directions(
             "explained_variance_ratio": ratio,
             "trajectory": proj.tolist(),
             "snapshots": int(t),
+            # what each snapshot is (the trainer's epochs or steps), for labels on the trajectory
+            **({"trajectory_steps": [float(v) for v in steps]} if steps is not None and len(steps) == t else {}),
         },
     )
 

@@ -3,7 +3,7 @@
 Rows of all runs are pooled; a table row is one combination of the result's ``table.index`` keys
 and of every parameter that differs between runs, except ``seed`` (runs that differ only by seed
 are repetitions). Each metric column shows ``mean ± std`` over those repetitions (sample standard
-deviation; ``± 0`` with one run) and ``n`` says how many went in.
+deviation) and ``n`` says how many went in; a single run shows ``(n = 1)``, not a spread of zero.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]], index: Sequence[str], columns: 
         for c, vals in g["values"].items():
             n = len(vals)
             mean = sum(vals) / n if n else float("nan")
-            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0 if n else float("nan")
+            # one value has no spread to report (NaN, shown as "n = 1"), not a standard deviation of 0
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else float("nan")
             agg[f"{c}_mean"], agg[f"{c}_std"] = mean, std
         agg["n"] = len(g["runs"])
         out.append(agg)
@@ -132,6 +133,8 @@ def _digits(means: Sequence[float]) -> int:
 def _pm(mean: float, std: float, digits: int) -> str:
     if not math.isfinite(mean):
         return "n/a"
+    if not math.isfinite(std):
+        return f"{mean:.{digits}f} (n = 1)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -217,10 +220,11 @@ def _figure(table: Sequence[Mapping[str, Any]], index: Sequence[str], metric: st
         fig = style.figure(figsize=(6.5, 0.4 * len(table) + 1.4), layout="constrained")
         ax = fig.add_subplot()
         y = list(range(len(table)))
-        ax.barh(y, means, xerr=stds, color="#4C72B0", capsize=3, height=0.6, error_kw={"linewidth": 1})
+        errs = [sd if math.isfinite(sd) else 0.0 for sd in stds]
+        ax.barh(y, means, xerr=errs, color="#4C72B0", capsize=3, height=0.6, error_kw={"linewidth": 1})
         for yi, m, sd in zip(y, means, stds):
             if math.isfinite(m):
-                ax.annotate(f"{m:.{digits}f} ± {sd:.{digits}f}", (m + (sd if math.isfinite(sd) else 0), yi),
+                ax.annotate(_pm(m, sd, digits), (m + (sd if math.isfinite(sd) else 0), yi),
                             xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
         ax.set_yticks(y, labels)
         ax.invert_yaxis()

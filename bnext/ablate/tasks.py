@@ -365,12 +365,15 @@ def landscape_row(surface: str | os.PathLike[str], key: str = "train_loss") -> d
 
 def compare_landscapes(
     surfaces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, labels: Sequence[str],
-    key: str = "train_loss", log: bool = False, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200,
+    key: str = "train_loss", log: bool | None = None, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200,
+    width: float | None = 7.0,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Multi-panel figure with shared levels (paper Fig. 2 a-g) plus the metrics table (``.md``/``.csv``)."""
+    """Multi-panel figure with shared levels (paper Fig. 2 a-g) plus the metrics table (``.md``/``.csv``),
+    ``width`` inches wide in print (7.0: a double column; fonts at their printed size)."""
     from landscape.figures.compare import compare
 
-    return compare(list(surfaces), out, key=key, labels=list(labels), log=log, formats=formats, dpi=dpi)
+    return compare(list(surfaces), out, key=key, labels=list(labels), log=log, formats=formats, dpi=dpi,
+                   width=width)
 
 
 class Stopwatch:

@@ -93,7 +93,8 @@ def plot_curves(
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 200,
 ) -> Path:
-    """Four panels (loss, top-1, lr, tau against epoch) with one colour per run; train solid, test dashed.
+    """Panels of loss, top-1, lr and tau against epoch (those some run recorded) with one colour per run;
+    train solid, test dashed.
 
     Returns the first file written (``out`` with the first format's suffix).
     """
@@ -109,10 +110,16 @@ def plot_curves(
     if len(labels) != len(runs):
         raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
     colours = [f"C{k % 10}" for k in range(len(runs))]
+    # a panel only for what some run recorded (a real-valued ResNet has no tau: no empty panel)
+    panels = [p for p in PANELS if any(_series(rows, key)[0] for _, rows in runs for key, _, _ in p[2])]
+    if not panels:
+        raise ValueError(f"{', '.join(str(d) for d, _ in runs)}: metrics.jsonl holds no epoch metrics to plot")
     with style.context():
-        fig = style.figure(figsize=(8.0, 6.0), layout="constrained")
-        axes = fig.subplots(2, 2, sharex=True).ravel()
-        for k, (ax, (title, ylabel, keys)) in enumerate(zip(axes, PANELS)):
+        ncols = 2 if len(panels) == 4 else len(panels)
+        nrows = -(-len(panels) // ncols)
+        fig = style.figure(figsize=(4.0 * ncols, 3.0 * nrows + 0.5), layout="constrained")
+        axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
+        for k, (ax, (title, ylabel, keys)) in enumerate(zip(axes, panels)):
             for (_, rows), colour in zip(runs, colours):
                 for key, line, _ in keys:
                     xs, ys = _series(rows, key)
@@ -128,7 +135,7 @@ def plot_curves(
             ax.grid(True, alpha=0.3)
             ax.spines[["top", "right"]].set_visible(False)
             style.panel_letter(ax, k, outside=True)
-            if k >= 2:
+            if k >= len(panels) - ncols:
                 ax.set_xlabel("epoch")
         handles = [Line2D([], [], color="k", linestyle="-", label="train"),
                    Line2D([], [], color="k", linestyle="--", label="test")]

@@ -41,6 +41,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             zlim=parse_range(args.zlim),
             elev=args.elev,
             azim=args.azim,
+            width=args.width,
         )
         for p in written_files(written, args.formats):
             print(f"wrote {p}")
@@ -65,6 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         delta=args.delta,
         formats=args.formats,
         dpi=args.dpi,
+        width=args.width,
     )
     print(format_table(rows))
     panels = ", ".join(str(p) for p in style.outputs(first, args.formats))
@@ -77,7 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def _common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--levels", default=None, help="contour levels vmin:vmax:step (default: round numbers)")
-        q.add_argument("--log", action="store_true", help="plot log10 of the value")
+        scale = q.add_mutually_exclusive_group()
+        scale.add_argument("--log", dest="log", action="store_true", default=None,
+                           help="plot log10 of the value (default: when the values span more than two decades)")
+        scale.add_argument("--linear", dest="log", action="store_false", help="plot the value itself")
         q.add_argument(
             "--delta", type=float, default=None, help="basin threshold above the centre loss (0.5)"
         )

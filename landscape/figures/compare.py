@@ -98,12 +98,16 @@ def compare(
     key: str = "train_loss",
     labels: Sequence[str] | None = None,
     levels: np.ndarray | None = None,
-    log: bool = False,
+    log: bool | None = None,
     delta: float | None = None,
     formats: Sequence[str] | None = style.DEFAULT_FORMATS,
     dpi: int = style.DEFAULT_DPI,
+    width: float | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Multi-panel figure with shared levels and colour scale plus a metrics table.
+
+    ``log=None``: log10 when the panels' values together span more than two decades; ``width``:
+    the printed width in inches (e.g. 7.0 for a double column), fonts then at their size on paper.
 
     Writes ``out`` (in each of ``formats``), and next to it ``.md`` (Markdown table) and ``.csv``;
     metrics are also stored as attributes in each surface file. Partial surfaces are drawn (and
@@ -123,13 +127,15 @@ def compare(
     dims = {s.ndim for s in surfaces}
     if len(dims) != 1:
         raise ValueError("compare needs surfaces of one dimensionality (all 1D or all 2D)")
+    if log is None:
+        log = style.spans_decades([plotted_values(s, key, False) for s in surfaces])
     values = [plotted_values(s, key, log) for s in surfaces]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     quantity = style.quantity_label(key, log)
     with style.context():
-        fig = _panels_2d(surfaces, values, labels, levels, quantity) if dims == {2} else \
-            _lines_1d(surfaces, values, labels, levels, quantity)
+        fig = _panels_2d(surfaces, values, labels, levels, quantity, width) if dims == {2} else \
+            _lines_1d(surfaces, values, labels, levels, quantity, width)
         first = style.save(fig, out, formats, dpi)
     rows_out = []
     for s, lab in zip(surfaces, labels):
@@ -146,12 +152,12 @@ def compare(
 
 
 def _panels_2d(surfaces: Sequence[Any], values: Sequence[np.ndarray], labels: Sequence[str],
-               levels: np.ndarray | None, quantity: str) -> Any:
+               levels: np.ndarray | None, quantity: str, width: float | None = None) -> Any:
     lv = levels if levels is not None else style.nice_levels(list(values))
     n = len(surfaces)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig = style.figure(figsize=(3.3 * cols + 1.0, 3.3 * rows + 0.3), layout="constrained")
+    fig = style.figure(figsize=(3.3 * cols + 1.0, 3.3 * rows + 0.3), layout="constrained", width=width)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=False, sharey=False)
     axis_labels = [surface_axis_labels(s) for s in surfaces]
     outer_only = len(set(axis_labels)) == 1
@@ -169,22 +175,23 @@ def _panels_2d(surfaces: Sequence[Any], values: Sequence[np.ndarray], labels: Se
         ax.set_aspect("equal", adjustable="box")
         ax.xaxis.set_major_locator(style.nice_locator(4))
         ax.yaxis.set_major_locator(style.nice_locator(4))
-        bottom = k + cols >= n
-        if not outer_only or bottom:
+        if not outer_only:
             ax.set_xlabel(axis_labels[k][0])
-        if not outer_only or c == 0:
             ax.set_ylabel(axis_labels[k][1])
         if n > 1:
             style.panel_letter(ax, k)
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].set_visible(False)
+    if outer_only:  # one label per axis for the whole figure (panel-wide labels would overlap)
+        fig.supxlabel(axis_labels[0][0], fontsize=9)
+        fig.supylabel(axis_labels[0][1], fontsize=9)
     style.nice_colorbar(fig, cs, ax=axes.ravel().tolist(), label=quantity, shrink=min(0.9, 0.5 + 0.4 / rows))
     return fig
 
 
 def _lines_1d(surfaces: Sequence[Any], values: Sequence[np.ndarray], labels: Sequence[str],
-              levels: np.ndarray | None, quantity: str) -> Any:
-    fig = style.figure(figsize=(6, 4), layout="constrained")
+              levels: np.ndarray | None, quantity: str, width: float | None = None) -> Any:
+    fig = style.figure(figsize=(6, 4), layout="constrained", width=width)
     ax = fig.add_subplot()
     for s, z, lab in zip(surfaces, values, labels):
         ax.plot(s.xcoordinates, z, label=lab)

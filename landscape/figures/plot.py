@@ -169,17 +169,41 @@ def surface_axis_labels(surface: Surface) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- matplotlib figures
+def resolve_log(surface: Surface, key: str, log: bool | None) -> bool:
+    """``log`` as given, or (None) whether ``key``'s values span more than two decades."""
+    return bool(log) if log is not None else style.spans_decades(surface.values[key])
+
+
+def _interpolation_marks(ax: Any, surface: Surface, x: np.ndarray) -> None:
+    """A at x=0, B at x=1, the extrapolated parts (x < 0, x > 1) shaded (interpolation surfaces)."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    for end, lim in ((0.0, lo), (1.0, hi)):
+        if (end == 0.0 and lo < 0.0) or (end == 1.0 and hi > 1.0):
+            ax.axvspan(min(end, lim), max(end, lim), color="0.9", zorder=0, lw=0)
+    for pos, name in ((0.0, "A"), (1.0, "B")):
+        if lo <= pos <= hi:
+            ax.axvline(pos, color="0.35", lw=0.8, ls=":", zorder=1)
+            ax.annotate(name, (pos, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontweight="bold")
+    if lo < 0.0 or hi > 1.0:
+        from matplotlib.patches import Patch
+
+        ax._extrapolated = Patch(color="0.9", label="extrapolated")  # picked up by the legend
+
+
 def plot_1d(
     surface: Surface,
     out: str | os.PathLike[str],
     *,
-    log: bool = False,
+    log: bool | None = None,
     formats: Sequence[str] | None = None,
     dpi: int = style.DEFAULT_DPI,
+    width: float | None = None,
 ) -> Path:
-    """Loss (left axis, optionally log) and accuracy (right axis) along x, train and test."""
+    """Loss (left axis; log when it spans more than two decades, or as ``log`` says) and accuracy
+    (right axis) along x, train and test; interpolation surfaces mark A, B and the extrapolated parts."""
     with style.context():
-        fig = style.figure(figsize=(6, 4), layout="constrained")
+        fig = style.figure(figsize=(6, 4), layout="constrained", width=width)
         ax = fig.add_subplot()
         if surface.ndim == 2:  # the x axis through y=0
             j = int(np.argmin(np.abs(surface.ycoordinates)))
@@ -187,6 +211,11 @@ def plot_1d(
         else:
             values = surface.values
         x = surface.xcoordinates
+        losses = [values[k] for k in ("train_loss", "test_loss") if k in values and np.isfinite(values[k]).any()]
+        log = bool(log) if log is not None else style.spans_decades(losses)
+        interpolation = (surface.settings.get("direction_kind") or surface.direction_info.get("kind")) == "interpolate"
+        if interpolation:
+            _interpolation_marks(ax, surface, x)
         ax2 = ax.twinx()
         styles = {"train": "-", "test": "--"}
         for split in ("train", "test"):
@@ -208,7 +237,11 @@ def plot_1d(
         ax2.set_ylabel("accuracy (%)", color="tab:red")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="best")
+        extra = getattr(ax, "_extrapolated", None)
+        if extra is not None:
+            h2, l2 = [*h2, extra], [*l2, "extrapolated"]
+        # below the axes: a legend inside would cover the curves (the accuracy line above all)
+        fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncols=min(3, len(h1 + h2)), frameon=False)
         where = f"\nslice at {yl} = 0" if surface.ndim == 2 else ""
         ax.set_title(surface_title(surface, None) + where)
         return style.save(fig, out, formats, dpi)
@@ -221,17 +254,28 @@ def _overlay(ax: Any, surface: Surface) -> None:
         t = surface.trajectory
         ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="training trajectory",
                 zorder=4)
+        ax.plot(t[:1, 0], t[:1, 1], "o", color="tab:red", markersize=6, mfc="white", label="start", zorder=5)
+        steps = surface.direction_info.get("trajectory_steps")
+        names = ([f"{v:g}" for v in steps] if steps is not None and len(steps) == len(t)
+                 else [str(i) for i in range(len(t))])
+        every = max(1, int(np.ceil(len(t) / 6)))  # about six labels, the first and the last always
+        for i, (px, py) in enumerate(t):
+            if i % every == 0 or i == len(t) - 1:
+                ax.annotate(f"{'epoch ' if i == 0 and steps is not None else ''}{names[i]}", (px, py),
+                            xytext=(3, 3), textcoords="offset points", fontsize=7, color="tab:red", zorder=6)
     ax.legend(loc="best", fontsize=7, frameon=True, framealpha=0.8)
 
 
-def _plane(surface: Surface, key: str | None, log: bool, what: str, figsize: tuple[float, float]) -> tuple:
-    """Common start of the 2D plots: ``(key, z, X, Y, fig, ax)``."""
+def _plane(surface: Surface, key: str | None, log: bool | None, what: str, figsize: tuple[float, float],
+           width: float | None = None) -> tuple:
+    """Common start of the 2D plots: ``(key, log, z, X, Y, fig, ax)`` (``log`` resolved, see :func:`resolve_log`)."""
     _need_2d(surface, what)
     key = key or _default_key(surface)
+    log = resolve_log(surface, key, log)
     z = plotted_values(surface, key, log)
     X, Y = _grid(surface)
-    fig = style.figure(figsize=figsize, layout="constrained")
-    return key, z, X, Y, fig, fig.add_subplot()
+    fig = style.figure(figsize=figsize, layout="constrained", width=width)
+    return key, log, z, X, Y, fig, fig.add_subplot()
 
 
 def _finish_plane(fig: Any, ax: Any, surface: Surface, key: str, log: bool, out: str | os.PathLike[str],
@@ -256,13 +300,14 @@ def plot_contour(
     *,
     key: str | None = None,
     levels: np.ndarray | None = None,
-    log: bool = False,
+    log: bool | None = None,
     formats: Sequence[str] | None = None,
     dpi: int = style.DEFAULT_DPI,
+    width: float | None = None,
 ) -> Path:
     """Contour lines with labels and a colour bar (Li et al. Fig. 2 / the paper's Fig. 2 style)."""
     with style.context():
-        key, z, X, Y, fig, ax = _plane(surface, key, log, "a contour plot", (5.6, 4.8))
+        key, log, z, X, Y, fig, ax = _plane(surface, key, log, "a contour plot", (5.6, 4.8), width)
         lv = _levels(z, levels)
         cs = ax.contour(X, Y, z, levels=lv, cmap="viridis", linewidths=1.0)
         ax.clabel(cs, cs.levels[::2], inline=True, fontsize=7, fmt=_level_format(lv))
@@ -285,13 +330,14 @@ def plot_contourf(
     *,
     key: str | None = None,
     levels: np.ndarray | None = None,
-    log: bool = False,
+    log: bool | None = None,
     formats: Sequence[str] | None = None,
     dpi: int = style.DEFAULT_DPI,
+    width: float | None = None,
 ) -> Path:
     """Filled contours with a colour bar."""
     with style.context():
-        key, z, X, Y, fig, ax = _plane(surface, key, log, "a filled contour plot", (5.8, 4.8))
+        key, log, z, X, Y, fig, ax = _plane(surface, key, log, "a filled contour plot", (5.8, 4.8), width)
         lv = _levels(z, levels)
         cs = ax.contourf(X, Y, z, levels=lv, cmap="viridis", extend="both" if levels is not None else "neither")
         ax.contour(X, Y, z, levels=lv, colors="k", linewidths=0.3, alpha=0.6)
@@ -307,13 +353,14 @@ def plot_heatmap(
     key: str | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
-    log: bool = False,
+    log: bool | None = None,
     formats: Sequence[str] | None = None,
     dpi: int = style.DEFAULT_DPI,
+    width: float | None = None,
 ) -> Path:
     """Heatmap, one cell per grid point (NaN cells blank)."""
     with style.context():
-        key, z, X, Y, fig, ax = _plane(surface, key, log, "a heatmap", (5.8, 4.8))
+        key, log, z, X, Y, fig, ax = _plane(surface, key, log, "a heatmap", (5.8, 4.8), width)
         mesh = ax.pcolormesh(X, Y, z, shading="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
         style.nice_colorbar(fig, mesh, ax=ax, label=style.quantity_label(key, log), shrink=0.9)
         _overlay(ax, surface)
@@ -325,23 +372,25 @@ def plot_3d(
     out: str | os.PathLike[str],
     *,
     key: str | None = None,
-    log: bool = False,
+    log: bool | None = None,
     zlim: tuple[float, float] | None = None,
     elev: float = 30.0,
     azim: float = -60.0,
     formats: Sequence[str] | None = None,
     dpi: int = style.DEFAULT_DPI,
+    width: float | None = None,
 ) -> Path:
     """3D surface with a colour bar; ``zlim`` clips the values to ``(lo, hi)`` and fixes the z axis,
     ``elev``/``azim`` set the view (degrees, matplotlib's convention)."""
     _need_2d(surface, "a 3D plot")
     key = key or _default_key(surface)
+    log = resolve_log(surface, key, log)
     z = plotted_values(surface, key, log)
     if zlim is not None:
         z = np.clip(z, *zlim)
     X, Y = _grid(surface)
     with style.context():
-        fig = style.figure(figsize=(6.4, 5.0))
+        fig = style.figure(figsize=(6.4, 5.0), width=width)
         ax = fig.add_axes((0.0, 0.0, 0.84, 0.92), projection="3d")
         surf = ax.plot_surface(X, Y, np.ma.masked_invalid(z), cmap="viridis", linewidth=0, antialiased=True,
                                rcount=200, ccount=200, vmin=float(np.nanmin(z)), vmax=float(np.nanmax(z)))
@@ -368,7 +417,7 @@ def label_axes3d(ax: Any, xlabel: str, ylabel: str, zlabel: str, *, small: bool 
 
 
 # ----------------------------------------------------------------------------- plotly
-def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False, elev: float = 30.0,
+def plotly_figure(surface: Surface, *, key: str | None = None, log: bool | None = None, elev: float = 30.0,
                   azim: float = -60.0) -> Any:
     """A plotly 3D surface; plotly wants ``z[j][i]`` at ``(x[i], y[j])``, so ``z = f.T``. The camera
     starts at matplotlib's ``elev``/``azim`` view, so the HTML opens looking like the 3D PNG."""
@@ -376,6 +425,7 @@ def plotly_figure(surface: Surface, *, key: str | None = None, log: bool = False
 
     _need_2d(surface, "a plotly surface")
     key = key or _default_key(surface)
+    log = resolve_log(surface, key, log)
     z = plotted_values(surface, key, log)
     quantity = style.quantity_label(key, log)
     xl, yl = surface_axis_labels(surface)
@@ -407,7 +457,7 @@ def _eye(elev: float, azim: float, distance: float = 2.2) -> dict[str, float]:
 
 
 def plot_html(
-    surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool = False,
+    surface: Surface, out: str | os.PathLike[str], *, key: str | None = None, log: bool | None = None,
     elev: float = 30.0, azim: float = -60.0,
 ) -> Path:
     """Interactive, self-contained HTML (``include_plotlyjs=True``: plotly.js embedded, opens offline)."""
@@ -421,7 +471,7 @@ def plot_plotly_png(
     out: str | os.PathLike[str],
     *,
     key: str | None = None,
-    log: bool = False,
+    log: bool | None = None,
     fallback: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Static plotly PNG when kaleido (and its browser) work; else a message and the matplotlib 3D PNG."""
@@ -452,18 +502,21 @@ def plot_all(
     kinds: Sequence[str] | None = None,
     key: str | None = None,
     levels: np.ndarray | None = None,
-    log: bool = False,
+    log: bool | None = None,
     delta: float | None = None,
     formats: Sequence[str] | None = style.DEFAULT_FORMATS,
     dpi: int = style.DEFAULT_DPI,
     zlim: tuple[float, float] | None = None,
     elev: float = 30.0,
     azim: float = -60.0,
+    width: float | None = None,
 ) -> dict[str, Path]:
     """Write every applicable figure next to the file (or in ``out_dir``) and store its metrics.
 
-    Names: ``<stem>_1d``, ``_contour``, ``_contourf``, ``_heatmap``, ``_3d`` (each ``.png`` and
-    ``.pdf`` by default, see ``formats``), ``_3d.html``, ``_plotly.png`` and ``<stem>.vts``. A
+    Names carry the plotted value: ``<stem>_1d`` (all losses and accuracies), ``<stem>_<key>_contour``,
+    ``_contourf``, ``_heatmap``, ``_3d`` (each ``.png`` and ``.pdf`` by default, see ``formats``),
+    ``_3d.html``, ``_plotly.png`` and ``<stem>_<key>.vts``, so figures of another key never overwrite
+    them. ``log=None`` draws log10 where the values span more than two decades. A
     partial surface is drawn on its complete sub-grid (:func:`drawable`; a line says so) and its
     metrics are computed there. Returns ``{kind: first file}``.
     """
@@ -482,26 +535,28 @@ def plot_all(
     key = key or _default_key(surface)
     out_kw = {"formats": formats, "dpi": dpi}
     written: dict[str, Path] = {}
+    named = f"{stem}_{key}"  # the value key in every file name of a value plot
     for kind in kinds:
-        base = out_dir / f"{stem}_{kind}.png"
+        base = out_dir / f"{named}_{kind}.png"
         if kind == "1d":
-            written[kind] = plot_1d(surface, base, log=log, **out_kw)
+            written[kind] = plot_1d(surface, out_dir / f"{stem}_1d.png", log=log, width=width, **out_kw)
         elif kind == "contour":
-            written[kind] = plot_contour(surface, base, key=key, levels=levels, log=log, **out_kw)
+            written[kind] = plot_contour(surface, base, key=key, levels=levels, log=log, width=width, **out_kw)
         elif kind == "contourf":
-            written[kind] = plot_contourf(surface, base, key=key, levels=levels, log=log, **out_kw)
+            written[kind] = plot_contourf(surface, base, key=key, levels=levels, log=log, width=width, **out_kw)
         elif kind == "heatmap":
-            written[kind] = plot_heatmap(surface, base, key=key, log=log, **out_kw)
+            written[kind] = plot_heatmap(surface, base, key=key, log=log, width=width, **out_kw)
         elif kind == "3d":
-            written[kind] = plot_3d(surface, base, key=key, log=log, zlim=zlim, elev=elev, azim=azim, **out_kw)
+            written[kind] = plot_3d(surface, base, key=key, log=log, zlim=zlim, elev=elev, azim=azim, width=width,
+                                    **out_kw)
         elif kind == "html":
-            written[kind] = plot_html(surface, out_dir / f"{stem}_3d.html", key=key, log=log, elev=elev, azim=azim)
+            written[kind] = plot_html(surface, out_dir / f"{named}_3d.html", key=key, log=log, elev=elev, azim=azim)
         elif kind == "plotly_png":
             written[kind] = plot_plotly_png(
-                surface, out_dir / f"{stem}_plotly.png", key=key, log=log, fallback=out_dir / f"{stem}_3d.png"
+                surface, out_dir / f"{named}_plotly.png", key=key, log=log, fallback=out_dir / f"{named}_3d.png"
             )
         elif kind == "vts":
-            written[kind] = write_vts(surface, out_dir / f"{stem}.vts", key=key, log=log)
+            written[kind] = write_vts(surface, out_dir / f"{named}.vts", key=key, log=resolve_log(surface, key, log))
     store_metrics(full.path, surface, delta=DEFAULT_DELTA if delta is None else delta)
     return written
 

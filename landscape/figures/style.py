@@ -95,11 +95,34 @@ def context(extra: Mapping[str, Any] | None = None) -> Iterator[None]:
         yield
 
 
-def figure(**kw: Any) -> Any:
-    """A ``matplotlib.figure.Figure`` (Agg, no pyplot state); call inside :func:`context`."""
+def figure(*, width: float | None = None, **kw: Any) -> Any:
+    """A ``matplotlib.figure.Figure`` (Agg, no pyplot state); call inside :func:`context`.
+
+    ``width`` (inches, e.g. :data:`SINGLE_COLUMN` or :data:`DOUBLE_COLUMN`) scales ``figsize`` to the
+    printed width, so the fonts of :data:`RC` (8 pt ticks) are their size on paper.
+    """
     from matplotlib.figure import Figure
 
+    if width is not None:
+        w, h = kw.get("figsize") or (6.4, 4.8)
+        kw["figsize"] = (float(width), float(width) * h / w)
     return Figure(**kw)
+
+
+#: printed widths (inches) of a single and a double journal column
+SINGLE_COLUMN, DOUBLE_COLUMN = 3.5, 7.0
+#: decades a surface's values span above which figures use a log scale by default
+LOG_DECADES = 2.0
+
+
+def spans_decades(values: np.ndarray | Sequence[np.ndarray], decades: float = LOG_DECADES) -> bool:
+    """Whether positive values span more than ``decades`` decades (then a log scale shows them)."""
+    arrays = [np.asarray(v, dtype=float).ravel() for v in (values if isinstance(values, list | tuple) else [values])]
+    finite = np.concatenate(arrays) if arrays else np.zeros(0)
+    finite = finite[np.isfinite(finite)]
+    if finite.size < 2 or (finite <= 0).any():
+        return False
+    return bool(np.log10(finite.max() / finite.min()) > decades)
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -293,7 +316,10 @@ def _metadata(path: Path) -> dict[str, Any] | None:
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
-    """``--format png,pdf,svg`` and ``--dpi`` for a command that draws."""
+    """``--format png,pdf,svg``, ``--dpi`` and ``--width`` (printed inches) for a command that draws."""
+    parser.add_argument("--width", type=float, default=None, metavar="INCHES",
+                        help=f"printed figure width in inches, e.g. {SINGLE_COLUMN} (one column) or "
+                             f"{DOUBLE_COLUMN} (two): fonts are then their size on paper (default: screen size)")
     parser.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), type=_formats_arg,
                         help=f"figure formats, comma-separated from {','.join(FORMATS)} (default: "
                              f"{','.join(DEFAULT_FORMATS)})")

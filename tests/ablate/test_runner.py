@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def test_sweep_with_failing_point_then_rerun(toy: Path, tmp_path: Path):
     assert len(summary) == 1 + 3
     md = (out / "summary.md").read_text()
     assert "# Toy table" in md and "## Failed runs" in md and "a=2__b=fail" in md and "RuntimeError" in md
-    assert "20.00 ± 0.00" in md
+    assert "20.00 (n = 1)" in md and "± 0.00" not in md  # one run: no spread to show
     assert (out / "summary.png").stat().st_size > 1000
 
     stamps = {rid: (out / rid / "result.json").stat().st_mtime_ns for rid in status if status[rid] == "ok"}
@@ -154,7 +155,7 @@ def test_aggregate_mean_std_over_seeds():
     rows.append({"run_id": "y", "v": "y", "top1": 50.0})
     table = aggregate(rows, ["v"], ["top1"])
     assert table[0]["top1_mean"] == pytest.approx(92.0) and table[0]["top1_std"] == pytest.approx(2.0)
-    assert table[0]["n"] == 3 and table[1]["n"] == 1 and table[1]["top1_std"] == 0.0
+    assert table[0]["n"] == 3 and table[1]["n"] == 1 and math.isnan(table[1]["top1_std"])
 
 
 def test_worker_uses_this_interpreter():

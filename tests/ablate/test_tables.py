@@ -41,7 +41,7 @@ def test_summary_table_tex_and_bars_from_zero(tmp_path, monkeypatch):
                                                                                 real(fig, out, formats, dpi))[1])
     written = write_summary(tmp_path, formats=("png", "pdf"))
     tex = written["latex"].read_text()
-    assert "93.00 $\\pm$ 1.41" in tex and "\\toprule" in tex and "88.00 $\\pm$ 0.00" in tex
+    assert "93.00 $\\pm$ 1.41" in tex and "\\toprule" in tex and "88.00 (n = 1)" in tex
     assert written["figure"].suffix == ".png" and written["figure"].with_suffix(".pdf").exists()
     ax = figures[0].axes[0]
     assert ax.get_xlim()[0] == 0.0  # bar lengths are the values: the axis starts at 0

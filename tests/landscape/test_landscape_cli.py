@@ -77,8 +77,13 @@ def test_compute_plot_compare(checkpoint, tmp_path, capsys):
     ref = read_reference(tmp_path / "ref_dirs.h5", bnext.models.load(checkpoint))
     assert ref.fingerprint() == directions_from_arrays(read_directions(out)).fingerprint()
     assert main(["plot", str(out)]) == 0
-    for suffix in ("_contour.png", "_3d.png", "_3d.html", ".vts", "_heatmap.png", "_1d.png"):
+    for suffix in ("_train_loss_contour.png", "_train_loss_3d.png", "_train_loss_3d.html", "_train_loss.vts",
+                   "_train_loss_heatmap.png", "_1d.png"):
         assert (tmp_path / f"surf{suffix}").exists(), suffix
+    before = (tmp_path / "surf_train_loss_contour.png").read_bytes()
+    assert main(["plot", str(out), "--key", "test_loss", "--kinds", "contour", "--width", "3.5"]) == 0
+    assert (tmp_path / "surf_test_loss_contour.png").exists()  # another key, another file:
+    assert (tmp_path / "surf_train_loss_contour.png").read_bytes() == before  # the train figure is kept
     panel = tmp_path / "cmp.png"
     assert main(["compare", str(out), str(out), "--labels", "A", "B", "--out", str(panel)]) == 0
     assert panel.exists() and "| A |" in panel.with_suffix(".md").read_text()

@@ -262,6 +262,8 @@ def test_compare_panels_and_default_names(tmp_path, monkeypatch):
     cmp.compare([a, b], tmp_path / "out.png", formats=("png",))
     panels = [ax for ax in figures[0].axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["BNext-18 (Info-RCP + ELM)", "ResNet-18"]
-    assert panels[0].get_xlabel() == "PC1 (87.3%)" and panels[0].get_ylabel() == "PC2 (5.1%)"
+    fig = figures[0]  # the same axes in every panel: one label per axis for the figure, none per panel
+    assert fig._supxlabel.get_text() == "PC1 (87.3%)" and fig._supylabel.get_text() == "PC2 (5.1%)"
+    assert not any(ax.get_xlabel() or ax.get_ylabel() for ax in panels)
     letters = [t.get_text() for ax in panels for t in ax.texts]
     assert "(a)" in letters and "(b)" in letters

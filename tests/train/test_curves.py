@@ -53,3 +53,21 @@ def test_plot_overlays_runs(tmp_path, capsys, monkeypatch):
     assert len(read_metrics(a)) == 6
     assert train_main(["plot", str(tmp_path / "missing")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_a_real_valued_run_draws_no_empty_tau_panel(tmp_path, monkeypatch):
+    from bnext.train.curves import plot_curves
+    from landscape.figures import style
+
+    run_dir = tmp_path / "resnet"
+    run_dir.mkdir()
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_top1": 60 + e, "lr": 0.1 / e, "tau": None} for e in (1, 2, 3)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figures = []
+    real = style.save
+    monkeypatch.setattr(style, "save", lambda fig, out, formats=None, dpi=200: (figures.append(fig),
+                                                                                real(fig, out, formats, dpi))[1])
+    plot_curves([run_dir], tmp_path / "c.png", formats=["png"])
+    titles = [ax.get_title() for ax in figures[0].axes if ax.get_visible()]
+    assert titles == ["loss", "top-1 accuracy", "learning rate"]
+    assert all(ax.get_lines() for ax in figures[0].axes)
