@@ -221,3 +221,17 @@ def test_landscape_threads_govern_the_packed_engine_too(tiny_checkpoint, tmp_pat
                  "--threads", "1", "--no-progress", "--out", str(out)]) == 0
     engine = json.loads(read_surface(out).attrs["engine"])
     assert engine["forward"] == "packed" and engine["forward_info"]["threads"] == 1 == engine["torch_threads"]
+
+
+@pytest.mark.slow
+def test_first_landscape_compute_says_it_compiles(tiny_checkpoint, tmp_path):
+    """An empty numba cache: the first run says it compiles; the second (cache on disk) does not."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "landscape", "compute", "--checkpoint", str(tiny_checkpoint), "--x", "0:1:2",
+           "--subset", "16", "--threads", "1", "--out", str(tmp_path / "s.h5"), "--overwrite"]
+    said = []
+    for _ in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        said.append("compiling kernels (first run only" in proc.stdout)
+    assert said == [True, False]

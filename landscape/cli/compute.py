@@ -111,6 +111,24 @@ def calibration_inputs(args: argparse.Namespace, input_size: int) -> Tensor:
     return seeded_subset(x, args.bn_samples, args.bn_seed)
 
 
+def _first_compile(model: nn.Module) -> bool:
+    """Whether the fast path's numba kernels for this model have no on-disk cache yet (first run)."""
+    import importlib
+    import os
+
+    names = ("bnext.packed.kernels", "bnext.packed.fused_passes") if _has_binary_layers(model) \
+        else ("landscape.engine.winograd",)
+    try:
+        from numba.core.registry import CPUDispatcher
+
+        kernels = [v for n in names for v in vars(importlib.import_module(n)).values()
+                   if isinstance(v, CPUDispatcher) and hasattr(getattr(v, "_cache", None), "_cache_file")]
+        files = [k._cache._cache_file._index_path for k in kernels]  # numba internals: read defensively
+    except Exception:  # noqa: BLE001 - no numba, or its internals moved: say nothing
+        return False
+    return bool(files) and not any(os.path.exists(f) for f in files)
+
+
 def _has_binary_layers(model: nn.Module) -> bool:
     try:
         from bnext.nn import BinaryConv2d
@@ -238,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     if shard is not None:
         out = part_path(out, *shard)
     mode = "overwrite" if args.overwrite else "new" if args.new_file else "resume"
+    if not args.no_progress and not args.exact and _first_compile(model):
+        _say("compiling kernels (first run only; they are cached on disk, about 30 s) ...")
     meta.update(
         {
             "data": data_spec,
