@@ -33,7 +33,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"2/16"`` -> ``(2, 16)`` (1-based shard index ``i`` of ``n``)."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise ValueError(f"shard {text!r} must be I/N with 1 <= I <= N, e.g. 3/16")
+        raise ValueError(f"shard {text!r} must be I/N with 1 <= I <= N: shards count from 1 (1/2 and 2/2 make two)")
     return int(m.group(1)), int(m.group(2))
 
 

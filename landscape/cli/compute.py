@@ -441,7 +441,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--plot", action="store_true", help="also write all figures after computing")
     c.add_argument("--shard", default=None, metavar="I/N",
-                   help="compute every N-th point (coarse-to-fine order) from the I-th into <out stem>.part-I-of-N.h5 "
+                   help="compute every N-th point (coarse-to-fine order) from the I-th (I counts from 1: 1/2 and 2/2) "
+                        "into <out stem>.part-I-of-N.h5 "
                         "(resumable; join the parts with 'landscape merge')")
     c.add_argument("--executor", choices=["local", "slurm"], default="local",
                    help="slurm: submit --shards jobs (a submitit job array), wait, and merge the parts into --out")
