@@ -173,7 +173,7 @@ def _plane(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any]) -> 
     from ..directions import plane_directions
 
     if not (args.checkpoint_b and args.checkpoint_c):
-        raise SystemExit("--directions plane needs --checkpoint-b B and --checkpoint-c C (A is the model at (0, 0))")
+        raise ValueError("--directions plane needs --checkpoint-b B and --checkpoint-c C (A is the model at (0, 0))")
     d = plane_directions(model, _other_model(args, model, args.checkpoint_b),
                          _other_model(args, model, args.checkpoint_c), orthogonalize=args.plane_orthogonal)
     meta["checkpoint_b_sha256"] = store.file_sha256(args.checkpoint_b)
