@@ -115,7 +115,7 @@ def _ece_stat(z: Tensor, y: Tensor) -> Tensor:
     """Per confidence bin: (count, summed confidence, summed correctness)."""
     p = torch.softmax(_float(z).double(), dim=1)
     conf, pred = p.max(dim=1)
-    idx = (conf * ECE_BINS).long().clamp_(0, ECE_BINS - 1)  # bins (k/B, (k+1)/B]; 1.0 in the last
+    idx = (torch.ceil(conf * ECE_BINS).long() - 1).clamp_(0, ECE_BINS - 1)  # bin k holds (k/B, (k+1)/B]
     out = torch.zeros(3, ECE_BINS, dtype=torch.float64, device=z.device)
     out[0].index_add_(0, idx, torch.ones_like(conf))
     out[1].index_add_(0, idx, conf)
@@ -228,7 +228,7 @@ def parse_loss(spec: str | Objective | Callable[[Tensor, Tensor], Tensor] | None
     if isinstance(spec, Objective):
         return spec
     if callable(spec):
-        return _from_callable(spec, "loss", "--loss")
+        return _from_callable(spec, getattr(spec, "__name__", type(spec).__name__), "--loss")
     _, body = _split_name(str(spec))
     found = _builtin(body, as_metric=False)
     if found is not None:
@@ -291,6 +291,7 @@ class Objectives:
     metrics: list[Objective] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._all = [self.loss, _builtin("top1", True), *self.metrics]
         seen = {"loss", "acc"}
         for m in self.metrics:
             if m.name in seen:
@@ -300,7 +301,8 @@ class Objectives:
 
     @property
     def all(self) -> list[Objective]:
-        return [self.loss, _builtin("top1", True), *self.metrics]  # type: ignore[list-item]
+        """The loss, top-1 accuracy and the metrics, in storing order."""
+        return self._all  # type: ignore[return-value]
 
     @property
     def is_default(self) -> bool:
