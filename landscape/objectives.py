@@ -325,6 +325,19 @@ class Objectives:
     def accumulator(self, split: str) -> _Accumulator:
         return _Accumulator(self, split)
 
+    def evaluate(self, model: Any, inputs: Tensor, targets: Tensor, *, batch_size: int = 256) -> dict[str, float]:
+        """``{"loss": ..., "acc": ..., <metric>: ...}`` of ``model`` (eval mode, restored after) over the data."""
+        acc = self.accumulator("_")
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for s in range(0, inputs.shape[0], batch_size):
+                    acc.update(model(inputs[s : s + batch_size]), targets[s : s + batch_size])
+        finally:
+            model.train(was)
+        return {k[2:]: v for k, v in acc.result(int(inputs.shape[0])).items()}
+
     def check(self, logits: Tensor, targets: Tensor) -> dict[str, float]:
         """Evaluate every objective on one batch (fails fast, before any file is written)."""
         acc = self.accumulator("probe")

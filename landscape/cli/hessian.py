@@ -164,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         "loss": h.loss(),
     }
     if objectives.metrics:
-        result["metrics"] = _metrics_at(model, data, objectives, args.batch_size)
+        from ..curvature.hessian import as_dataset
+
+        result["metrics"] = objectives.evaluate(model, *as_dataset(data), batch_size=args.batch_size)
         print("metrics: " + ", ".join(f"{k} {v:.5g}" for k, v in result["metrics"].items()))
     if args.per_block:
         result["per_block"] = _per_block(args, model, data, selector, loss_fn, out_dir, stem, progress)
@@ -220,23 +222,6 @@ def run(args: argparse.Namespace) -> int:
         fh.write("\n")
     print(f"result written to {out}")
     return 0
-
-
-def _metrics_at(model: nn.Module, data: Any, objectives: Any, batch_size: int) -> dict[str, float]:
-    """The ``--metric`` values (and the loss and top-1) at the checkpoint, over the Hessian's data."""
-    import torch
-
-    from ..curvature.hessian import as_dataset
-
-    x, y = as_dataset(data)
-    acc = objectives.accumulator("at")
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, x.shape[0], batch_size):
-            acc.update(model(x[s : s + batch_size]), y[s : s + batch_size])
-    model.train(was)
-    return {k.removeprefix("at_"): v for k, v in acc.result(int(x.shape[0])).items()}
 
 
 def _per_block(args: argparse.Namespace, model: nn.Module, data: Any, selector: Any, loss_fn: Any, out_dir: Path,
