@@ -187,3 +187,19 @@ def test_failing_user_metric_keeps_points_already_computed(tmp_path, monkeypatch
                         batch_size=16, exact=True)
     s = read_surface(tmp_path / "f.h5")
     assert int(s.done.sum()) == 2 and math.isfinite(s.values["train_flaky"][s.done][0])
+
+
+def test_sharded_metrics_merge(tmp_path):
+    """Shards of a surface with metrics merge into one file holding every metric at every point."""
+    from landscape.merge import merge_parts
+
+    model = make_model("cnn")
+    data = {"train": make_data(16, seed=1)}
+    d = random_directions(model, ndim=1, seed=0)
+    parts = [compute_surface(tmp_path / f"p{i}.h5", model, d, data, "-1:1:5", metrics=["margin"], shard=(i, 2),
+                             progress=False, exact=True) for i in (1, 2)]
+    report = merge_parts(parts, tmp_path / "m.h5")
+    s = read_surface(report.path)
+    assert s.complete and np.isfinite(s.values["train_margin"]).all()
+    whole = evaluate_grid(model, d, data, "-1:1:5", metrics=["margin"], exact=True)
+    np.testing.assert_allclose(s.values["train_margin"], whole["train_margin"], rtol=1e-9)
