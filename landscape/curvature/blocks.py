@@ -259,7 +259,8 @@ def block_curvature(
 
 def plot_blocks(report: BlockReport, out: str | os.PathLike[str], *, title: str | None = None,
                 formats: Sequence[str] | None = ("png", "pdf"), dpi: int | None = None) -> Path:
-    """Top eigenvalue and trace (± 1 standard error) per block against depth, two panels; returns the PNG."""
+    """Top eigenvalue (± its Lanczos residual) and trace (± 1 standard error) per block against depth, two
+    panels; returns the PNG."""
     from ..figures import style
 
     rows = report.rows
@@ -277,8 +278,12 @@ def plot_blocks(report: BlockReport, out: str | os.PathLike[str], *, title: str 
                 ax.errorbar(x, y, yerr=err, fmt="o-", color="C1", capsize=3, markersize=4,
                             label="estimate \u00b1 1 standard error")
                 ax.legend(loc="best")
-            else:
-                ax.plot(x, y, "o-", color="C0", markersize=4)
+            else:  # the Lanczos residual bounds |theta - lambda|
+                res = np.array([np.nan if r.eig_residual is None else r.eig_residual for r in rows], dtype=float)
+                low = np.where(y > 0, np.minimum(res, 0.999 * np.abs(y)), res)  # keeps log axes drawable
+                ax.errorbar(x, y, yerr=[low, res], fmt="o-", color="C0", capsize=3, markersize=4,
+                            label="Ritz value \u00b1 residual (error bound)")
+                ax.legend(loc="best")
             mags = np.abs(y[np.isfinite(y) & (y != 0)])
             if mags.size and mags.max() / mags.min() > 30:  # curvature spans decades from input to output
                 if bool(np.nanmin(y) > 0):
