@@ -153,7 +153,7 @@ def _init_distributed(device: str | None) -> str | None:
 PLANE_GRID = "-0.5:1.5:21"
 
 
-def _other_model(args: argparse.Namespace, model: nn.Module, path: str) -> Any:
+def _other_model(args: argparse.Namespace, path: str) -> Any:
     """Model B or C: a bnext checkpoint, or a state_dict file for your own ``--model module:callable``."""
     if is_import_path(args.model):
         import torch
@@ -174,8 +174,8 @@ def _plane(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any]) -> 
 
     if not (args.checkpoint_b and args.checkpoint_c):
         raise ValueError("--directions plane needs --checkpoint-b B and --checkpoint-c C (A is the model at (0, 0))")
-    d = plane_directions(model, _other_model(args, model, args.checkpoint_b),
-                         _other_model(args, model, args.checkpoint_c), orthogonalize=args.plane_orthogonal)
+    d = plane_directions(model, _other_model(args, args.checkpoint_b),
+                         _other_model(args, args.checkpoint_c), orthogonalize=args.plane_orthogonal)
     meta["checkpoint_b_sha256"] = store.file_sha256(args.checkpoint_b)
     meta["checkpoint_c_sha256"] = store.file_sha256(args.checkpoint_c)
     a = d.info["anchors"]
