@@ -4,7 +4,8 @@ Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: 
 
 Layout: the file format and grids at the top (:mod:`~landscape.store`, :mod:`~landscape.grid`,
 :mod:`~landscape.lock`, :mod:`~landscape.merge`), with :mod:`~landscape.directions` (random
-filter-normalized, interpolation, PCA, reference-tool files), :mod:`~landscape.bn` (BatchNorm
+filter-normalized, interpolation, planes through three models, PCA, reference-tool files),
+:mod:`~landscape.objectives` (the loss and metrics a surface stores), :mod:`~landscape.bn` (BatchNorm
 recalibration), :mod:`~landscape.surface` (resumable and sharded compute) and
 :mod:`~landscape.metrics` (roughness, convexity share, basin width); then three sub-packages:
 :mod:`landscape.engine` (evaluation and its fast paths), :mod:`landscape.curvature` (Hessian,
@@ -44,6 +45,8 @@ _LAZY = {
     "SurfaceEngine": ".engine",
     "TOLERANCE": ".engine",
     "Hessian": ".curvature.hessian",
+    "block_curvature": ".curvature.blocks",
+    "make_objectives": ".objectives",
     "surface_metrics": ".metrics",
     "plot_all": ".figures.plot",
     "compare": ".figures.compare",

@@ -20,7 +20,8 @@ A :class:`Directions` holds one tensor per parameter name (``model.named_paramet
 * ``interpolate``: the line from model A to model B (``theta_B - theta_A``, unnormalized: x=0 is
   A, x=1 is B). Floating buffers (BN running statistics) are included by default so that both
   ends reproduce the two models exactly (the reference tool's "states" directions).
-* ``plane``: through three models (``B - A`` and ``C - A``).
+* ``plane``: through three models (``B - A`` and ``C - A``, oblique as in Li et al.'s tool, or with
+  ``C - A`` orthogonalized against ``B - A``); the models' coordinates are stored as ``anchors``.
 * ``pca``: the first two principal components of a training trajectory (Li et al. Sec. 7): the
   differences of the saved snapshots from the final weights, centered, first two right singular
   vectors (same as ``sklearn.decomposition.PCA(2)``), not filter-normalized; the snapshots are
@@ -210,13 +211,38 @@ def plane_directions(
     model_c: nn.Module | Mapping[str, Tensor],
     *,
     include_buffers: bool = True,
+    orthogonalize: bool = False,
 ) -> Directions:
-    """The plane through three models: x = B - A, y = C - A (A at the origin)."""
+    """The plane through three models, A at the origin, in units of ``B - A`` and ``C - A``.
+
+    Default (Li et al.'s ``--model_file2/--model_file3``): x = B - A, y = C - A, not orthogonalized, so
+    A, B and C sit at (0, 0), (1, 0) and (0, 1) and the axes are oblique (their cosine is
+    ``info['cosine_xy']``). ``orthogonalize=True`` (Garipov et al. 2018's plane): x = B - A and y = the
+    part of C - A orthogonal to it (Gram-Schmidt over every moved entry), so the axes are orthogonal
+    and C sits at (<C - A, B - A> / |B - A|^2, 1). Either way ``info['anchors']`` holds the three
+    models' coordinates (drawn on the figures) and ``info['axes']`` says which plane it is.
+    Floating buffers (BN running statistics) move with the weights unless ``include_buffers=False``;
+    the surface recalibrates BN at every point by default (:func:`landscape.bn.default_bn_mode`).
+    """
     a = _state(model_a, include_buffers)
     dx = _difference(a, _state(model_b, include_buffers), list(a), "plane")
     dy = _difference(a, _state(model_c, include_buffers), list(a), "plane")
+    if not any(bool(t.any()) for t in dx.values()):
+        raise ValueError("plane: models A and B are identical (B - A is zero); the plane needs three distinct models")
+    cx = 0.0
+    if orthogonalize:
+        uu = sum(float(t.double().pow(2).sum()) for t in dx.values())
+        cx = sum(float((dx[n].double() * dy[n].double()).sum()) for n in dx) / uu
+        dy = {n: (dy[n].double() - cx * dx[n].double()).float() for n in dy}
+    if not any(bool(t.any()) for t in dy.values()):
+        raise ValueError("plane: C - A is zero or parallel to B - A; the three models lie on one line")
+    axes = ("x = B - A, y = the part of C - A orthogonal to B - A (Gram-Schmidt; Garipov et al. 2018)"
+            if orthogonalize else "x = B - A, y = C - A, not orthogonalized (Li et al. 2018's plane through three "
+            "models; oblique axes, see cosine_xy)")
     d = Directions(
-        dx, dy, "plane", {"normalization": "none", "ignore": "none", "include_buffers": include_buffers}
+        dx, dy, "plane", {"normalization": "none", "ignore": "none", "include_buffers": include_buffers,
+                          "orthogonalized": bool(orthogonalize), "axes": axes,
+                          "anchors": {"A": [0.0, 0.0], "B": [1.0, 0.0], "C": [cx, 1.0]}}
     )
     d.info["cosine_xy"] = d.cosine()
     return d

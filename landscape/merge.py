@@ -121,6 +121,7 @@ def merge_parts(parts: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
         if what:
             raise MergeError(f"{path} has other directions than {paths[0]} ({what}); refusing to merge")
     names = [f"{s}_{m}" for s in base.get("splits", ["train"]) for m in ("loss", "acc")]
+    names += list(base.get("objective_values") or [])  # metrics of landscape.objectives
     info = first_dirs.get("info", {})
     writer = SurfaceWriter.open(
         out, settings=base, xcoordinates=first.xcoordinates, ycoordinates=first.ycoordinates,

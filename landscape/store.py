@@ -11,6 +11,7 @@ Layout of a surface file (format ``landscape-surface``, version :data:`FORMAT_VE
     /ycoordinates             (ny,)  float64            (2D surfaces only)
     /train_loss /train_acc    (nx,) or (ny, nx) float64, NaN where not (yet) computed
     /test_loss  /test_acc     same
+    /<split>_<metric>         same, for the metrics named in the setting ``objective_values``
     /done                     (nx,) or (ny, nx) uint8, 1 where every requested split is stored
     /directions/x/<param>     float32, the x direction keyed by parameter (or buffer) name
     /directions/y/<param>     float32 (2D surfaces only)
@@ -53,11 +54,13 @@ FORMAT = "landscape-surface"
 FORMAT_VERSION = 2
 VALUE_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
 SPLITS = ("train", "test")
+# The setting listing value datasets beyond VALUE_NAMES (``train_top5``, ...: landscape.objectives metrics)
+EXTRA_VALUES = "objective_values"
 # Settings that do not change the values on the grid and are therefore not compared on reuse.
 # The forward (torch or an exact packed engine) and the free-text note do not either.
 VOLATILE_SETTINGS = frozenset({"checkpoint_path", "package_version", "created", "note", "forward"})
 # Settings added later, with the value that files written before them were computed with.
-LEGACY_DEFAULTS = {"bn": "interpolate", "bn_calibration": None}
+LEGACY_DEFAULTS = {"bn": "interpolate", "bn_calibration": None, "loss": "ce", "metrics": [], EXTRA_VALUES: []}
 
 
 class SurfaceFileError(ValueError):
@@ -224,7 +227,7 @@ def _check_layout(f: h5py.File, path: Path) -> int:
     version = _decode_attr(f.attrs.get("format_version"))
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise _fail(path, f"has format_version {version!r}; this package reads versions 1..{FORMAT_VERSION}")
-    for name in ("xcoordinates", "done", *VALUE_NAMES):
+    for name in ("xcoordinates", "done", *VALUE_NAMES, *_extra_names(f)):
         if name not in f or not isinstance(f[name], h5py.Dataset):
             raise _fail(path, f"is incomplete: dataset '{name}' is missing")
     nx = f["xcoordinates"].shape[0] if f["xcoordinates"].ndim == 1 else -1
@@ -237,7 +240,7 @@ def _check_layout(f: h5py.File, path: Path) -> int:
     else:
         shape = (nx,)
     stored = _on_disk_shape(shape, version)
-    for name in ("done", *VALUE_NAMES):
+    for name in ("done", *VALUE_NAMES, *_extra_names(f)):
         if tuple(f[name].shape) != stored:
             raise _fail(
                 path,
@@ -248,6 +251,15 @@ def _check_layout(f: h5py.File, path: Path) -> int:
     return version
 
 
+def _extra_names(f: h5py.File) -> list[str]:
+    """The value datasets beyond :data:`VALUE_NAMES` that the file's settings name."""
+    try:
+        names = json.loads(_decode_attr(f.attrs.get("settings", "{}"))).get(EXTRA_VALUES) or []
+    except (TypeError, ValueError, AttributeError):
+        return []
+    return [str(n) for n in names if str(n) not in VALUE_NAMES]
+
+
 def read_surface(path: str | os.PathLike[str]) -> Surface:
     """Read and validate a surface file; raises :class:`SurfaceFileError` with a clear message."""
     path = Path(path)
@@ -256,7 +268,8 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
             version = _check_layout(f, path)
             x = np.asarray(f["xcoordinates"][()], dtype=np.float64)
             y = np.asarray(f["ycoordinates"][()], dtype=np.float64) if "ycoordinates" in f else None
-            values = {k: _to_memory(np.asarray(f[k][()], dtype=np.float64), version) for k in VALUE_NAMES}
+            values = {k: _to_memory(np.asarray(f[k][()], dtype=np.float64), version)
+                      for k in (*VALUE_NAMES, *_extra_names(f))}
             done = _to_memory(np.asarray(f["done"][()]).astype(bool), version)
             attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
             metrics = {}
@@ -323,6 +336,7 @@ class SurfaceWriter:
         # in-memory shape (nx[, ny]); version 2 stores 2D grids as (ny, nx)
         self.shape = tuple(reversed(stored)) if self.version >= 2 else stored
         self.settings = json.loads(_decode_attr(handle.attrs["settings"]))
+        self.value_names = (*VALUE_NAMES, *_extra_names(handle))
 
     def _disk(self, index: tuple[int, ...]) -> tuple[int, ...]:
         """The stored index of in-memory grid index ``(i[, j])``."""
@@ -418,7 +432,8 @@ class SurfaceWriter:
                 f.create_dataset("xcoordinates", data=x)
                 if len(shape) == 2:
                     f.create_dataset("ycoordinates", data=y)
-                for name in VALUE_NAMES:  # contiguous + written now: later writes touch raw data only
+                extra = [n for n in settings.get(EXTRA_VALUES) or [] if n not in VALUE_NAMES]
+                for name in (*VALUE_NAMES, *extra):  # contiguous + written now: later writes touch raw data only
                     f.create_dataset(name, data=np.full(shape, np.nan), fillvalue=np.nan)
                 f.create_dataset("done", data=np.zeros(shape, dtype=np.uint8))
                 grp = f.create_group("directions")
@@ -470,8 +485,8 @@ class SurfaceWriter:
         for index, vals in results:
             disk = self._disk(index)
             for name, value in vals.items():
-                if name not in VALUE_NAMES:
-                    raise KeyError(f"unknown value name {name!r}; expected one of {VALUE_NAMES}")
+                if name not in self.value_names:
+                    raise KeyError(f"unknown value name {name!r}; expected one of {self.value_names}")
                 self._f[name][disk] = float(value)
             bad += any(not math.isfinite(float(v)) for v in vals.values())
         if bad:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from .bn import (
 from .directions import Directions
 from .engine import EvalData, SurfaceEngine
 from .grid import coarse_to_fine, grid_points, parse_grid
+from .objectives import make_objectives
 from .store import SurfaceWriter, package_version
 
 __all__ = ["compute_surface", "evaluate_grid", "fit_trajectory_grid", "resolve_grid", "surface_settings",
@@ -65,19 +66,24 @@ def evaluate_grid(
     *,
     bn: str | None = None,
     progress: bool = False,
+    loss: Any = "ce",
+    metrics: Sequence[Any] | None = None,
     **engine_options: Any,
 ) -> dict[str, np.ndarray]:
     """Evaluate a whole grid in memory; returns ``{'<split>_loss': array, ...}`` of shape (nx[, ny]).
 
-    ``bn`` and grid specs as in :func:`compute_surface`.
+    ``bn``, ``loss``, ``metrics`` and grid specs as in :func:`compute_surface`.
     """
     xc = resolve_grid(xcoordinates, directions, "x")
     yc = resolve_grid(ycoordinates, directions, "y")
     _check_dims(directions, yc)
     engine_options = dict(engine_options)
     _bn_options(model, directions, data, xc, yc, bn, engine_options, None)
+    objectives = make_objectives(loss, metrics)
+    if not objectives.is_default:
+        engine_options["objectives"] = objectives
     shape = (len(xc),) if yc is None else (len(xc), len(yc))
-    out = {f"{s}_{m}": np.full(shape, np.nan) for s in data for m in ("loss", "acc")}
+    out = {name: np.full(shape, np.nan) for name in objectives.value_names(data)}
     points = grid_points(xc, yc)
     from tqdm.auto import tqdm
 
@@ -263,6 +269,8 @@ def compute_surface(
     calibration_seed: int | None = None,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    loss: Any = "ce",
+    metrics: Sequence[Any] | None = None,
     **engine_options: Any,
 ) -> Path:
     """Compute a surface into the HDF5 file ``path``, resuming and flushing as it goes.
@@ -283,7 +291,10 @@ def compute_surface(
     recorded with ``calibration_seed`` in the settings) or ``interpolate`` (default otherwise;
     grids where an interpolated running variance turns negative are refused). Points whose values
     are not all finite are warned about and counted in the root attribute ``nonfinite_points``;
-    points are evaluated coarse to fine (:func:`landscape.grid.coarse_to_fine`).
+    points are evaluated coarse to fine (:func:`landscape.grid.coarse_to_fine`). ``loss`` and
+    ``metrics`` are :mod:`landscape.objectives` specs (``"mse"``, ``"label_smoothing:0.1"``, ``["top5", "ece"]``,
+    ``"pkg.mod:fn"`` or callables): the loss is stored as ``<split>_loss``, metrics as ``<split>_<name>``, both
+    recorded in the settings.
     """
     import torch.distributed as dist
 
@@ -293,6 +304,9 @@ def compute_surface(
     _warn_trajectory_outside(directions, xc, yc)
     engine_options = dict(engine_options)
     bn_mode, bn_record = _bn_options(model, directions, data, xc, yc, bn, engine_options, calibration_seed)
+    objectives = make_objectives(loss, metrics)
+    if not objectives.is_default:
+        engine_options["objectives"] = objectives
     settings = surface_settings(
         directions,
         data,
@@ -300,7 +314,7 @@ def compute_surface(
         yc,
         bn=bn_mode,
         bn_calibration=bn_record,
-        metadata=metadata,
+        metadata={**dict(metadata or {}), **objectives.settings(data)},
     )
     if shard is not None:
         i, n = shard

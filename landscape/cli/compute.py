@@ -168,6 +168,40 @@ def _init_distributed(device: str | None) -> str | None:
     return "cpu" if device is None else device
 
 
+PLANE_GRID = "-0.5:1.5:21"
+
+
+def _other_model(args: argparse.Namespace, path: str) -> Any:
+    """Model B or C: a bnext checkpoint, or a state_dict file for your own ``--model module:callable``."""
+    if is_import_path(args.model):
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        return state
+    import bnext.models
+
+    return bnext.models.load(path)
+
+
+def _plane(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any]) -> Any:
+    """The plane through A (the model), B and C (Li et al.'s --model_file2/--model_file3)."""
+    from ..directions import plane_directions
+
+    if not (args.checkpoint_b and args.checkpoint_c):
+        raise ValueError("--directions plane needs --checkpoint-b B and --checkpoint-c C (A is the model at (0, 0))")
+    d = plane_directions(model, _other_model(args, args.checkpoint_b),
+                         _other_model(args, args.checkpoint_c), orthogonalize=args.plane_orthogonal)
+    meta["checkpoint_b_sha256"] = store.file_sha256(args.checkpoint_b)
+    meta["checkpoint_c_sha256"] = store.file_sha256(args.checkpoint_c)
+    a = d.info["anchors"]
+    _say(f"plane through A (0, 0), B ({a['B'][0]:.3g}, {a['B'][1]:.3g}), C ({a['C'][0]:.3g}, {a['C'][1]:.3g}); "
+         f"{d.info['axes']}")
+    return d
+
+
 def _say(text: str) -> None:
     """Print on rank 0 only (``torchrun`` sets RANK)."""
     if int(os.environ.get("RANK", "0")) == 0:
@@ -192,6 +226,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.directions == "pca" and args.x is None and args.y is None:
         args.x = args.y = "auto"  # fit the grid to the projected trajectory
+    if args.directions == "plane" and args.x is None and args.y is None:
+        args.x = args.y = PLANE_GRID  # A, B and C with a margin
+    from ..objectives import make_objectives
+
+    objectives = make_objectives(args.loss, args.metric)  # a bad spec fails before any work
     if args.x is None:
         args.x = "-1:1:21"
     for axis in ("x", "y"):  # fail on bad grid specs before any work
@@ -220,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
 
         d = dirs.interpolation_direction(model, bnext.models.load(args.checkpoint_b))
         meta["checkpoint_b_sha256"] = store.file_sha256(args.checkpoint_b)
+    elif args.directions == "plane":
+        d = _plane(args, model, meta)
     elif args.directions == "pca":
         if not args.trajectory:
             raise SystemExit("--directions pca needs --trajectory FILE.h5 (saved by the trainer)")
@@ -252,6 +293,9 @@ def run(args: argparse.Namespace) -> int:
         calibration = calibration_inputs(args, input_size)
         _say(f"BatchNorm statistics recalibrated at every point on {calibration.shape[0]} training "
               f"inputs (seed {args.bn_seed})")
+    probe_x, probe_y = next(iter(data.values()))
+    with torch.no_grad():  # a user's loss or metric that fails does so now, in one line, before any file
+        objectives.check(model(probe_x[:8]), probe_y[:8])
     out = Path(args.out) if args.out else _default_out(args, args.directions, ndim)
     if shard is not None:
         out = part_path(out, *shard)
@@ -290,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         points_per_forward=args.points_per_forward,
         shard=shard,
+        loss=objectives.loss,
+        metrics=objectives.metrics,
     )
     import torch.distributed as dist
 
@@ -357,7 +403,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="x grid min:max:num (default -1:1:21; PCA: 'auto', the trajectory with a margin; 'auto:num')",
     )
     c.add_argument("--y", default=None, help="y grid min:max:num or auto[:num]; omit for a 1D surface")
-    c.add_argument("--directions", choices=["random", "interpolate", "pca", "file"], default="random")
+    c.add_argument("--directions", choices=["random", "interpolate", "plane", "pca", "file"], default="random",
+                   help="random (filter-normalized), interpolate (A to --checkpoint-b), plane (through A, "
+                   "--checkpoint-b and --checkpoint-c), pca (--trajectory), file (--direction-file)")
     c.add_argument(
         "--norm",
         choices=["filter", "layer", "none"],
@@ -371,7 +419,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="1-D tensors (biases, BN gamma/beta): zero direction or filter-normalized",
     )
     c.add_argument("--seed", type=int, default=0, help="seed of the random directions")
-    c.add_argument("--checkpoint-b", help="model at x=1 for --directions interpolate")
+    c.add_argument("--checkpoint-b", help="model at x=1 for --directions interpolate and plane")
+    c.add_argument("--checkpoint-c", help="third model for --directions plane (at y=1)")
+    c.add_argument("--plane-orthogonal", action="store_true",
+                   help="plane: y = the part of C-A orthogonal to B-A (C at (c, 1)); default Li et al.'s oblique "
+                   "axes B-A and C-A")
+    c.add_argument("--loss", default="ce", metavar="SPEC",
+                   help="loss stored as <split>_loss: ce (default), mse, label_smoothing:EPS or "
+                   "package.module:callable (logits, targets) -> per-sample values or a batch mean")
+    c.add_argument("--metric", action="append", default=None, metavar="[NAME=]SPEC",
+                   help="extra metric stored as <split>_<name> (repeatable): top5, ece, margin, a loss, or "
+                   "package.module:callable; top-1 accuracy is always stored as <split>_acc")
     c.add_argument("--trajectory", help="weight trajectory .h5 for --directions pca")
     c.add_argument("--direction-file", help="reference-tool direction file for --directions file")
     c.add_argument("--export-directions", help="also write the directions in the reference tool's layout")

@@ -129,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--y needs --x (an eigenvalue map is 1D with --x alone, 2D with both)")
     xc = parse_grid(args.x, "x") if args.x else None
     yc = parse_grid(args.y, "y") if args.y else None
+    from ..objectives import make_objectives
+
+    objectives = make_objectives(args.loss, args.metric)  # a bad spec fails before any work
+    if not objectives.loss.differentiable:
+        raise ValueError(f"--loss {args.loss!r} has no gradient; the Hessian needs a differentiable loss")
+    if xc is not None and objectives.loss.spec != "ce":
+        raise ValueError("--x/--y eigenvalue maps are of the cross-entropy surface; drop --loss or the map")
     model, meta = load_model(args)
     args.splits = [args.split]
     input_size = args.input_size if not args.checkpoint else meta["model"].get("input_size", args.input_size)
@@ -139,16 +146,25 @@ def run(args: argparse.Namespace) -> int:
     out_dir = _out_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "hessian" if args.params == "all" else f"hessian_{args.params}"
-    h = Hessian(model, data, params=selector, batch_size=args.batch_size)
+    loss_fn = objectives.loss.batch_mean if objectives.loss.spec != "ce" else None
+    h = Hessian(model, data, params=selector, batch_size=args.batch_size, loss_fn=loss_fn)
     print(f"curvature of {meta['model'].get('name', 'model')} over {h.dim:,} {args.params} parameters on "
           f"{h.n} {args.split} samples ({'STE surrogate: binary layers' if binary else 'real-valued model'})",
           flush=True)
     result: dict[str, Any] = {
         "format": "landscape-hessian", "format_version": 1, "surrogate": STE_NOTE if binary else None,
         "settings": {**meta, "data": data_spec, "params": args.params, "parameters": h.dim, "seed": args.seed,
-                     "batch_size": args.batch_size, "package_version": store.package_version()},
+                     "batch_size": args.batch_size, "package_version": store.package_version(),
+                     "loss": objectives.loss.spec, "metrics": [m.spec for m in objectives.metrics]},
         "loss": h.loss(),
     }
+    if objectives.metrics:
+        from ..curvature.hessian import as_dataset
+
+        result["metrics"] = objectives.evaluate(model, *as_dataset(data), batch_size=args.batch_size)
+        print("metrics: " + ", ".join(f"{k} {v:.5g}" for k, v in result["metrics"].items()))
+    if args.per_block:
+        result["per_block"] = _per_block(args, model, data, selector, loss_fn, out_dir, stem, progress)
     if args.top_k:
         bar = _bar("top eigenvalues (Lanczos)", args.max_iter or min(h.dim, max(50, 10 * args.top_k)), progress)
         eig = h.top_eigenvalues(args.top_k, tol=args.tol, max_iter=args.max_iter, seed=args.seed,
@@ -179,10 +195,12 @@ def run(args: argparse.Namespace) -> int:
 
         bar = _bar("epsilon-sharpness", args.sharpness_steps, progress, "step")
         eps = epsilon_sharpness(model, data, epsilon=args.epsilon, steps=args.sharpness_steps, params=selector,
+                                loss_fn=loss_fn,
                                 batch_size=args.batch_size, seed=args.seed, progress=lambda i: bar.update(i - bar.n))
         bar.close()
         bar = _bar("random-direction sharpness", args.directions, progress, "dir")
         rnd = random_sharpness(model, data, radius=args.radius, directions=args.directions, params=selector,
+                               loss_fn=loss_fn,
                                batch_size=args.batch_size, seed=args.seed, progress=lambda i: bar.update(i - bar.n))
         bar.close()
         result["epsilon_sharpness"], result["random_sharpness"] = eps.as_dict(), rnd.as_dict()
@@ -199,6 +217,30 @@ def run(args: argparse.Namespace) -> int:
         fh.write("\n")
     print(f"result written to {out}")
     return 0
+
+
+def _per_block(args: argparse.Namespace, model: nn.Module, data: Any, selector: Any, loss_fn: Any, out_dir: Path,
+               stem: str, progress: bool) -> dict[str, Any]:
+    """``--per-block``: top eigenvalue and trace per block (landscape.curvature.blocks), JSON, CSV and figure."""
+    from ..curvature.blocks import block_curvature, parse_grouping
+
+    bar = _bar("per-block curvature", 0, progress, "block")
+
+    def tick(block: str, i: int, n: int) -> None:
+        bar.total = n
+        bar.set_postfix_str(block)
+        bar.update(i - bar.n)
+
+    report = block_curvature(model, data, parse_grouping(args.block) if args.block else args.blocks, params=selector,
+                             loss_fn=loss_fn, probes=args.probes if args.trace else 0, tol=args.tol,
+                             max_iter=args.max_iter, seed=args.seed, batch_size=args.batch_size, progress=tick)
+    bar.close()
+    report.settings.update({"params": args.params, "loss": args.loss})
+    paths = report.write(out_dir / f"{stem}_blocks",
+                         title=f"Hessian curvature per block: {out_dir.name} ({args.params} parameters)")
+    print("\n".join(report.summary_lines()))
+    print(f"per-block curvature: {paths['json']}, {paths['csv']}, {paths['figure']} (+ .pdf)")
+    return {**report.as_dict(), "files": {k: str(v) for k, v in paths.items()}}
 
 
 def _eig_map(args: argparse.Namespace, model: nn.Module, data: Any, meta: dict, data_spec: dict, selector: Any,
@@ -259,6 +301,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--sharpness-steps", type=int, default=10)
     c.add_argument("--radius", type=float, default=0.1, help="random-direction radius (default 0.1)")
     c.add_argument("--directions", type=int, default=10, help="random directions (default 10)")
+    c.add_argument("--loss", default="ce", metavar="SPEC",
+                   help="loss the Hessian is taken of: ce (default), mse, label_smoothing:EPS or pkg.module:callable")
+    c.add_argument("--metric", action="append", default=None, metavar="[NAME=]SPEC",
+                   help="also report a metric at the checkpoint (repeatable): top5, ece, margin, a loss, pkg.mod:fn")
+    c.add_argument("--per-block", action="store_true",
+                   help="top eigenvalue (and with --trace the trace) per block: JSON, CSV and a figure against depth")
+    c.add_argument("--blocks", choices=["auto", "children"], default="auto",
+                   help="per-block grouping: auto (stages/blocks by module structure) or the top-level children")
+    c.add_argument("--block", action="append", default=None, metavar="NAME=PREFIX[,PREFIX]",
+                   help="your own per-block grouping by parameter-name prefixes (repeatable; the rest is 'other')")
     c.add_argument("--x", default=None, help="eigenvalue map: x grid min:max:num")
     c.add_argument("--y", default=None, help="eigenvalue map: y grid min:max:num")
     c.add_argument("--surface", default=None,

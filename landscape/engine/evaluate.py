@@ -97,8 +97,9 @@ class SurfaceEngine:
     3x3 convs :func:`landscape.engine.winograd.choose_algorithm` accepts; None = on the CPU in fp32 unless
     exact), ``precision`` (``"fp32"``, or ``"bf16"``
     autocast of the float parts: CPUs with AVX512-BF16, CUDA), ``bn_recalibrate`` (recompute BN
-    statistics at every point from ``calibration`` inputs, default the train split), ``compile``
-    (``torch.compile``) and ``points_per_forward`` (several points per forward via ``vmap``;
+    statistics at every point from ``calibration`` inputs, default the train split), ``objectives`` (a
+    :class:`landscape.objectives.Objectives`: the loss and metrics measured; default cross-entropy and
+    top-1), ``compile`` (``torch.compile``) and ``points_per_forward`` (several points per forward via ``vmap``;
     ``"auto"`` = 4 on CUDA for the torch forward, else 1).
     """
 
@@ -121,6 +122,7 @@ class SurfaceEngine:
         precision: str = "fp32",
         compile: bool = False,
         points_per_forward: int | str = "auto",
+        objectives: Any = None,
     ):
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
@@ -169,6 +171,8 @@ class SurfaceEngine:
         self._calibration = calibration
         self.fused_pairs = 0
         self.settings: dict[str, Any] = {}
+        #: a landscape.objectives.Objectives (loss, top-1 and metrics as sums per split); None: cross-entropy and top-1
+        self.objectives = objectives
 
     # ------------------------------------------------------------------ setup / teardown
     def open(self) -> SurfaceEngine:
@@ -465,12 +469,19 @@ class SurfaceEngine:
         for split, (xs, ys) in self._data.items():
             loss = torch.zeros((), dtype=torch.float64, device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            acc = self.objectives.accumulator(split) if self.objectives is not None else None
             for s in range(0, xs.shape[0], self.batch_size):
                 logits = _as_float(forward(xs[s : s + self.batch_size]))
                 yb = ys[s : s + self.batch_size]
+                if acc is not None:
+                    acc.update(logits, yb)
+                    continue
                 loss += F.cross_entropy(logits, yb, reduction="sum").double()
                 correct += (logits.argmax(dim=1) == yb).sum()
             n = xs.shape[0]
+            if acc is not None:
+                out.update(acc.result(n))
+                continue
             out[f"{split}_loss"] = float(loss) / n
             out[f"{split}_acc"] = 100.0 * float(correct) / n
         return out
@@ -521,13 +532,22 @@ class SurfaceEngine:
                 for split, (xs, ys) in self._data.items():
                     loss = torch.zeros(k, dtype=torch.float64, device=self.device)
                     correct = torch.zeros(k, dtype=torch.int64, device=self.device)
+                    accs = [self.objectives.accumulator(split) for _ in points] if self.objectives is not None else None
                     for s in range(0, xs.shape[0], self.batch_size):
                         logits = _as_float(batched(stacked, xs[s : s + self.batch_size]))  # (k, B, C)
                         yb = ys[s : s + self.batch_size]
+                        if accs is not None:
+                            for i, a in enumerate(accs):
+                                a.update(logits[i], yb)
+                            continue
                         ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
                         loss += ce.view(k, -1).sum(dim=1).double()
                         correct += (logits.argmax(dim=2) == yb[None]).sum(dim=1)
                     n = xs.shape[0]
+                    if accs is not None:
+                        for i, a in enumerate(accs):
+                            results[i].update(a.result(n))
+                        continue
                     for i in range(k):
                         results[i][f"{split}_loss"] = float(loss[i]) / n
                         results[i][f"{split}_acc"] = 100.0 * float(correct[i]) / n

@@ -139,12 +139,23 @@ def surface_name(surface: Surface) -> str:
     return style.model_display_name(_spec(surface)) or surface.path.parent.name or surface.path.stem
 
 
+def quantity_label(surface: Surface, key: str, log: bool = False) -> str:
+    """What ``key`` is on this surface: the loss and metrics named by :mod:`landscape.objectives`
+    (``"train MSE loss"``, ``"test top-5 accuracy (%)"``), else :func:`landscape.figures.style.quantity_label`."""
+    from ..objectives import value_label
+
+    text = value_label(key, surface.settings)
+    if text is None:
+        return style.quantity_label(key, log)
+    return f"{text} (log10)" if log else text
+
+
 def surface_title(surface: Surface, key: str | None, log: bool = False) -> str:
     """``"<model display name> - <quantity (scale)>"`` (just the name without ``key``), plus
     ``(partial ...)`` for a surface cut by :func:`drawable`."""
     title = surface_name(surface)
     if key:
-        title += f" \u2014 {style.quantity_label(key, log)}"
+        title += f" \u2014 {quantity_label(surface, key, log)}"
     return title + partial_note(surface)
 
 
@@ -221,7 +232,7 @@ def plot_1d(
         for split in ("train", "test"):
             loss, acc = values[f"{split}_loss"], values[f"{split}_acc"]
             if np.isfinite(loss).any():
-                ax.plot(x, loss, styles[split], color="tab:blue", label=f"{split} loss")
+                ax.plot(x, loss, styles[split], color="tab:blue", label=quantity_label(surface, f"{split}_loss"))
             if np.isfinite(acc).any():
                 ax2.plot(x, acc, styles[split], color="tab:red", label=f"{split} accuracy")
         if log:
@@ -248,8 +259,16 @@ def plot_1d(
 
 
 def _overlay(ax: Any, surface: Surface) -> None:
-    """The model (origin, star) and, for PCA surfaces, the projected training trajectory."""
-    ax.plot([0], [0], marker="*", color="k", markersize=9, linestyle="none", label="model", zorder=5)
+    """The model (origin, star), the three models of a plane (A, B, C) and, for PCA surfaces, the projected
+    training trajectory."""
+    anchors = surface.direction_info.get("anchors")
+    if isinstance(anchors, dict) and anchors:
+        for name, (ax_, ay_) in anchors.items():
+            ax.plot([ax_], [ay_], marker="*", color="k", markersize=9, linestyle="none", zorder=5)
+            ax.annotate(name, (ax_, ay_), textcoords="offset points", xytext=(5, 4), fontsize=9, zorder=6)
+        ax.plot([], [], marker="*", color="k", linestyle="none", label="models A, B, C")
+    else:
+        ax.plot([0], [0], marker="*", color="k", markersize=9, linestyle="none", label="model", zorder=5)
     if surface.trajectory is not None:
         t = surface.trajectory
         ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", markersize=3, linewidth=1, label="training trajectory",
@@ -311,7 +330,7 @@ def plot_contour(
         lv = _levels(z, levels)
         cs = ax.contour(X, Y, z, levels=lv, cmap="viridis", linewidths=1.0)
         ax.clabel(cs, cs.levels[::2], inline=True, fontsize=7, fmt=_level_format(lv))
-        style.nice_colorbar(fig, cs, ax=ax, label=style.quantity_label(key, log), shrink=0.9, ticks=cs.levels)
+        style.nice_colorbar(fig, cs, ax=ax, label=quantity_label(surface, key, log), shrink=0.9, ticks=cs.levels)
         _overlay(ax, surface)
         return _finish_plane(fig, ax, surface, key, log, out, formats, dpi)
 
@@ -341,7 +360,7 @@ def plot_contourf(
         lv = _levels(z, levels)
         cs = ax.contourf(X, Y, z, levels=lv, cmap="viridis", extend="both" if levels is not None else "neither")
         ax.contour(X, Y, z, levels=lv, colors="k", linewidths=0.3, alpha=0.6)
-        style.nice_colorbar(fig, cs, ax=ax, label=style.quantity_label(key, log), shrink=0.9)
+        style.nice_colorbar(fig, cs, ax=ax, label=quantity_label(surface, key, log), shrink=0.9)
         _overlay(ax, surface)
         return _finish_plane(fig, ax, surface, key, log, out, formats, dpi)
 
@@ -362,7 +381,7 @@ def plot_heatmap(
     with style.context():
         key, log, z, X, Y, fig, ax = _plane(surface, key, log, "a heatmap", (5.8, 4.8), width)
         mesh = ax.pcolormesh(X, Y, z, shading="nearest", cmap="viridis", vmin=vmin, vmax=vmax)
-        style.nice_colorbar(fig, mesh, ax=ax, label=style.quantity_label(key, log), shrink=0.9)
+        style.nice_colorbar(fig, mesh, ax=ax, label=quantity_label(surface, key, log), shrink=0.9)
         _overlay(ax, surface)
         return _finish_plane(fig, ax, surface, key, log, out, formats, dpi)
 
@@ -397,10 +416,10 @@ def plot_3d(
         if zlim is not None:
             ax.set_zlim(*zlim)
         xl, yl = surface_axis_labels(surface)
-        label_axes3d(ax, xl, yl, style.quantity_label(key, log))
+        label_axes3d(ax, xl, yl, quantity_label(surface, key, log))
         ax.view_init(elev=elev, azim=azim)
         style.nice_colorbar(fig, surf, cax=fig.add_axes((0.86, 0.22, 0.025, 0.56)),
-                            label=style.quantity_label(key, log))
+                            label=quantity_label(surface, key, log))
         fig.suptitle(surface_title(surface, key, log), y=0.97)
         return style.save(fig, out, formats, dpi)
 
@@ -427,7 +446,7 @@ def plotly_figure(surface: Surface, *, key: str | None = None, log: bool | None 
     key = key or _default_key(surface)
     log = resolve_log(surface, key, log)
     z = plotted_values(surface, key, log)
-    quantity = style.quantity_label(key, log)
+    quantity = quantity_label(surface, key, log)
     xl, yl = surface_axis_labels(surface)
     fig = go.Figure(
         go.Surface(

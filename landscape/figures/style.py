@@ -257,7 +257,9 @@ def axis_labels(kind: str | None, info: Mapping[str, Any] | None = None) -> tupl
         return pcs[0], pcs[1]
     if kind == "interpolate":
         return "interpolation coefficient (0 = A, 1 = B)", "y"
-    if kind == "plane":
+    if kind == "plane":  # landscape.directions.plane_directions: oblique (Li et al.) or orthogonalized
+        if info.get("orthogonalized") in (True, 1, "true", "True"):
+            return "coefficient of B \u2212 A", "coefficient of C \u2212 A orthogonal to B \u2212 A"
         return "coefficient of B \u2212 A", "coefficient of C \u2212 A"
     norm = NORMALIZATION_NAMES.get(str(info.get("normalization")), None)
     suffix = f" ({norm})" if norm else ""

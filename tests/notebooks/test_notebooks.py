@@ -172,7 +172,7 @@ def test_landscape_figures(tmp_path):
     rows = result["rows"]
     assert [r["key"] for r in rows] == ["resnet18", "bnext18"]
     assert all(top1_ok(r["top1"]) and r["roughness"] is not None for r in rows)
-    assert set(result["figures"]) == {"fig2", "fig6"}
+    assert set(result["figures"]) == {"fig2", "fig6", "blocks"}  # blocks: per-block curvature (docs/objectives.md)
     run_dir = tmp_path / "runs" / "landscape_figures"
     assert (run_dir / "bnext18" / "landscape_3d.html").stat().st_size > 100_000  # plotly.js inlined
 
