@@ -36,6 +36,8 @@ FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>`{3,})(?P<lang>[\w-]*)\s*$")
 TRAIN_OVERRIDES = ["train.epochs=3", "train.steps_per_epoch=2", "model.width=0.125", "data.input_size=8",
                    "threads=1", "progress=false"]
 EPOCHS = {"epoch_005.pt": "epoch_002.pt", "epoch_010.pt": "epoch_003.pt"}  # the documented runs have 10 epochs
+SWEEP_SMALL = {"quick": "true", "width": 0.0625, "input_size": 8, "epochs": 1, "steps_per_epoch": 2,
+               "grid": "-1:1:3", "samples": 16, "threads": 1}
 HESSIAN_SMALL = {"--subset": "16", "--max-iter": "10", "--probes": "2", "--density-iter": "5", "--density-runs": "1",
                  "--directions": "2", "--sharpness-steps": "2", "--eig-iter": "3"}
 
@@ -114,8 +116,9 @@ def shrink(module: str, args: list[str]) -> list[str]:
             return args
         return args + TRAIN_OVERRIDES
     if module == "bnext.ablate":
-        args = [re.sub(r"^(\w+)=\[([^\[\],]*),.*\]$", r"\1=\2", a) for a in args]  # one value per swept list
-        return args + ([] if any(a.startswith("quick=") for a in args) else ["quick=true"])
+        return shrink_sweep(args)
+    if "--dpi" in args:  # figures at screen resolution: same files, a fraction of the pixels
+        args = _set(args, "--dpi", "50")
     if module != "landscape" or not args:
         return args
     if args[0] == "compute":
@@ -129,6 +132,22 @@ def shrink(module: str, args: list[str]) -> list[str]:
             args = _set(args, option, value)
         return args + ["--no-progress"]
     return args
+
+
+def shrink_sweep(args: list[str]) -> list[str]:
+    """One value per swept list, and the notebook's size knobs left at their defaults made tiny
+    (as ``tests/notebooks`` runs them); a bool list default such as ``[True, False]`` gets its first value."""
+    from bnext.ablate.grid import notebook_parameters
+
+    args = [re.sub(r"^(\w+)=\[([^\[\],]*),.*\]$", r"\1=\2", a) for a in args]
+    given = {a.split("=", 1)[0] for a in args if re.match(r"^\w+=", a)}
+    params = notebook_parameters(args[0])
+    extra = {k: v for k, v in SWEEP_SMALL.items() if k in params and k not in given}
+    for name, p in params.items():
+        default = str(p.get("default", ""))
+        if name not in given and re.fullmatch(r"\[(True|False)(, (True|False))+\]", default):
+            extra[name] = default[1:].split(",")[0].lower()
+    return args[:1] + [f"{k}={v}" for k, v in extra.items()] + args[1:]
 
 
 def expand(args: list[str]) -> list[str]:
@@ -222,6 +241,8 @@ def test_documented_commands_run(tmp_path, monkeypatch, capsys):
                     assert rc == expected, (f"{where}: {' '.join(argv)}\n-> {' '.join(run)}\nexit {rc}, expected "
                                             f"{expected}\n{out.out[-3000:]}\n{out.err[-3000:]}")
             seconds.append((time.perf_counter() - start, where))
+            with capsys.disabled():
+                print(f"{where}: {seconds[-1][0]:.1f} s", flush=True)
             ran += 1
         if ran or skipped:
             report.append(f"{page}: {ran} blocks run, {skipped} skipped (no-test)")
