@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 __all__ = ["SurfaceLock", "SurfaceLockedError", "remove_stale_temporaries"]
@@ -34,15 +35,20 @@ class SurfaceLock:
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self._fd = -1
 
-    def acquire(self) -> SurfaceLock:
-        """Take the lock or raise :class:`SurfaceLockedError` at once; returns ``self``."""
+    def acquire(self, wait: float = 0.0) -> SurfaceLock:
+        """Take the lock, waiting up to ``wait`` seconds for a holder to finish, else raise
+        :class:`SurfaceLockedError`; returns ``self``."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + max(0.0, float(wait))
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
                 try:
                     holder = self.lock_path.read_text().strip() or "unknown PID"
                 except OSError:
@@ -73,7 +79,7 @@ class SurfaceLock:
         self._fd = -1
 
     def __enter__(self) -> SurfaceLock:
-        return self.acquire()
+        return self if self._fd >= 0 else self.acquire()  # ``with SurfaceLock(p).acquire(wait=5):`` works too
 
     def __exit__(self, *exc: object) -> None:
         self.release()

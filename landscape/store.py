@@ -29,16 +29,28 @@ of 0 forever), missing entries are NaN and the ``done`` mask says what is stored
 allocated contiguously when the file is created (written to a temporary name, then renamed), so
 later writes only touch raw data: values are written and flushed before the ``done`` flag is set
 and flushed, and a process killed at any moment loses at most the points in flight.
+
+One writer per file, whatever the file system: every process that writes into a surface file
+(:class:`SurfaceWriter` for compute and merge, :func:`write_metrics` for plot, :func:`update_surface`
+for eigenvalue maps and other additions) holds the workbench's own :class:`landscape.lock.SurfaceLock`
+while the file is open for writing, so nothing depends on HDF5's file locking (usually off on
+NFS and Lustre, ``HDF5_USE_FILE_LOCKING=FALSE``); readers open the file read-only. A new file is
+built in memory and written to a temporary name with plain OS writes, so a full or read-only disk
+ends in :class:`SurfaceWriteError` (one line naming the file and the cause), the previous file intact
+and no temporary left.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
+import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +74,27 @@ LEGACY_DEFAULTS = {"bn": "interpolate", "bn_calibration": None}
 
 class SurfaceFileError(ValueError):
     """A file is missing, truncated, foreign, or does not follow the surface schema."""
+
+
+class SurfaceWriteError(SurfaceFileError):
+    """A surface file could not be written (disk full, read-only, ...); the message is one line."""
+
+
+def describe_write_error(path: str | os.PathLike[str], err: BaseException) -> str:
+    """One line: the file, the cause (from an ``OSError`` or HDF5's errno text), and what was kept."""
+    code = getattr(err, "errno", None)
+    if not isinstance(code, int):
+        text = str(err)
+        code = next((c for c in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+                     if f"errno = {c}," in text), None)
+    reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}.get(code or 0)
+    if reason is None:
+        first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        reason = getattr(err, "strerror", None) or first
+    return f"cannot write {path}: {reason}" + (f" (errno {code})" if code else "") + \
+        "; nothing stored before is lost"
 
 
 class SettingsMismatchError(ValueError):
@@ -299,11 +332,47 @@ def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
     return out
 
 
-def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, Any]) -> None:
-    """Write smoothness metrics as attributes of group ``metrics/<key>`` (replacing old ones)."""
+def _close(f: h5py.File) -> None:
+    """Close an HDF5 file whose last writes may have failed (disk full): close errors are dropped,
+    the handle is never left to the garbage collector (where a failing flush can crash the process)."""
+    try:
+        if f.id.valid:
+            f.close()
+    except Exception:  # noqa: BLE001 - the write error that brought us here is the one to report
+        pass
+
+
+@contextmanager
+def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0) -> Iterator[h5py.File]:
+    """The surface file open ``r+`` while this process holds its :class:`~landscape.lock.SurfaceLock`.
+
+    For every writer other than :class:`SurfaceWriter` (metrics, eigenvalue maps, ...): waits up to
+    ``wait`` seconds for another writer, then raises :class:`~landscape.lock.SurfaceLockedError`; the
+    layout is checked before the file is handed out; HDF5 errors while writing (disk full) become
+    :class:`SurfaceWriteError`. The file is closed before the lock is released.
+    """
     path = Path(path)
-    with _open(path, "r+") as f:
-        _check_layout(f, path)
+    with SurfaceLock(path).acquire(wait=wait):
+        f = _open(path, "r+")
+        try:
+            _check_layout(f, path)
+            yield f
+            f.flush()
+        except (SurfaceFileError, SettingsMismatchError):
+            raise
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, OSError) or "errno = " in str(exc):
+                raise SurfaceWriteError(describe_write_error(path, exc)) from None
+            raise
+        finally:
+            _close(f)
+
+
+def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, Any], *, wait: float = 0.0) -> None:
+    """Write smoothness metrics as attributes of group ``metrics/<key>`` (replacing old ones), under the
+    surface lock (:func:`update_surface`; raises :class:`~landscape.lock.SurfaceLockedError` while another
+    process writes the file)."""
+    with update_surface(path, wait=wait) as f:
         grp = f.require_group("metrics").require_group(key)
         for k in list(grp.attrs):
             del grp.attrs[k]
@@ -399,47 +468,43 @@ class SurfaceWriter:
         trajectory: np.ndarray | None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         x = np.asarray(xcoordinates, dtype=np.float64).reshape(-1)
         shape: tuple[int, ...] = (x.size,)
         if ycoordinates is not None:
             y = np.asarray(ycoordinates, dtype=np.float64).reshape(-1)
             shape = (y.size, x.size)  # on disk: (ny, nx), Z[j, i] = f(x[i], y[j])
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["ndim"] = len(shape)
-                f.attrs["settings"] = json.dumps(settings, sort_keys=True)
-                for k, v in settings.items():
-                    f.attrs[k] = _attr_value(v)
-                f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-                f.attrs["nonfinite_points"] = 0
-                f.create_dataset("xcoordinates", data=x)
-                if len(shape) == 2:
-                    f.create_dataset("ycoordinates", data=y)
-                for name in VALUE_NAMES:  # contiguous + written now: later writes touch raw data only
-                    f.create_dataset(name, data=np.full(shape, np.nan), fillvalue=np.nan)
-                f.create_dataset("done", data=np.zeros(shape, dtype=np.uint8))
-                grp = f.create_group("directions")
-                for k, v in (direction_info or {}).items():
-                    grp.attrs[k] = _attr_value(v)
-                for axis in ("x", "y")[: len(shape)]:
-                    if axis not in directions:
-                        raise ValueError(f"a {len(shape)}D surface needs a '{axis}' direction")
-                    sub = grp.create_group(axis)
-                    names = list(directions[axis])
-                    sub.attrs["names"] = json.dumps(names)
-                    for name in names:
-                        sub.create_dataset(name, data=np.asarray(directions[axis][name], dtype=np.float32))
-                if trajectory is not None:
-                    t = f.create_group("trajectory")
-                    t.create_dataset("xcoordinates", data=np.asarray(trajectory)[:, 0])
-                    t.create_dataset("ycoordinates", data=np.asarray(trajectory)[:, 1])
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        buffer = io.BytesIO()  # built in memory: HDF5 never sees a full disk (its write errors can crash)
+        with h5py.File(buffer, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["ndim"] = len(shape)
+            f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+            for k, v in settings.items():
+                f.attrs[k] = _attr_value(v)
+            f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            f.attrs["nonfinite_points"] = 0
+            f.create_dataset("xcoordinates", data=x)
+            if len(shape) == 2:
+                f.create_dataset("ycoordinates", data=y)
+            for name in VALUE_NAMES:  # contiguous + written now: later writes touch raw data only
+                f.create_dataset(name, data=np.full(shape, np.nan), fillvalue=np.nan)
+            f.create_dataset("done", data=np.zeros(shape, dtype=np.uint8))
+            grp = f.create_group("directions")
+            for k, v in (direction_info or {}).items():
+                grp.attrs[k] = _attr_value(v)
+            for axis in ("x", "y")[: len(shape)]:
+                if axis not in directions:
+                    raise ValueError(f"a {len(shape)}D surface needs a '{axis}' direction")
+                sub = grp.create_group(axis)
+                names = list(directions[axis])
+                sub.attrs["names"] = json.dumps(names)
+                for name in names:
+                    sub.create_dataset(name, data=np.asarray(directions[axis][name], dtype=np.float32))
+            if trajectory is not None:
+                t = f.create_group("trajectory")
+                t.create_dataset("xcoordinates", data=np.asarray(trajectory)[:, 0])
+                t.create_dataset("ycoordinates", data=np.asarray(trajectory)[:, 1])
+        _write_atomic(path, buffer.getbuffer())
 
     # ----------------------------------------------------------------- points
     def done(self) -> np.ndarray:
@@ -466,32 +531,47 @@ class SurfaceWriter:
         results = list(results)
         if not results:
             return
-        bad = 0
-        for index, vals in results:
-            disk = self._disk(index)
-            for name, value in vals.items():
+        for _, vals in results:
+            for name in vals:
                 if name not in VALUE_NAMES:
                     raise KeyError(f"unknown value name {name!r}; expected one of {VALUE_NAMES}")
-                self._f[name][disk] = float(value)
-            bad += any(not math.isfinite(float(v)) for v in vals.values())
-        if bad:
-            self._f.attrs["nonfinite_points"] = int(_decode_attr(self._f.attrs.get("nonfinite_points", 0))) + bad
-        self._f.flush()
-        for index, _ in results:
-            self._done[self._disk(index)] = 1
-        self._f.flush()
+        with self._write_errors():
+            bad = 0
+            for index, vals in results:
+                disk = self._disk(index)
+                for name, value in vals.items():
+                    self._f[name][disk] = float(value)
+                bad += any(not math.isfinite(float(v)) for v in vals.values())
+            if bad:
+                self._f.attrs["nonfinite_points"] = int(_decode_attr(self._f.attrs.get("nonfinite_points", 0))) + bad
+            self._f.flush()
+            for index, _ in results:
+                self._done[self._disk(index)] = 1
+            self._f.flush()
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """HDF5/OS write errors (disk full, read-only) as :class:`SurfaceWriteError`, the file closed first."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if not isinstance(exc, OSError) and "errno = " not in str(exc):
+                raise
+            self.close()
+            raise SurfaceWriteError(describe_write_error(self.path, exc)) from None
 
     def set_attribute(self, name: str, value: Any) -> None:
         """Write a root attribute that is not a compared setting (e.g. ``engine``: the evaluation
         settings actually used by the latest run, see ``landscape.engine.SurfaceEngine.settings``)."""
         if name == "settings" or name in self.settings:
             raise ValueError(f"{name!r} is a compared setting of the file; it cannot be rewritten")
-        self._f.attrs[name] = _attr_value(value)
-        self._f.flush()
+        with self._write_errors():
+            self._f.attrs[name] = _attr_value(value)
+            self._f.flush()
 
     def close(self) -> None:
-        if self._f.id.valid:
-            self._f.close()
+        """Close the file (dropping close errors after a failed write), then release the lock."""
+        _close(self._f)
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.release()
@@ -501,6 +581,31 @@ class SurfaceWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_atomic(path: Path, data: memoryview | bytes) -> None:
+    """``data`` to ``.<name>.<pid>.tmp`` (mode from the umask), fsync, rename over ``path``; on an OS
+    error the temporary is removed, ``path`` is untouched and :class:`SurfaceWriteError` is raised."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = -1
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SurfaceWriteError(describe_write_error(path, exc)) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

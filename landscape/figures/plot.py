@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import complete_level, level_indices
+from ..lock import SurfaceLockedError
 from ..metrics import DEFAULT_DELTA, surface_metrics
 from ..store import Surface, read_surface, write_metrics
 from . import style
@@ -515,7 +517,11 @@ def store_metrics(path: str | os.PathLike[str], surface: Surface, *, delta: floa
         m = surface_metrics(surface, key, delta=delta)
         if surface.attrs.get("_full_shape"):
             m["partial_grid"] = "\u00d7".join(map(str, surface.shape))
-        write_metrics(path, key, m)
+        try:
+            write_metrics(path, key, m)
+        except SurfaceLockedError as exc:  # being computed: the figures are drawn, the metrics not stored
+            print(f"note: metrics not stored: {exc}", file=sys.stderr)
+            return result
         result[key] = m
     return result
 
