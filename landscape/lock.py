@@ -18,13 +18,20 @@ import socket
 import time
 from pathlib import Path
 
-__all__ = ["SurfaceLock", "SurfaceLockedError", "remove_stale_temporaries"]
+__all__ = ["LockFileError", "SurfaceLock", "SurfaceLockedError", "remove_stale_temporaries"]
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(\.[A-Za-z0-9_]+)?\.tmp$")
 
 
 class SurfaceLockedError(RuntimeError):
     """Another process is writing the surface file (the message names its PID)."""
+
+
+class LockFileError(OSError):
+    """The lock file cannot be created (read-only folder, ...); the message is one line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class SurfaceLock:
@@ -41,7 +48,11 @@ class SurfaceLock:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + max(0.0, float(wait))
         while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # a read-only folder, no inodes left, ...
+                raise LockFileError(exc.errno, f"cannot write {self.path}: cannot create its lock file "
+                                    f"{self.lock_path.name} ({exc.strerror})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -62,8 +73,11 @@ class SurfaceLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:  # who holds it, for the message of a refused writer; the flock alone is the lock
+            os.ftruncate(fd, 0)
+            os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError:
+            pass  # a full disk: the writer itself reports it
         self._fd = fd
         return self
 
