@@ -86,3 +86,37 @@ def test_user_models_that_fail_are_reported_in_one_line(mod, capsys, model, mess
     rc, err, out = _compute(mod, model, "vmod.py:good", capsys)
     assert rc == 2 and err.count("\n") == 1 and re.search(message, err), err
     assert not out.exists()
+
+
+BIG = '''
+import torch
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.Linear(3, 200000), nn.Linear(200000, 3))
+
+
+def data():
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    return x, x.argmax(1)
+'''
+
+
+def test_check_memory_names_the_flag_and_the_estimate():
+    from landscape.grid import TooMuchMemoryError, check_memory
+
+    assert check_memory("--top-k 5", 10, "a basis", "use less", available=100) == 10
+    with pytest.raises(TooMuchMemoryError, match=r"^--top-k 1000 needs about 54.0 GiB of memory for a basis; "
+                                                 r"1.0 GiB are available: use less$"):
+        check_memory("--top-k 1000", 58 * 10**9, "a basis", "use less", available=2**30)
+
+
+def test_hessian_top_k_that_cannot_fit_is_refused_with_the_estimate(tmp_path, monkeypatch, capsys):
+    (tmp_path / "big.py").write_text(textwrap.dedent(BIG))
+    monkeypatch.chdir(tmp_path)
+    rc = main(["hessian", "--model", "big.py:build", "--data", "big.py:data", "--top-k", "100000", "--no-progress",
+               "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "--top-k 100000 needs about 10,4" in err and "a Lanczos basis of 1,000,000 float64 vectors of 1,400," in err

@@ -113,3 +113,15 @@ def test_checkpoint_writes_on_a_failing_disk_are_one_oserror(tmp_path, saved, mo
         atomic_torch_save({"x": torch.zeros(3)}, saved)
     monkeypatch.undo()
     assert saved.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_evaluate_refuses_another_input_size_before_loading_data(saved, capsys, monkeypatch):
+    import bnext.evaluate as ev
+
+    def no_data(*a, **k):
+        raise AssertionError("the data were loaded (and resized) before the size check")
+
+    monkeypatch.setattr(ev, "eval_batches", no_data)
+    assert ev.main([str(saved), "--input-size", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--input-size 100000: this model was trained for 32x32 inputs" in err
