@@ -311,6 +311,9 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
         settings = json.loads(attrs.get("settings", "{}"))
     except (TypeError, json.JSONDecodeError):
         raise _fail(path, "root attribute 'settings' is not valid JSON") from None
+    if not isinstance(settings, dict):
+        raise _fail(path, f"root attribute 'settings' is a JSON {type(settings).__name__}; expected an object "
+                    "(the settings the surface was computed with)")
     return Surface(path, x, y, values, done, settings, attrs, metrics, trajectory, direction_info)
 
 
@@ -318,16 +321,29 @@ def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
     """The directions stored in a surface file: ``{"x": {name: array}, "y": {...}}`` in stored order."""
     path = Path(path)
     with _open(path) as f:
-        _check_layout(f, path)
-        if "directions" not in f or "x" not in f["directions"]:
-            raise _fail(path, "has no 'directions/x' group")
         out: dict[str, dict[str, np.ndarray]] = {}
-        for axis in ("x", "y"):
-            if axis in f["directions"]:
-                grp = f["directions"][axis]
-                names = json.loads(_decode_attr(grp.attrs.get("names", "null")) or "null") or list(grp.keys())
-                out[axis] = {n: np.asarray(grp[n][()]) for n in names}
-        info = {k: _decode_json(_decode_attr(v)) for k, v in f["directions"].attrs.items()}
+        try:
+            _check_layout(f, path)
+            if "directions" not in f or not isinstance(f["directions"], h5py.Group) or "x" not in f["directions"]:
+                raise _fail(path, "has no 'directions/x' group")
+            for axis in ("x", "y"):
+                if axis in f["directions"]:
+                    grp = f["directions"][axis]
+                    names = _decode_json(_decode_attr(grp.attrs.get("names", "null")))
+                    names = list(grp.keys()) if names in (None, "null") else names
+                    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                        raise _fail(path, f"attribute 'names' of directions/{axis} is {names!r:.60}; expected a "
+                                    "JSON list of parameter names")
+                    missing = [n for n in names if n not in grp or not isinstance(grp[n], h5py.Dataset)]
+                    if missing:
+                        raise _fail(path, f"directions/{axis} lists {missing[0]!r} but has no such dataset")
+                    out[axis] = {n: np.asarray(grp[n][()]) for n in names}
+            info = {k: _decode_json(_decode_attr(v)) for k, v in f["directions"].attrs.items()}
+        except SurfaceFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - damaged data blocks surface as assorted errors
+            raise _fail(path, f"is damaged: reading its directions failed ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     out["info"] = info  # type: ignore[assignment]
     return out
 
