@@ -210,6 +210,18 @@ def check_consistent(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
             raise CheckpointError(f"{path}: options disagree with the tensors: {key} is {found} in the file, "
                                   f"{tuple(t.shape)} for model {ckpt['model']!r} with num_classes "
                                   f"{ckpt['num_classes']} and options {ckpt['options']}")
+        if _kind(stored.dtype) != _kind(t.dtype):  # int64 weights would load, cast, and answer at chance
+            raise CheckpointError(f"{path}: tensor {key} is {str(stored.dtype).removeprefix('torch.')} in the file; "
+                                  f"the model's is {str(t.dtype).removeprefix('torch.')}")
+
+
+def _kind(dtype: torch.dtype) -> str:
+    """Floating, complex, bool or integer: a checkpoint may change a tensor's precision, not its kind."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    return "bool" if dtype == torch.bool else "int"
 
 
 def load(

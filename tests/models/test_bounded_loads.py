@@ -126,3 +126,19 @@ def test_evaluate_refuses_another_input_size_before_loading_data(saved, capsys, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--input-size 100000: input images are 100000x100000 but this model was trained for 32x32" in err
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool])
+def test_tensors_of_another_kind_are_refused(tmp_path, saved, dtype):
+    ckpt = torch.load(saved, weights_only=True)
+    w = ckpt["state_dict"]["head.classifier.weight"]
+    ckpt["state_dict"]["head.classifier.weight"] = w.to(dtype)
+    bad = tmp_path / "kind.pt"
+    torch.save(ckpt, bad)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=rf"kind.pt: tensor head.classifier.weight is {name} in the file; "
+                                              r"the model's is float32"):
+        models.load(bad)
+    ckpt["state_dict"]["head.classifier.weight"] = w.double()  # another precision of the same kind loads
+    torch.save(ckpt, bad)
+    assert torch.equal(models.load(bad).head.classifier.weight, w)
