@@ -28,6 +28,7 @@ from landscape.directions import random_directions
 from landscape.lock import SurfaceLock
 from landscape.store import SurfaceWriteError, read_surface, update_surface, write_metrics
 from landscape.surface import compute_surface
+from tests._tmpfs import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -158,19 +159,8 @@ def data():
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 200 KiB tmpfs (root only: skipped elsewhere)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], check=True,
-                       capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here ({exc})")
-    try:
+    with small_tmpfs(tmp_path / "disk") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
 
 
 def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess:
