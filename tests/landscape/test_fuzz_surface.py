@@ -88,3 +88,20 @@ def test_truncated_or_flipped_files(tmp_path, valid, cut, flip):
     path = tmp_path / "t.h5"
     path.write_bytes(bytes(raw))
     _outcome(path)
+
+
+@pytest.mark.parametrize("command", ["plot", "compare"])
+def test_settings_that_are_not_an_object_are_one_line(tmp_path, valid, capsys, command):
+    from landscape.__main__ import main
+
+    path = tmp_path / "list.h5"
+    shutil.copyfile(valid, path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["settings"] = "[1, 2]"
+    with pytest.raises(SurfaceFileError, match=r"list.h5: root attribute 'settings' is a JSON list; expected an "
+                                               r"object"):
+        read_surface(path)
+    argv = ["plot", str(path)] if command == "plot" else ["compare", str(path), str(valid)]
+    rc = main([*argv, "--out", str(tmp_path / "fig")]) if command == "compare" else main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "root attribute 'settings' is a JSON list" in err, err
