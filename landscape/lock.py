@@ -1,8 +1,11 @@
-"""One writer per surface file: an exclusive ``flock`` on ``.<name>.lock`` next to it, held while computing.
+"""One writer per surface file: an exclusive ``flock`` on ``.<name>.lock`` next to it, held while writing.
 
-:class:`SurfaceLock` is taken by :meth:`landscape.store.SurfaceWriter.open` before the file is
-read, created or replaced, and released by ``close``; a second process (another ``compute`` on the
-same output, or ``--overwrite`` of a file being computed) stops at once with :class:`SurfaceLockedError`
+:class:`SurfaceLock` is taken by every writer of a surface file, whatever the file system (HDF5's own
+file locking is usually off on NFS and Lustre: ``HDF5_USE_FILE_LOCKING=FALSE``):
+:meth:`landscape.store.SurfaceWriter.open` (compute, merge) before the file is read, created or
+replaced, until ``close``; :func:`landscape.store.update_surface` (plot's metrics, eigenvalue maps)
+around its ``r+`` handle. A second process (another ``compute`` on the same output, ``--overwrite``
+of a file being computed, ``plot`` storing metrics meanwhile) stops at once with :class:`SurfaceLockedError`
 naming the holder's PID. :func:`remove_stale_temporaries` deletes the ``.<name>.<pid>.tmp`` files of
 writers killed while creating a surface (their PID is gone and nobody holds the file's lock).
 

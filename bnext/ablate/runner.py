@@ -11,7 +11,9 @@ timeout kills the kernel too. Each run folder ``<out>/<run-id>/`` holds::
     failure.json         when the run failed: status (failed|timeout|error), failing cell index and
                          source, error name, message and traceback
     log.txt              the worker's stdout/stderr
-    .point.lock          flock held while a process runs the point (with its PID)
+    .point.lock          flock held while a process runs the point (with its PID); a runner claims a point
+                         by taking it and then checking result.json again, so two runners on one folder
+                         share the work: none runs a point twice or deletes a result it did not write
     job.json             with ``--executor slurm``: the submitit job running the point
 
 A sweep never writes into a folder whose ``params.json`` records other parameters unless asked to
