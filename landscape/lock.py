@@ -69,6 +69,11 @@ class SurfaceLock:
                     holder = "unknown PID"
                 raise SurfaceLockedError(f"{self.path} is in use by another process ({holder}); wait for it to "
                                          "finish or write another file") from None
+            except OSError as exc:  # ENOSYS/ENOLCK/EOPNOTSUPP: no flock here (Lustre mounted without -o flock)
+                os.close(fd)
+                raise LockFileError(exc.errno, f"cannot lock {self.path}: the file system refuses flock "
+                                    f"({exc.strerror}); on Lustre mount with -o flock, or write the surface "
+                                    "on a file system with locks") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino  # not one a releaser just removed
             except FileNotFoundError:

@@ -259,3 +259,17 @@ def test_update_surface_waits_for_a_short_holder(tmp_path, cnn, data):
         proc.communicate(timeout=60)
     s = read_surface(path)
     assert s.metrics["test_loss"] == {"roughness": 2.0} and s.metrics["train_loss"] == {"held": 1}
+
+
+def test_a_file_system_without_flock_is_one_line(tmp_path, monkeypatch, cnn, data):
+    import landscape.lock as lock
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_flock)
+    with pytest.raises(OSError, match=r"cannot lock .*s.h5: the file system refuses flock \(Function not "
+                                      r"implemented\); on Lustre mount with -o flock"):
+        compute_surface(tmp_path / "s.h5", cnn, random_directions(cnn, ndim=1, seed=0), data, "-1:1:3",
+                        progress=False)
+    assert not (tmp_path / "s.h5").exists()
