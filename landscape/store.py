@@ -348,6 +348,24 @@ def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
     return out
 
 
+#: free bytes required before HDF5 adds metadata to an existing file: a metadata write that fails on
+#: a full disk can leave the whole file unreadable, so such writes are refused up front instead
+METADATA_RESERVE = 64 << 10
+
+
+def _require_free(path: Path, need: int) -> None:
+    """Raise :class:`SurfaceWriteError` (the file untouched) when the disk of ``path`` has less than ``need``
+    bytes free (:data:`METADATA_RESERVE` plus what is about to be written)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return  # cannot tell: let the write report it
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise SurfaceWriteError(describe_write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+                                + f" ({free:,} bytes free, {need:,} needed)")
+
+
 def _close(f: h5py.File) -> None:
     """Close an HDF5 file whose last writes may have failed (disk full): close errors are dropped,
     the handle is never left to the garbage collector (where a failing flush can crash the process)."""
@@ -359,16 +377,20 @@ def _close(f: h5py.File) -> None:
 
 
 @contextmanager
-def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0) -> Iterator[h5py.File]:
+def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0,
+                   reserve: int = METADATA_RESERVE) -> Iterator[h5py.File]:
     """The surface file open ``r+`` while this process holds its :class:`~landscape.lock.SurfaceLock`.
 
     For every writer other than :class:`SurfaceWriter` (metrics, eigenvalue maps, ...): waits up to
     ``wait`` seconds for another writer, then raises :class:`~landscape.lock.SurfaceLockedError`; the
     layout is checked before the file is handed out; HDF5 errors while writing (disk full) become
-    :class:`SurfaceWriteError`. The file is closed before the lock is released.
+    :class:`SurfaceWriteError`. ``reserve``: bytes that must be free on the disk before the file is opened
+    for writing (what will be added, plus :data:`METADATA_RESERVE`): HDF5 failing halfway through a
+    metadata write can leave the file unreadable. The file is closed before the lock is released.
     """
     path = Path(path)
     with SurfaceLock(path).acquire(wait=wait):
+        _require_free(path, reserve)
         f = _open(path, "r+")
         try:
             _check_layout(f, path)
@@ -388,7 +410,8 @@ def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, A
     """Write smoothness metrics as attributes of group ``metrics/<key>`` (replacing old ones), under the
     surface lock (:func:`update_surface`; raises :class:`~landscape.lock.SurfaceLockedError` while another
     process writes the file)."""
-    with update_surface(path, wait=wait) as f:
+    payload = sum(len(str(k)) + len(str(_attr_value(v))) + 64 for k, v in values.items())
+    with update_surface(path, wait=wait, reserve=METADATA_RESERVE + 4 * payload) as f:
         grp = f.require_group("metrics").require_group(key)
         for k in list(grp.attrs):
             del grp.attrs[k]
@@ -581,8 +604,10 @@ class SurfaceWriter:
         settings actually used by the latest run, see ``landscape.engine.SurfaceEngine.settings``)."""
         if name == "settings" or name in self.settings:
             raise ValueError(f"{name!r} is a compared setting of the file; it cannot be rewritten")
+        value = _attr_value(value)
+        _require_free(self.path, METADATA_RESERVE + 4 * len(str(value)))
         with self._write_errors():
-            self._f.attrs[name] = _attr_value(value)
+            self._f.attrs[name] = value
             self._f.flush()
 
     def close(self) -> None:

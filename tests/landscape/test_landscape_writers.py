@@ -26,7 +26,7 @@ import pytest
 from landscape.__main__ import main
 from landscape.directions import random_directions
 from landscape.lock import SurfaceLock
-from landscape.store import SurfaceWriteError, read_surface, update_surface, write_metrics
+from landscape.store import SurfaceWriteError, SurfaceWriter, read_surface, update_surface, write_metrics
 from landscape.surface import compute_surface
 from tests._tmpfs import small_tmpfs
 
@@ -273,3 +273,22 @@ def test_a_file_system_without_flock_is_one_line(tmp_path, monkeypatch, cnn, dat
         compute_surface(tmp_path / "s.h5", cnn, random_directions(cnn, ndim=1, seed=0), data, "-1:1:3",
                         progress=False)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_metadata_writes_on_a_full_disk_are_refused_before_the_file_is_touched(tiny_disk, cnn, data):
+    path = tiny_disk / "s.h5"
+    directions = random_directions(cnn, ndim=1, seed=0)
+    compute_surface(path, cnn, directions, data, "-1:1:3", progress=False)
+    before = path.read_bytes()
+    _fill(tiny_disk)
+    # HDF5 failing halfway through adding attributes left the whole file unreadable: refused up front now
+    with pytest.raises(SurfaceWriteError, match=r"cannot write .*s.h5: no space left on device \(errno 28\); "
+                                                r"nothing stored before is lost \(\d+ bytes free"):
+        write_metrics(path, "train_loss", {f"k{i}": "x" * 2000 for i in range(50)})
+    writer = SurfaceWriter.open(path, settings=read_surface(path).settings, xcoordinates=np.linspace(-1, 1, 3),
+                                ycoordinates=None, directions={}, mode="resume")
+    with pytest.raises(SurfaceWriteError, match="no space left on device"):  # as a resumed compute storing 'engine'
+        writer.set_attribute("engine", {"forward": "torch", "note": "y" * 5000})
+    writer.close()
+    assert path.read_bytes() == before and read_surface(path).complete
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "s.h5"]
