@@ -31,7 +31,7 @@ import numpy as np
 from ..grid import complete_level, level_indices
 from ..lock import SurfaceLockedError
 from ..metrics import DEFAULT_DELTA, surface_metrics
-from ..store import Surface, read_surface, write_metrics
+from ..store import Surface, SurfaceWriteError, read_surface, write_metrics
 from . import style
 from .values import default_key as _default_key
 from .values import plotted_values
@@ -519,7 +519,8 @@ def store_metrics(path: str | os.PathLike[str], surface: Surface, *, delta: floa
             m["partial_grid"] = "\u00d7".join(map(str, surface.shape))
         try:
             write_metrics(path, key, m)
-        except SurfaceLockedError as exc:  # being computed: the figures are drawn, the metrics not stored
+        except (SurfaceLockedError, SurfaceWriteError, OSError) as exc:  # being computed, read-only or full disk:
+            # the figures are drawn, the metrics are not stored
             print(f"note: metrics not stored: {exc}", file=sys.stderr)
             return result
         result[key] = m

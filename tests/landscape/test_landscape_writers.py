@@ -292,3 +292,21 @@ def test_metadata_writes_on_a_full_disk_are_refused_before_the_file_is_touched(t
     writer.close()
     assert path.read_bytes() == before and read_surface(path).complete
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "s.h5"]
+
+
+def test_plot_draws_while_another_process_writes_the_file_and_says_metrics_were_not_stored(tmp_path, cnn, data,
+                                                                                           capsys):
+    path = tmp_path / "s.h5"
+    compute_surface(path, cnn, random_directions(cnn, seed=0), data, "-1:1:3", "-1:1:3", progress=False)
+    release = tmp_path / "release"
+    proc = _python(HOLD_METRICS, path, release)  # another process holds the file for writing
+    try:
+        assert proc.stdout.readline().strip() == "point"
+        rc = main(["plot", str(path), "--kinds", "contour", "--format", "png", "--out-dir", str(tmp_path / "fig")])
+    finally:
+        release.touch()
+        proc.communicate(timeout=60)
+    err = capsys.readouterr().err
+    assert rc == 0 and "note: metrics not stored:" in err and "is in use by another process" in err, err
+    assert list((tmp_path / "fig").glob("*contour*.png"))
+    assert "roughness" not in read_surface(path).metrics.get("train_loss", {})  # nothing written past the lock
