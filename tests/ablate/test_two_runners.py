@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from bnext.ablate.cluster import record_job
 from bnext.ablate.runner import _completed_elsewhere
+
+from .test_runner import write_toy
 
 PARAMETERS = "a = 1\nsleep = 0.0\nout_dir = None\n"
 BODY = [
@@ -27,16 +28,6 @@ BODY = [
 ]
 
 
-def _notebook(path: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(PARAMETERS)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell] + [nbformat.v4.new_code_cell(src) for src in BODY]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
-
-
 def _runner(nb: Path, out: Path, cwd: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]),
                                                        os.environ.get("PYTHONPATH", "")])}
@@ -47,7 +38,7 @@ def _runner(nb: Path, out: Path, cwd: Path, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_runners_share_a_sweep_without_running_a_point_twice(tmp_path: Path):
-    nb = _notebook(tmp_path / "count.ipynb")
+    nb = write_toy(tmp_path / "count.ipynb", PARAMETERS, BODY)
     out = tmp_path / "sweep"
     extra = ()
     # the first runner plans both points and runs a=1 (slow); the second finds a=1 busy and completes

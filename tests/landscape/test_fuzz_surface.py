@@ -9,16 +9,16 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from landscape.directions import random_directions
 from landscape.store import SurfaceFileError, read_directions, read_surface
 from landscape.surface import compute_surface
+from tests._fuzz import CUTS, FLIPS, FUZZ, damaged_copy
 
 from ._models import make_data, make_model
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ATTR_VALUES = st.one_of(st.integers(-3, 3), st.sampled_from([10**12, -1, 0]), st.floats(allow_nan=True),
                         st.text(max_size=6), st.sampled_from(['[1, 2]', '{"a": 1}', "null", '"x"', "{", b"\xff"]),
                         st.lists(st.integers(0, 3), min_size=1, max_size=3).map(np.array))
@@ -79,16 +79,9 @@ def test_fuzzed_structure(tmp_path, valid, data):
 
 
 @FUZZ
-@given(cut=st.floats(0.0, 1.0, exclude_max=True), flip=st.integers(0, 2**31))
+@given(cut=CUTS, flip=FLIPS)
 def test_truncated_or_flipped_files(tmp_path, valid, cut, flip):
-    raw = bytearray(valid.read_bytes())
-    if cut > 0.1:
-        raw = raw[: int(len(raw) * cut)]
-    else:
-        raw[flip % len(raw)] ^= 0xFF
-    path = tmp_path / "t.h5"
-    path.write_bytes(bytes(raw))
-    _outcome(path)
+    _outcome(damaged_copy(valid, tmp_path / "t.h5", cut, flip))
 
 
 @pytest.mark.parametrize("command", ["plot", "compare"])

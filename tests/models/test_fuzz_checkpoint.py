@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bnext import models
 from bnext.models import CheckpointError
 from bnext.models.official import OfficialCheckpointError, import_official
+from tests._fuzz import CUTS, FLIPS, FUZZ, damaged_copy
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FIELDS = ["format", "version", "model", "num_classes", "input_size", "options", "state_dict", "extra"]
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.sampled_from([10**12, 2**70, 0.5, "x", "bnext18"]),
                    st.lists(st.integers(0, 2), max_size=2), st.dictionaries(st.sampled_from(["width", "bogus"]),
@@ -83,13 +83,6 @@ def test_fuzzed_tensors(tmp_path, valid, data):
 
 
 @FUZZ
-@given(cut=st.floats(0.0, 1.0, exclude_max=True), flip=st.integers(0, 2**31))
+@given(cut=CUTS, flip=FLIPS)
 def test_truncated_or_flipped_files(tmp_path, valid, cut, flip):
-    raw = bytearray(valid.read_bytes())
-    if cut > 0.1:
-        raw = raw[: int(len(raw) * cut)]
-    else:
-        raw[flip % len(raw)] ^= 0xFF
-    path = tmp_path / "c.pt"
-    path.write_bytes(bytes(raw))
-    _outcome(path)
+    _outcome(damaged_copy(valid, tmp_path / "c.pt", cut, flip))

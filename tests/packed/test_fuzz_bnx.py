@@ -9,15 +9,15 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bnext.packed import PackedFormatError, info, load, pack, save
 from bnext.packed.fileformat import HEADER, read
+from tests._fuzz import CUTS, FLIPS, FUZZ, damaged_copy
 
 from .conftest import make_model
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([10**12, 2**63, -(10**9)]),
                         st.floats(allow_nan=True), st.text(max_size=4), st.lists(st.integers(0, 3), max_size=3),
                         st.dictionaries(st.text(max_size=3), st.integers(0, 3), max_size=2))
@@ -95,13 +95,6 @@ def test_fuzzed_arrays(tmp_path, valid, data):
 
 
 @FUZZ
-@given(cut=st.floats(0.0, 1.0, exclude_max=True), flip=st.integers(0, 2**31))
+@given(cut=CUTS, flip=FLIPS)
 def test_truncated_or_flipped_files(tmp_path, valid, cut, flip):
-    path, _, _ = valid
-    raw = bytearray(path.read_bytes())
-    raw = raw[: int(len(raw) * cut)] if cut > 0.05 else raw
-    if raw and cut <= 0.05:
-        raw[flip % len(raw)] ^= 0xFF
-    bad = tmp_path / "t.bnx"
-    bad.write_bytes(bytes(raw))
-    _outcome(bad)
+    _outcome(damaged_copy(valid[0], tmp_path / "t.bnx", cut, flip))
