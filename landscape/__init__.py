@@ -3,7 +3,7 @@ Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: 
 (``python -m landscape``) imports ``bnext``.
 
 Layout: the file format and grids at the top (:mod:`~landscape.store`, :mod:`~landscape.grid`,
-:mod:`~landscape.lock`, :mod:`~landscape.merge`), with :mod:`~landscape.directions` (random
+:mod:`~landscape.lock`, :mod:`~landscape.diskwrite`, :mod:`~landscape.merge`), with :mod:`~landscape.directions` (random
 filter-normalized, interpolation, PCA, reference-tool files), :mod:`~landscape.bn` (BatchNorm
 recalibration), :mod:`~landscape.surface` (resumable and sharded compute) and
 :mod:`~landscape.metrics` (roughness, convexity share, basin width); then three sub-packages:

@@ -43,7 +43,6 @@ and no temporary left.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import hashlib
 import io
 import json
@@ -58,6 +57,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .diskwrite import (
+    METADATA_RESERVE,
+    SurfaceWriteError,
+    close_quietly,
+    describe_write_error,
+    require_free,
+    write_atomic,
+)
 from .grid import check_grid_memory
 from .lock import SurfaceLock, remove_stale_temporaries
 
@@ -74,27 +81,6 @@ LEGACY_DEFAULTS = {"bn": "interpolate", "bn_calibration": None}
 
 class SurfaceFileError(ValueError):
     """A file is missing, truncated, foreign, or does not follow the surface schema."""
-
-
-class SurfaceWriteError(SurfaceFileError):
-    """A surface file could not be written (disk full, read-only, ...); the message is one line."""
-
-
-def describe_write_error(path: str | os.PathLike[str], err: BaseException) -> str:
-    """One line: the file, the cause (from an ``OSError`` or HDF5's errno text), and what was kept."""
-    code = getattr(err, "errno", None)
-    if not isinstance(code, int):
-        text = str(err)
-        code = next((c for c in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
-                     if f"errno = {c}," in text), None)
-    reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-              errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied"}.get(code or 0)
-    if reason is None:
-        first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-        reason = getattr(err, "strerror", None) or first
-    return f"cannot write {path}: {reason}" + (f" (errno {code})" if code else "") + \
-        "; nothing stored before is lost"
 
 
 class SettingsMismatchError(ValueError):
@@ -348,34 +334,6 @@ def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
     return out
 
 
-#: free bytes required before HDF5 adds metadata to an existing file: a metadata write that fails on
-#: a full disk can leave the whole file unreadable, so such writes are refused up front instead
-METADATA_RESERVE = 64 << 10
-
-
-def _require_free(path: Path, need: int) -> None:
-    """Raise :class:`SurfaceWriteError` (the file untouched) when the disk of ``path`` has less than ``need``
-    bytes free (:data:`METADATA_RESERVE` plus what is about to be written)."""
-    try:
-        st = os.statvfs(path.parent)
-    except OSError:
-        return  # cannot tell: let the write report it
-    free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise SurfaceWriteError(describe_write_error(path, OSError(errno.ENOSPC, "No space left on device"))
-                                + f" ({free:,} bytes free, {need:,} needed)")
-
-
-def _close(f: h5py.File) -> None:
-    """Close an HDF5 file whose last writes may have failed (disk full): close errors are dropped,
-    the handle is never left to the garbage collector (where a failing flush can crash the process)."""
-    try:
-        if f.id.valid:
-            f.close()
-    except Exception:  # noqa: BLE001 - the write error that brought us here is the one to report
-        pass
-
-
 @contextmanager
 def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0,
                    reserve: int = METADATA_RESERVE) -> Iterator[h5py.File]:
@@ -390,7 +348,7 @@ def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0,
     """
     path = Path(path)
     with SurfaceLock(path).acquire(wait=wait):
-        _require_free(path, reserve)
+        require_free(path, reserve)
         f = _open(path, "r+")
         try:
             _check_layout(f, path)
@@ -403,7 +361,7 @@ def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0,
                 raise SurfaceWriteError(describe_write_error(path, exc)) from None
             raise
         finally:
-            _close(f)
+            close_quietly(f)
 
 
 def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, Any], *, wait: float = 0.0) -> None:
@@ -543,7 +501,7 @@ class SurfaceWriter:
                 t = f.create_group("trajectory")
                 t.create_dataset("xcoordinates", data=np.asarray(trajectory)[:, 0])
                 t.create_dataset("ycoordinates", data=np.asarray(trajectory)[:, 1])
-        _write_atomic(path, buffer.getbuffer())
+        write_atomic(path, buffer.getbuffer())
 
     # ----------------------------------------------------------------- points
     def done(self) -> np.ndarray:
@@ -605,14 +563,14 @@ class SurfaceWriter:
         if name == "settings" or name in self.settings:
             raise ValueError(f"{name!r} is a compared setting of the file; it cannot be rewritten")
         value = _attr_value(value)
-        _require_free(self.path, METADATA_RESERVE + 4 * len(str(value)))
+        require_free(self.path, METADATA_RESERVE + 4 * len(str(value)))
         with self._write_errors():
             self._f.attrs[name] = value
             self._f.flush()
 
     def close(self) -> None:
         """Close the file (dropping close errors after a failed write), then release the lock."""
-        _close(self._f)
+        close_quietly(self._f)
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.release()
@@ -622,31 +580,6 @@ class SurfaceWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _write_atomic(path: Path, data: memoryview | bytes) -> None:
-    """``data`` to ``.<name>.<pid>.tmp`` (mode from the umask), fsync, rename over ``path``; on an OS
-    error the temporary is removed, ``path`` is untouched and :class:`SurfaceWriteError` is raised."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = -1
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise SurfaceWriteError(describe_write_error(path, exc)) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
