@@ -91,6 +91,10 @@ def evaluate_file(
 
     model, spec, kind = load_any(path)
     size = int(input_size or spec["input_size"])
+    if size != spec["input_size"]:  # refused before the data are resized (100000x100000 images: terabytes)
+        want = spec["input_size"]
+        raise ValueError(f"--input-size {size}: input images are {size}x{size} but this model was trained for "
+                         f"{want}x{want} inputs; drop --input-size or pass {want}")
     batches = eval_batches(data, split, size, data_root, batch_size)
     t0 = time.perf_counter()
     out = evaluate(model if kind == "packed" else model.to(device), batches, device="cpu" if kind == "packed"

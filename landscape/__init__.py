@@ -3,7 +3,8 @@ Neural Nets"; the BNext paper's section 3.1, Fig. 1b, 2 and 6). Model-agnostic: 
 (``python -m landscape``) imports ``bnext``.
 
 Layout: the file format and grids at the top (:mod:`~landscape.store`, :mod:`~landscape.grid`,
-:mod:`~landscape.lock`, :mod:`~landscape.merge`), with :mod:`~landscape.directions` (random
+:mod:`~landscape.lock`, :mod:`~landscape.diskwrite`,
+:mod:`~landscape.merge`), with :mod:`~landscape.directions` (random
 filter-normalized, interpolation, planes through three models, PCA, reference-tool files),
 :mod:`~landscape.objectives` (the loss and metrics a surface stores), :mod:`~landscape.bn` (BatchNorm
 recalibration), :mod:`~landscape.surface` (resumable and sharded compute) and

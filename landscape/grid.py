@@ -54,7 +54,11 @@ def parse_grid(spec: str | Sequence[float], name: str = "x") -> np.ndarray:
     return np.linspace(lo, hi, num)
 
 
-class GridTooLargeError(ValueError):
+class TooMuchMemoryError(ValueError):
+    """A request (from a flag: grid size, ``--top-k``, ...) that would not fit in the memory available."""
+
+
+class GridTooLargeError(TooMuchMemoryError):
     """A grid whose arrays would not fit in the memory available."""
 
 
@@ -88,6 +92,16 @@ def check_grid_memory(shape: Sequence[int], available: int | None = None) -> int
         raise GridTooLargeError(f"a {dims} grid ({points:,} points) needs about {need / 2**30:,.1f} GiB of memory for "
                           f"its arrays; {have / 2**30:,.1f} GiB are available: use fewer points")
     return need
+
+def check_memory(flag: str, need: int, what: str, advice: str, available: int | None = None) -> int:
+    """Refuse (:class:`TooMuchMemoryError`, one line with the estimate) what ``flag`` asks for when its
+    ``need`` bytes (``what``: how it is made up) exceed the memory available; returns ``need``."""
+    have = available_memory() if available is None else available
+    if need > have:
+        raise TooMuchMemoryError(f"{flag} needs about {need / 2**30:,.1f} GiB of memory for {what}; "
+                                 f"{have / 2**30:,.1f} GiB are available: {advice}")
+    return need
+
 
 def grid_points(xcoordinates: np.ndarray, ycoordinates: np.ndarray | None) -> list[tuple[int, ...]]:
     """All grid indices in row-major order (``(i,)`` or ``(i, j)``)."""

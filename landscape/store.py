@@ -30,16 +30,27 @@ of 0 forever), missing entries are NaN and the ``done`` mask says what is stored
 allocated contiguously when the file is created (written to a temporary name, then renamed), so
 later writes only touch raw data: values are written and flushed before the ``done`` flag is set
 and flushed, and a process killed at any moment loses at most the points in flight.
+
+One writer per file, whatever the file system: every process that writes into a surface file
+(:class:`SurfaceWriter` for compute and merge, :func:`write_metrics` for plot, :func:`update_surface`
+for eigenvalue maps and other additions) holds the workbench's own :class:`landscape.lock.SurfaceLock`
+while the file is open for writing, so nothing depends on HDF5's file locking (usually off on
+NFS and Lustre, ``HDF5_USE_FILE_LOCKING=FALSE``); readers open the file read-only. A new file is
+built in memory and written to a temporary name with plain OS writes, so a full or read-only disk
+ends in :class:`SurfaceWriteError` (one line naming the file and the cause), the previous file intact
+and no temporary left.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +58,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .diskwrite import (
+    METADATA_RESERVE,
+    SurfaceWriteError,
+    close_quietly,
+    describe_write_error,
+    require_free,
+    write_atomic,
+)
 from .grid import check_grid_memory
 from .lock import SurfaceLock, remove_stale_temporaries
 
@@ -291,6 +310,9 @@ def read_surface(path: str | os.PathLike[str]) -> Surface:
         settings = json.loads(attrs.get("settings", "{}"))
     except (TypeError, json.JSONDecodeError):
         raise _fail(path, "root attribute 'settings' is not valid JSON") from None
+    if not isinstance(settings, dict):
+        raise _fail(path, f"root attribute 'settings' is a JSON {type(settings).__name__}; expected an object "
+                    "(the settings the surface was computed with)")
     return Surface(path, x, y, values, done, settings, attrs, metrics, trajectory, direction_info)
 
 
@@ -298,25 +320,69 @@ def read_directions(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndar
     """The directions stored in a surface file: ``{"x": {name: array}, "y": {...}}`` in stored order."""
     path = Path(path)
     with _open(path) as f:
-        _check_layout(f, path)
-        if "directions" not in f or "x" not in f["directions"]:
-            raise _fail(path, "has no 'directions/x' group")
         out: dict[str, dict[str, np.ndarray]] = {}
-        for axis in ("x", "y"):
-            if axis in f["directions"]:
-                grp = f["directions"][axis]
-                names = json.loads(_decode_attr(grp.attrs.get("names", "null")) or "null") or list(grp.keys())
-                out[axis] = {n: np.asarray(grp[n][()]) for n in names}
-        info = {k: _decode_json(_decode_attr(v)) for k, v in f["directions"].attrs.items()}
+        try:
+            _check_layout(f, path)
+            if "directions" not in f or not isinstance(f["directions"], h5py.Group) or "x" not in f["directions"]:
+                raise _fail(path, "has no 'directions/x' group")
+            for axis in ("x", "y"):
+                if axis in f["directions"]:
+                    grp = f["directions"][axis]
+                    names = _decode_json(_decode_attr(grp.attrs.get("names", "null")))
+                    names = list(grp.keys()) if names in (None, "null") else names
+                    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                        raise _fail(path, f"attribute 'names' of directions/{axis} is {names!r:.60}; expected a "
+                                    "JSON list of parameter names")
+                    missing = [n for n in names if n not in grp or not isinstance(grp[n], h5py.Dataset)]
+                    if missing:
+                        raise _fail(path, f"directions/{axis} lists {missing[0]!r} but has no such dataset")
+                    out[axis] = {n: np.asarray(grp[n][()]) for n in names}
+            info = {k: _decode_json(_decode_attr(v)) for k, v in f["directions"].attrs.items()}
+        except SurfaceFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - damaged data blocks surface as assorted errors
+            raise _fail(path, f"is damaged: reading its directions failed ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     out["info"] = info  # type: ignore[assignment]
     return out
 
 
-def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, Any]) -> None:
-    """Write smoothness metrics as attributes of group ``metrics/<key>`` (replacing old ones)."""
+@contextmanager
+def update_surface(path: str | os.PathLike[str], *, wait: float = 0.0,
+                   reserve: int = METADATA_RESERVE) -> Iterator[h5py.File]:
+    """The surface file open ``r+`` while this process holds its :class:`~landscape.lock.SurfaceLock`.
+
+    For every writer other than :class:`SurfaceWriter` (metrics, eigenvalue maps, ...): waits up to
+    ``wait`` seconds for another writer, then raises :class:`~landscape.lock.SurfaceLockedError`; the
+    layout is checked before the file is handed out; HDF5 errors while writing (disk full) become
+    :class:`SurfaceWriteError`. ``reserve``: bytes that must be free on the disk before the file is opened
+    for writing (what will be added, plus :data:`METADATA_RESERVE`): HDF5 failing halfway through a
+    metadata write can leave the file unreadable. The file is closed before the lock is released.
+    """
     path = Path(path)
-    with _open(path, "r+") as f:
-        _check_layout(f, path)
+    with SurfaceLock(path).acquire(wait=wait):
+        require_free(path, reserve)
+        f = _open(path, "r+")
+        try:
+            _check_layout(f, path)
+            yield f
+            f.flush()
+        except (SurfaceFileError, SettingsMismatchError):
+            raise
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, OSError) or "errno = " in str(exc):
+                raise SurfaceWriteError(describe_write_error(path, exc)) from None
+            raise
+        finally:
+            close_quietly(f)
+
+
+def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, Any], *, wait: float = 0.0) -> None:
+    """Write smoothness metrics as attributes of group ``metrics/<key>`` (replacing old ones), under the
+    surface lock (:func:`update_surface`; raises :class:`~landscape.lock.SurfaceLockedError` while another
+    process writes the file)."""
+    payload = sum(len(str(k)) + len(str(_attr_value(v))) + 64 for k, v in values.items())
+    with update_surface(path, wait=wait, reserve=METADATA_RESERVE + 4 * payload) as f:
         grp = f.require_group("metrics").require_group(key)
         for k in list(grp.attrs):
             del grp.attrs[k]
@@ -413,48 +479,44 @@ class SurfaceWriter:
         trajectory: np.ndarray | None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         x = np.asarray(xcoordinates, dtype=np.float64).reshape(-1)
         shape: tuple[int, ...] = (x.size,)
         if ycoordinates is not None:
             y = np.asarray(ycoordinates, dtype=np.float64).reshape(-1)
             shape = (y.size, x.size)  # on disk: (ny, nx), Z[j, i] = f(x[i], y[j])
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["ndim"] = len(shape)
-                f.attrs["settings"] = json.dumps(settings, sort_keys=True)
-                for k, v in settings.items():
-                    f.attrs[k] = _attr_value(v)
-                f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-                f.attrs["nonfinite_points"] = 0
-                f.create_dataset("xcoordinates", data=x)
-                if len(shape) == 2:
-                    f.create_dataset("ycoordinates", data=y)
-                extra = [n for n in settings.get(EXTRA_VALUES) or [] if n not in VALUE_NAMES]
-                for name in (*VALUE_NAMES, *extra):  # contiguous + written now: later writes touch raw data only
-                    f.create_dataset(name, data=np.full(shape, np.nan), fillvalue=np.nan)
-                f.create_dataset("done", data=np.zeros(shape, dtype=np.uint8))
-                grp = f.create_group("directions")
-                for k, v in (direction_info or {}).items():
-                    grp.attrs[k] = _attr_value(v)
-                for axis in ("x", "y")[: len(shape)]:
-                    if axis not in directions:
-                        raise ValueError(f"a {len(shape)}D surface needs a '{axis}' direction")
-                    sub = grp.create_group(axis)
-                    names = list(directions[axis])
-                    sub.attrs["names"] = json.dumps(names)
-                    for name in names:
-                        sub.create_dataset(name, data=np.asarray(directions[axis][name], dtype=np.float32))
-                if trajectory is not None:
-                    t = f.create_group("trajectory")
-                    t.create_dataset("xcoordinates", data=np.asarray(trajectory)[:, 0])
-                    t.create_dataset("ycoordinates", data=np.asarray(trajectory)[:, 1])
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        buffer = io.BytesIO()  # built in memory: HDF5 never sees a full disk (its write errors can crash)
+        with h5py.File(buffer, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["ndim"] = len(shape)
+            f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+            for k, v in settings.items():
+                f.attrs[k] = _attr_value(v)
+            f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            f.attrs["nonfinite_points"] = 0
+            f.create_dataset("xcoordinates", data=x)
+            if len(shape) == 2:
+                f.create_dataset("ycoordinates", data=y)
+            extra = [n for n in settings.get(EXTRA_VALUES) or [] if n not in VALUE_NAMES]
+            for name in (*VALUE_NAMES, *extra):  # contiguous + written now: later writes touch raw data only
+                f.create_dataset(name, data=np.full(shape, np.nan), fillvalue=np.nan)
+            f.create_dataset("done", data=np.zeros(shape, dtype=np.uint8))
+            grp = f.create_group("directions")
+            for k, v in (direction_info or {}).items():
+                grp.attrs[k] = _attr_value(v)
+            for axis in ("x", "y")[: len(shape)]:
+                if axis not in directions:
+                    raise ValueError(f"a {len(shape)}D surface needs a '{axis}' direction")
+                sub = grp.create_group(axis)
+                names = list(directions[axis])
+                sub.attrs["names"] = json.dumps(names)
+                for name in names:
+                    sub.create_dataset(name, data=np.asarray(directions[axis][name], dtype=np.float32))
+            if trajectory is not None:
+                t = f.create_group("trajectory")
+                t.create_dataset("xcoordinates", data=np.asarray(trajectory)[:, 0])
+                t.create_dataset("ycoordinates", data=np.asarray(trajectory)[:, 1])
+        write_atomic(path, buffer.getbuffer())
 
     # ----------------------------------------------------------------- points
     def done(self) -> np.ndarray:
@@ -481,32 +543,49 @@ class SurfaceWriter:
         results = list(results)
         if not results:
             return
-        bad = 0
-        for index, vals in results:
-            disk = self._disk(index)
-            for name, value in vals.items():
-                if name not in self.value_names:
-                    raise KeyError(f"unknown value name {name!r}; expected one of {self.value_names}")
-                self._f[name][disk] = float(value)
-            bad += any(not math.isfinite(float(v)) for v in vals.values())
-        if bad:
-            self._f.attrs["nonfinite_points"] = int(_decode_attr(self._f.attrs.get("nonfinite_points", 0))) + bad
-        self._f.flush()
-        for index, _ in results:
-            self._done[self._disk(index)] = 1
-        self._f.flush()
+        for _, vals in results:
+            for name in vals:
+                if name not in VALUE_NAMES:
+                    raise KeyError(f"unknown value name {name!r}; expected one of {VALUE_NAMES}")
+        with self._write_errors():
+            bad = 0
+            for index, vals in results:
+                disk = self._disk(index)
+                for name, value in vals.items():
+                    self._f[name][disk] = float(value)
+                bad += any(not math.isfinite(float(v)) for v in vals.values())
+            if bad:
+                self._f.attrs["nonfinite_points"] = int(_decode_attr(self._f.attrs.get("nonfinite_points", 0))) + bad
+            self._f.flush()
+            for index, _ in results:
+                self._done[self._disk(index)] = 1
+            self._f.flush()
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """HDF5/OS write errors (disk full, read-only) as :class:`SurfaceWriteError`, the file closed first."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if not isinstance(exc, OSError) and "errno = " not in str(exc):
+                raise
+            self.close()
+            raise SurfaceWriteError(describe_write_error(self.path, exc)) from None
 
     def set_attribute(self, name: str, value: Any) -> None:
         """Write a root attribute that is not a compared setting (e.g. ``engine``: the evaluation
         settings actually used by the latest run, see ``landscape.engine.SurfaceEngine.settings``)."""
         if name == "settings" or name in self.settings:
             raise ValueError(f"{name!r} is a compared setting of the file; it cannot be rewritten")
-        self._f.attrs[name] = _attr_value(value)
-        self._f.flush()
+        value = _attr_value(value)
+        require_free(self.path, METADATA_RESERVE + 4 * len(str(value)))
+        with self._write_errors():
+            self._f.attrs[name] = value
+            self._f.flush()
 
     def close(self) -> None:
-        if self._f.id.valid:
-            self._f.close()
+        """Close the file (dropping close errors after a failed write), then release the lock."""
+        close_quietly(self._f)
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.release()

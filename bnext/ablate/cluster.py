@@ -97,7 +97,8 @@ def read_job(run_dir: Path) -> dict[str, Any] | None:
 def record_job(run_dir: Path, job: Any, cluster: str) -> None:
     """Write ``job.json`` (this job id, where submitit keeps its files, the earlier job ids)."""
     old = read_job(run_dir) or {}
-    history = list(old.get("history", []))
+    history = old.get("history")
+    history = list(history) if isinstance(history, list) else []  # a hand-edited or damaged record
     if old.get("job_id"):
         history.append(old["job_id"])
     atomic_write_json(Path(run_dir) / JOB_FILE, {

@@ -11,7 +11,9 @@ timeout kills the kernel too. Each run folder ``<out>/<run-id>/`` holds::
     failure.json         when the run failed: status (failed|timeout|error), failing cell index and
                          source, error name, message and traceback
     log.txt              the worker's stdout/stderr
-    .point.lock          flock held while a process runs the point (with its PID)
+    .point.lock          flock held while a process runs the point (with its PID); a runner claims a point
+                         by taking it and then checking result.json again, so two runners on one folder
+                         share the work: none runs a point twice or deletes a result it did not write
     job.json             with ``--executor slurm``: the submitit job running the point
 
 A sweep never writes into a folder whose ``params.json`` records other parameters unless asked to
@@ -128,12 +130,18 @@ def execute_point(
     kernel_name: str = KERNEL_NAME,
     python: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    force: bool = False,
+    since: float | None = None,
 ) -> RunOutcome:
     """Execute one grid point in a fresh worker process; never raises for a failing notebook.
 
-    The point's lock (:class:`bnext.ablate.guard.PointLock`) is held by this process and the worker
-    for the whole run; a point whose lock is held elsewhere is not started (status ``busy``). The
-    worker dies with this process (:func:`bnext.ablate.guard.die_with_parent`).
+    The point is claimed atomically: its lock (:class:`bnext.ablate.guard.PointLock`) is taken, then
+    ``result.json`` is checked again, and only then does the point run. A point whose lock is held
+    elsewhere is not started (status ``busy``); one completed meanwhile by another runner is
+    ``skipped`` (with ``force``: one whose result was written at or after ``since``, the time this
+    sweep started, so two forced runners do not run a point twice or delete each other's result).
+    The lock is held by this process and the worker for the whole run; the worker dies with this
+    process (:func:`bnext.ablate.guard.die_with_parent`).
     """
     run_id = run_dir.name
     try:
@@ -141,10 +149,24 @@ def execute_point(
     except PointBusyError as exc:
         return RunOutcome(run_id, dict(parameters), "busy", 0.0, {"status": "busy", "message": str(exc)})
     try:
+        if _completed_elsewhere(run_dir, parameters, force=force, since=since):
+            return RunOutcome(run_id, dict(parameters), "skipped")
         return _execute_locked(notebook, run_dir, parameters, lock, timeout=timeout, cwd=cwd,
                                kernel_name=kernel_name, python=python, extra_env=extra_env)
     finally:
         lock.release()
+
+
+def _completed_elsewhere(run_dir: Path, parameters: Mapping[str, Any], *, force: bool, since: float | None) -> bool:
+    """Under the point's lock: is there a matching result this runner must keep (see :func:`execute_point`)?"""
+    if not is_complete(run_dir, parameters):
+        return False
+    if not force:
+        return True
+    try:
+        return since is not None and (run_dir / "result.json").stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _execute_locked(notebook: Path, run_dir: Path, parameters: Mapping[str, Any], lock: PointLock, *,
@@ -286,6 +308,7 @@ def run_sweep(
         check_overwrite(out, points)
     out.mkdir(parents=True, exist_ok=True)
     report = SweepReport(nb, out)
+    started = time.time()
     todo = []
     for rid, point in points:
         if not force and is_complete(out / rid, point):
@@ -299,7 +322,7 @@ def run_sweep(
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = {pool.submit(execute_point, nb, out / rid, point, timeout=timeout, cwd=work_dir,
-                               kernel_name=kernel_name): rid for rid, point in todo}
+                               kernel_name=kernel_name, force=force, since=started): rid for rid, point in todo}
         for fut in as_completed(futures):
             outcome = fut.result()
             report.outcomes.append(outcome)

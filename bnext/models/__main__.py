@@ -30,8 +30,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
     conv = model.official
     taus = sorted({float(m.tau) for m in model.modules() if hasattr(m, "tau")})
     note(f"writing {out} ...")
-    save(model, out, imported_from=str(Path(args.checkpoint).resolve()), official_mapped=len(conv.mapped),
-         official_dropped=conv.dropped)
+    try:
+        save(model, out, imported_from=str(Path(args.checkpoint).resolve()), official_mapped=len(conv.mapped),
+             official_dropped=conv.dropped)
+    except OSError as e:  # disk full, read-only: one line (bnext.io.FileWriteError), nothing half-written
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"imported {args.checkpoint}: {conv.describe()}")
     print(f"binary layers: tau {'0 (pure sign)' if taus == [0.0] else taus}; sign(0) = {args.sign_zero:+d}"
           f"{' (packable)' if args.sign_zero else ' (as their torch.sign; not packable)'}")

@@ -18,6 +18,7 @@ imports them.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -69,10 +70,57 @@ def describe_load_error(err: BaseException) -> str:
     return f"{kind}: {detail or 'no detail'}"
 
 
+def storage_problem(t: torch.Tensor) -> str | None:
+    """Why ``t`` is not a plain view of the bytes the file stored for it, else ``None``.
+
+    A tensor read from a file must be non-overlapping (no stride-0 broadcast, no strides that reuse
+    elements) and lie inside its storage: then its shape can ask for no more memory than the file
+    holds. A stride-0 view of shape ``(10**12, 256)`` over 256 floats passes a plain shape check and
+    makes a model built from it allocate terabytes.
+    """
+    if t.numel() == 0:
+        return None
+    dims = sorted((st, n) for n, st in zip(t.shape, t.stride(), strict=True) if n > 1)
+    extent = 1  # elements spanned by the faster-varying dimensions
+    for stride, n in dims:
+        if stride < extent:
+            kind = "a broadcast (stride-0)" if stride == 0 else "an overlapping"
+            return f"{kind} view: shape {tuple(t.shape)} with strides {tuple(t.stride())}"
+        extent = stride * n
+    last = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))
+    have = t.untyped_storage().nbytes()
+    if (last + 1) * t.element_size() > have:
+        return f"shape {tuple(t.shape)} reaches past its {have}-byte storage"
+    return None
+
+
+def check_tensors(obj: Any, where: str, error: type[Exception] | None = None, _key: str = "") -> None:
+    """Every tensor in ``obj`` (nested dicts, lists, tuples) passes :func:`storage_problem`, else
+    ``error`` (default :class:`CheckpointError`) naming ``where`` and the tensor's key."""
+    error = error or CheckpointError
+    if isinstance(obj, torch.Tensor):
+        why = storage_problem(obj)
+        if why:
+            raise error(f"{where}: tensor {_key or '(top level)'} is {why}; expected a dense tensor as "
+                        "torch.save writes it (refused before anything is allocated)")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_tensors(v, where, error, f"{_key}.{k}" if _key else str(k))
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            check_tensors(v, where, error, f"{_key}[{i}]")
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file next to ``path``, then rename over it."""
+    """``torch.save`` to memory, then the bytes to a temp file next to ``path``, then rename over it.
+
+    Serializing first keeps torch's writer away from the disk: a full or read-only disk is a plain
+    ``OSError`` (:class:`bnext.io.FileWriteError`, one line), never torch's ``unexpected pos`` error.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_open(path) as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
     return Path(path)
 
 
@@ -119,6 +167,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} is not a workbench checkpoint (found {found}); expected a dict with format={FORMAT!r} "
             f"written by bnext.models.save"
         )
+    check_tensors(ckpt, str(path))
     if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:
         raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')!r}; this workbench reads "
                               f"1..{VERSION}")
@@ -130,17 +179,24 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def _build(path: Path, ckpt: dict[str, Any]) -> nn.Module:
-    """``create`` from the checkpoint's fields, first on the ``meta`` device: every tensor must match the
-    stored one's shape before real memory is allocated (a tampered ``num_classes`` is refused)."""
-    def make() -> nn.Module:
-        return create(ckpt["model"], num_classes=ckpt["num_classes"], input_size=ckpt["input_size"],
-                      **ckpt["options"])
+def _make(ckpt: dict[str, Any]) -> nn.Module:
+    return create(ckpt["model"], num_classes=ckpt["num_classes"], input_size=ckpt["input_size"], **ckpt["options"])
 
+
+def _build(path: Path, ckpt: dict[str, Any]) -> nn.Module:
+    """``create`` from the checkpoint's fields after :func:`check_consistent` (no allocation before it passes)."""
+    check_consistent(path, ckpt)
+    return _make(ckpt)
+
+
+def check_consistent(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+    """The checkpoint's model and options, built on the ``meta`` device (no memory), have every tensor of
+    the stored shape: a tampered ``num_classes`` or options that disagree with the tensors are refused
+    (:class:`CheckpointError`). :func:`load` and a training run's ``init_checkpoint`` both check this."""
     try:
         with torch.device("meta"):
-            meta = make()
-    except (ValueError, TypeError, KeyError) as e:
+            meta = _make(ckpt)
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise CheckpointError(f"{path}: cannot rebuild model {ckpt['model']!r} with options {ckpt['options']}: "
                               f"{e}") from None
     state = ckpt["state_dict"]
@@ -154,7 +210,18 @@ def _build(path: Path, ckpt: dict[str, Any]) -> nn.Module:
             raise CheckpointError(f"{path}: options disagree with the tensors: {key} is {found} in the file, "
                                   f"{tuple(t.shape)} for model {ckpt['model']!r} with num_classes "
                                   f"{ckpt['num_classes']} and options {ckpt['options']}")
-    return make()
+        if _kind(stored.dtype) != _kind(t.dtype):  # int64 weights would load, cast, and answer at chance
+            raise CheckpointError(f"{path}: tensor {key} is {str(stored.dtype).removeprefix('torch.')} in the file; "
+                                  f"the model's is {str(t.dtype).removeprefix('torch.')}")
+
+
+def _kind(dtype: torch.dtype) -> str:
+    """Floating, complex, bool or integer: a checkpoint may change a tensor's precision, not its kind."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    return "bool" if dtype == torch.bool else "int"
 
 
 def load(

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from .bnext import FAMILY
-from .checkpoint import CheckpointError, describe_load_error
+from .checkpoint import CheckpointError, check_tensors, describe_load_error
 from .common import scaled
 from .registry import create
 
@@ -144,6 +144,8 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not a readable checkpoint ({describe_load_error(e)}); "
             f"expected the authors' torch.save'd dict with a 'state_dict' (e.g. BNext-T's .pth.tar)"
         ) from None
+    if isinstance(obj, dict):  # a stride-0 view of (10**12, 256) would pass the shape checks: terabytes later
+        check_tensors(obj.get("state_dict", obj), str(path), OfficialCheckpointError)
     if isinstance(obj, dict) and obj.get("format") == "bnext-checkpoint":
         raise OfficialCheckpointError(f"{path} is already a workbench checkpoint; load it with bnext.models.load")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), Mapping):
@@ -167,10 +169,13 @@ def _strip(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
     return out
 
 
-def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
+def _shape(sd: Mapping[str, Tensor], key: str, ndim: int | None = None) -> tuple[int, ...]:
     if key not in sd:
         raise OfficialCheckpointError(f"tensor {key!r} is missing; the state dict is incomplete or not BNext's")
-    return tuple(sd[key].shape)
+    shape = tuple(sd[key].shape)
+    if ndim is not None and len(shape) != ndim:
+        raise OfficialCheckpointError(f"tensor {key!r} has shape {list(shape)}; expected {ndim} dimensions")
+    return shape
 
 
 def _mobile_stages(sd: Mapping[str, Tensor]) -> tuple[int, ...]:
@@ -196,9 +201,9 @@ def _pick_width(candidates: list[tuple[str, float]]) -> tuple[str, float] | None
 
 def _recognize(sd: Mapping[str, Tensor], name: str | None) -> tuple[str, float, int, int]:
     """``(model name, width, checkpoint classes, the input size their stem stride corresponds to)``."""
-    num_classes = _shape(sd, "fc.weight")[0]
+    num_classes = _shape(sd, "fc.weight", 2)[0]
     if any(k.startswith("feature.") for k in sd):
-        stem = _shape(sd, "feature.0.conv1.weight")[0]
+        stem = _shape(sd, "feature.0.conv1.weight", 4)[0]
         stages = _mobile_stages(sd)
         candidates = [(n, stem / base) for n, (base, blocks) in FAMILY.items()
                       if blocks == stages and scaled(base, stem / base) == stem]
@@ -218,7 +223,7 @@ def _recognize(sd: Mapping[str, Tensor], name: str | None) -> tuple[str, float, 
     if any(k.startswith("layer") for k in sd):
         if name not in (None, "bnext18"):
             raise OfficialCheckpointError(f"the checkpoint is BNext-18 (layer*.* names), not {name!r}")
-        shape = _shape(sd, "conv1.weight")
+        shape = _shape(sd, "conv1.weight", 4)
         width = shape[0] / BNEXT18_BASE
         return "bnext18", width, num_classes, 224 if shape[-1] == 7 else 32
     raise OfficialCheckpointError(

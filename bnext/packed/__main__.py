@@ -57,7 +57,11 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".bnx")
     note(f"writing {out} ...")
-    save(packed, out)
+    try:
+        save(packed, out)
+    except OSError as e:  # disk full, read-only: one line (bnext.io.FileWriteError), nothing half-written
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ckpt_mib = Path(args.checkpoint).stat().st_size / MIB
     print(f"wrote {out}: {out.stat().st_size / MIB:.2f} MiB (checkpoint {ckpt_mib:.2f} MiB), "
           f"{sum(1 for _ in packed.packed_layers())} binary layers")

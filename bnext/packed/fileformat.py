@@ -96,14 +96,20 @@ def quantized_codes(module: nn.Module) -> dict:
     return frozen.export() if isinstance(frozen, FrozenQuantizedWeight) else module.export_quantized_weight()
 
 
-def _requantize(model: nn.Module, quant_spec: str) -> nn.Module:
+def _requantize(model: nn.Module, quant_spec: str, path: Path | None = None) -> nn.Module:
     """Apply ``bnext.quant.quantize(model, quant_spec)`` (imported lazily: the package is optional)."""
+    where = f"{path}: " if path else ""
     try:
         from .. import quant
     except ImportError as e:  # pragma: no cover - depends on the other package being present
-        raise PackedFormatError(f"the file holds a quantized model ({quant_spec!r}) but bnext.quant is not "
+        raise PackedFormatError(f"{where}the file holds a quantized model ({quant_spec!r}) but bnext.quant is not "
                                 f"available: {e}") from None
-    return quant.quantize(model, quant_spec)
+    try:
+        return quant.quantize(model, quant_spec)
+    except Exception as e:  # noqa: BLE001 - a tampered spec fails in assorted ways
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PackedFormatError(f"{where}header field 'quant_spec' {quant_spec!r} cannot be applied "
+                                f"({detail})") from None
 
 
 # -- writer ---------------------------------------------------------------------------
@@ -203,19 +209,33 @@ def _create(path: Path, spec: dict[str, Any], device: str | None = None) -> nn.M
         with torch.device(device) if device else contextlib.nullcontext():
             return models.create(spec["name"], num_classes=spec["num_classes"], input_size=spec["input_size"],
                                  **spec["options"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise PackedFormatError(f"{path}: header field 'spec' cannot rebuild a model ({spec}): {e}") from None
+    except Exception as e:  # noqa: BLE001 - tampered options fail in assorted ways (ValueError, OverflowError, ...)
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PackedFormatError(f"{path}: header field 'spec' cannot rebuild a model ({spec}): {detail}") from None
+
+
+def validate(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Everything :func:`load` checks before it allocates: the container, the header, the arrays, the
+    model the header describes (built on the ``meta`` device) against them, dtypes included, and the
+    ``quant_spec``. Returns ``(header, arrays)``; raises :class:`PackedFormatError`."""
+    path = Path(path)
+    header, arrays = read(path)
+    meta = _create(path, header["spec"], "meta")
+    check_model_tensors(path, header, arrays, meta)  # no allocation before this passes
+    if header.get("quant_spec"):
+        with torch.device("meta"):
+            _requantize(meta, header["quant_spec"], path)
+    return header, arrays
 
 
 def load(path: str | os.PathLike, *, threads: int = DEFAULT_THREADS) -> PackedModel:
     """Rebuild the packed model stored in ``path`` (see module docstring)."""
     path = Path(path)
-    header, arrays = read(path)
+    header, arrays = validate(path)
     spec = header["spec"]
-    check_model_tensors(path, header, arrays, _create(path, spec, "meta"))  # no allocation before this passes
     model = _create(path, spec)
     if header.get("quant_spec"):
-        model = _requantize(model, header["quant_spec"])
+        model = _requantize(model, header["quant_spec"], path)
     model.eval()
     model.requires_grad_(False)
     binary = dict(_binary_modules(model))
@@ -240,6 +260,9 @@ def load(path: str | os.PathLike, *, threads: int = DEFAULT_THREADS) -> PackedMo
             if tuple(model_state[key].shape) != tuple(state[key].shape):
                 raise PackedFormatError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, "
                                         f"expected {tuple(model_state[key].shape)}")
+            if model_state[key].dtype != state[key].dtype:
+                raise PackedFormatError(f"{path}: array state/{key} is {str(state[key].dtype).removeprefix('torch.')}"
+                                        f"; the model's tensor is {str(model_state[key].dtype).removeprefix('torch.')}")
             model_state[key].copy_(state[key])
         for name, meta in quantized.items():
             _load_quantized(path, model, name, meta, arrays)
@@ -311,9 +334,9 @@ def _load_quantized(path: Path, model: nn.Module, name: str, meta: dict, arrays:
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:
-    """Summary of a ``.bnx`` file: spec, sizes, and one line per binary layer."""
+    """Summary of a ``.bnx`` file: spec, sizes, and one line per binary layer (validated like :func:`load`)."""
     path = Path(path)
-    header, arrays = read(path)
+    header, arrays = validate(path)
     return {
         "path": str(path),
         "file_bytes": path.stat().st_size,

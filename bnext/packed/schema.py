@@ -178,6 +178,9 @@ def check_arrays(path: Path, header: dict[str, Any], arrays: dict[str, np.ndarra
         _array(path, arrays, f"quant/{name}.q", np.uint8, (math.ceil(math.prod(shape) * bits / 8),))
         for part in ("scale", "offset"):
             _array(path, arrays, f"quant/{name}.{part}", np.float32, (shape[0],))
+    for key, a in arrays.items():
+        if key.startswith("state/") and a.dtype.kind not in "fiub":
+            raise _fail(path, f"array {key}", f"is {a.dtype}; expected a numeric array (float32 as trained)")
     listed = {f"{kind}/{layer['name']}" for layer in header["layers"] for kind in ("binary", "alpha")}
     listed |= {f"quant/{q['name']}.{p}" for q in header["quantized"] for p in ("q", "scale", "offset")}
     stray = sorted(k for k in arrays if not k.startswith("state/") and k not in listed)
@@ -186,6 +189,19 @@ def check_arrays(path: Path, header: dict[str, Any], arrays: dict[str, np.ndarra
 
 
 # -- the model the header describes, against the arrays ----------------------------------------
+def _check_dtype(path: Path, key: str, array: np.ndarray, tensor: Any) -> None:
+    """A ``state/`` array must have the dtype of the model tensor it fills (float32 as trained)."""
+    import torch
+
+    try:
+        want = torch.empty(0, dtype=tensor.dtype).numpy().dtype
+    except TypeError:  # a dtype numpy lacks (bfloat16): compare by name
+        want = None
+    if (array.dtype != want) if want is not None else (array.dtype.name != str(tensor.dtype).split(".")[-1]):
+        raise _fail(path, f"array {key}", f"is {array.dtype}; the model's tensor is "
+                    f"{str(tensor.dtype).removeprefix('torch.')} (bnext.packed.save stores it as trained)")
+
+
 def check_model_tensors(path: Path, header: dict[str, Any], arrays: dict[str, np.ndarray], model: nn.Module) -> None:
     """Every tensor of ``model`` (built on the ``meta`` device from ``spec``) matches a stored array's shape.
 
@@ -213,6 +229,8 @@ def check_model_tensors(path: Path, header: dict[str, Any], arrays: dict[str, np
         else:
             raise _fail(path, f"array state/{key}", f"is missing: model {spec['name']!r} with options "
                         f"{spec['options']} (num_classes {spec['num_classes']}) has a tensor {key} of shape {shape}")
+        if source.startswith("array state/"):
+            _check_dtype(path, f"state/{key}", arrays[f"state/{key}"], tensor)
         if want != shape:
             raise _fail(path, "header field 'spec'", f"describes a model whose {key} has shape {shape}, but the "
                         f"file's {source} has {want} (spec {spec['name']!r}, num_classes {spec['num_classes']}, "

@@ -86,8 +86,12 @@ def _cmd_quantize(argv: list[str]) -> int:
           f"({after['top1'] - before['top1']:+.2f}) on {args.data} test"
           + (f" after {args.finetune_epochs} fine-tuning epochs" if history else ""))
     if args.output:
-        path = save(q, args.output, float_top1=before["top1"], top1=after["top1"],
-                    finetune_epochs=args.finetune_epochs)
+        try:
+            path = save(q, args.output, float_top1=before["top1"], top1=after["top1"],
+                        finetune_epochs=args.finetune_epochs)
+        except OSError as e:  # disk full, read-only: one line (bnext.io.FileWriteError), nothing half-written
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"wrote {path}")
     return 0
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..io import atomic_open, lock_folder, remove_stale_temporaries
 from ..models import CheckpointError, create, read_checkpoint, save
+from ..models.checkpoint import check_consistent
 from ..nn import get_tau, set_tau
 from .config import Config, ConfigError, missing_keys
 from .data import build_data
@@ -93,6 +94,7 @@ def _build_model(cfg: Config, num_classes: int, input_size: int) -> nn.Module:
 
 def _load_init_checkpoint(model: nn.Module, path: str) -> None:
     ckpt = read_checkpoint(path)
+    check_consistent(path, ckpt)  # the file's options against its own tensors, as bnext.models.load checks
     if ckpt["model"] != model.spec["name"]:
         raise ConfigError(f"init_checkpoint {path} holds model {ckpt['model']!r}, the config builds "
                           f"{model.spec['name']!r}")

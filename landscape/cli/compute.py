@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import store
-from .custom import build_user_model, is_import_path, load_user_data
+from .custom import build_user_model, check_one_batch, is_import_path, load_user_data
 from .outputs import default_out as _default_out
 
 if TYPE_CHECKING:
@@ -247,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         input_size = meta["model"].get("input_size", args.input_size)
     data, data_spec = load_data(args, input_size)
+    check_one_batch(model, data, class_targets=getattr(args, "loss", None) is None)  # before any file exists
     ndim = 1 if args.y is None else 2
     if args.directions == "random":
         d = dirs.random_directions(

@@ -48,10 +48,26 @@ def import_callable(spec: str, what: str) -> Callable[..., Any]:
             module = importlib.import_module(module_name)
     except (ImportError, FileNotFoundError) as exc:
         raise ValueError(f"{what} {spec!r}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a syntax error or a failing top level in the user's module
+        raise ValueError(f"{what} {spec!r}: importing {module_name!r} failed ({_one_line(exc)})") from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise ValueError(f"{what} {spec!r}: module {module_name!r} has no callable {attr!r}")
     return fn
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (a user's exception, reported without its traceback)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def call_user(fn: Callable[..., Any], spec: str, what: str, **kwargs: Any) -> Any:
+    """``fn(**kwargs)``; an exception it raises becomes a one-line ValueError naming the callable."""
+    try:
+        return fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        raise ValueError(f"{what} {spec!r} raised {_one_line(exc)}") from None
 
 
 def build_user_model(spec: str, options: Mapping[str, Any], seed: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -61,7 +77,7 @@ def build_user_model(spec: str, options: Mapping[str, Any], seed: int) -> tuple[
 
     fn = import_callable(spec, "--model")
     torch.manual_seed(seed)
-    model = fn(**dict(options))
+    model = call_user(fn, spec, "--model", **dict(options))
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model {spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
     meta = {"callable": spec, "class": type(model).__name__, "options": dict(options)}
@@ -89,7 +105,7 @@ def _tensors(obj: Any, where: str) -> tuple[Tensor, Tensor]:
 def load_user_data(spec: str, splits: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
     """Every split the data callable returns, as ``(inputs, targets)`` tensors (``splits`` checked)."""
     fn = import_callable(spec, "--data")
-    obj = fn()
+    obj = call_user(fn, spec, "--data")
     if isinstance(obj, Mapping):
         sets = {str(k): _tensors(v, f"--data {spec!r} split {k!r}") for k, v in obj.items()}
         missing = [s for s in splits if s not in sets]
@@ -104,3 +120,39 @@ def load_user_data(spec: str, splits: Sequence[str]) -> dict[str, tuple[Tensor, 
             "{split: (inputs, targets)} for several splits"
         )
     return {splits[0]: _tensors(obj, f"--data {spec!r}")}
+
+
+def check_one_batch(model: nn.Module, data: Mapping[str, tuple[Tensor, Tensor]], *, class_targets: bool = True,
+                    where: str = "--data") -> None:
+    """Run ``model`` on two examples of every split before any file is written; raise a one-line ValueError
+    when the inputs do not fit the model, the output is not ``(N, classes)``, or (``class_targets``, the
+    default cross-entropy) the targets are not integer class indices ``0..classes-1`` (every target checked)."""
+    import torch
+
+    for split, (x, y) in data.items():
+        name = f"{where} split {split!r}"
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{name}: {x.shape[0]} inputs but {y.shape[0]} targets")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: no examples")
+        try:
+            with torch.no_grad():
+                out = model(x[:2])
+        except Exception as exc:  # noqa: BLE001 - a shape mismatch surfaces as assorted errors
+            raise ValueError(f"{name}: the model cannot take inputs of shape {tuple(x.shape[1:])} "
+                             f"({_one_line(exc)})") from None
+        if not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != min(2, x.shape[0]):
+            got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+            raise ValueError(f"{name}: the model returned {got} for {min(2, x.shape[0])} inputs, expected "
+                             "(inputs, classes) logits")
+        if not class_targets:
+            continue
+        classes = int(out.shape[1])
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool or y.ndim != 1:
+            raise ValueError(f"{name}: targets are {str(y.dtype).replace('torch.', '')} of shape {tuple(y.shape)}; "
+                             f"cross-entropy needs integer class indices 0..{classes - 1} of shape (N,) "
+                             "(float targets need a loss that takes them)")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"{name}: targets range over {low}..{high} but the model has {classes} classes "
+                             f"(expected 0..{classes - 1})")

@@ -148,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
     stem = "hessian" if args.params == "all" else f"hessian_{args.params}"
     loss_fn = objectives.loss.batch_mean if objectives.loss.spec != "ce" else None
     h = Hessian(model, data, params=selector, batch_size=args.batch_size, loss_fn=loss_fn)
+    if args.top_k:  # Lanczos allocates its float64 basis up front: refuse what cannot fit
+        from ..grid import check_memory
+
+        steps = min(h.dim, max(args.max_iter or max(50, 10 * args.top_k), args.top_k))
+        check_memory(f"--top-k {args.top_k}", steps * h.dim * 8, f"a Lanczos basis of {steps:,} float64 vectors "
+                     f"of {h.dim:,} parameters", "pass a smaller --top-k (or --max-iter)")
     print(f"curvature of {meta['model'].get('name', 'model')} over {h.dim:,} {args.params} parameters on "
           f"{h.n} {args.split} samples ({'STE surrogate: binary layers' if binary else 'real-valued model'})",
           flush=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..grid import complete_level, level_indices
+from ..lock import SurfaceLockedError
 from ..metrics import DEFAULT_DELTA, surface_metrics
-from ..store import Surface, read_surface, write_metrics
+from ..store import Surface, SurfaceWriteError, read_surface, write_metrics
 from . import style
 from .values import default_key as _default_key
 from .values import plotted_values
@@ -589,7 +591,12 @@ def store_metrics(path: str | os.PathLike[str], surface: Surface, *, delta: floa
         m = surface_metrics(surface, key, delta=delta)
         if surface.attrs.get("_full_shape"):
             m["partial_grid"] = "\u00d7".join(map(str, surface.shape))
-        write_metrics(path, key, m)
+        try:
+            write_metrics(path, key, m)
+        except (SurfaceLockedError, SurfaceWriteError, OSError) as exc:  # being computed, read-only or full disk:
+            # the figures are drawn, the metrics are not stored
+            print(f"note: metrics not stored: {exc}", file=sys.stderr)
+            return result
         result[key] = m
     return result
 

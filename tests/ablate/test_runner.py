@@ -32,11 +32,11 @@ TOY_BODY = [
 ]
 
 
-def write_toy(path: Path) -> Path:
+def write_toy(path: Path, parameters: str = TOY_PARAMETERS, body: list[str] = TOY_BODY) -> Path:
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(TOY_PARAMETERS)
+    cell = nbformat.v4.new_code_cell(parameters)
     cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell] + [nbformat.v4.new_code_cell(src) for src in TOY_BODY]
+    nb.cells = [cell] + [nbformat.v4.new_code_cell(src) for src in body]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path

@@ -194,3 +194,39 @@ def test_cli_prints_one_line_for_a_tampered_file(tmp_path, binary_file):
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "'spec.num_classes'" in r.stderr
+
+
+def _state_key(arrays):
+    return next(k for k, v in arrays.items() if k.startswith("state/") and v.dtype == np.float32 and v.ndim == 1)
+
+
+@pytest.mark.parametrize("kind", ["int64", "text"])
+def test_state_arrays_of_another_dtype_are_refused_by_load_and_info(tmp_path, binary_file, kind):
+    from bnext.packed import info
+
+    _, header, arrays = binary_file
+    key = _state_key(arrays)
+    value = arrays[key].astype(np.int64) if kind == "int64" else np.array(["x"] * arrays[key].shape[0])
+    bad = _write(tmp_path / "state.bnx", header, {**arrays, key: value})  # int64 loaded and gave 10% top-1
+    want = (rf"state.bnx: array {key} is int64; the model's tensor is float32" if kind == "int64"
+            else rf"state.bnx: array {key} is <U1; expected a numeric array")
+    for reader in (load, info):
+        with pytest.raises(PackedFormatError, match=want):
+            reader(bad)
+
+
+@pytest.mark.parametrize("dotted, value, message", [
+    ("spec.num_classes", 10**12, r"header field 'spec' describes a model whose"),
+    ("spec.options.width", 1e6, r"header field 'spec' (describes a model whose|cannot rebuild a model)"),
+    ("quant_spec", "bogus", r"q.bnx: header field 'quant_spec' 'bogus' cannot be applied"),
+])
+def test_info_validates_like_load(tmp_path, binary_file, dotted, value, message):
+    from bnext.packed import info
+
+    _, header, arrays = binary_file
+    header = copy.deepcopy(header)
+    _set(header, dotted, value)
+    bad = _write(tmp_path / "q.bnx", header, arrays)
+    for reader in (info, load):
+        with pytest.raises(PackedFormatError, match=message):
+            reader(bad)
