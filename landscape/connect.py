@@ -315,9 +315,10 @@ def evaluate_path(
         out = writer.path
         pending = sorted(writer.pending())
         bar = _bar(len(pending), f"eval {curve.kind}", progress)
+        samples: dict[float, dict[str, Tensor]] = {}  # per-sample losses of this run's points (for the bootstrap)
         try:
             for idx in pending:
-                values, _ = evaluator(curve, float(ts[idx[0]]), data)
+                values, samples[float(ts[idx[0]])] = evaluator(curve, float(ts[idx[0]]), data)
                 writer.write([(idx, values)])
                 bar.update(1)
         finally:
@@ -326,17 +327,20 @@ def evaluate_path(
         write_arrays(out, "curve", curve.arrays(), {"kind": curve.kind, "bends": len(curve.bends),
                                                     "sha256": curve.sha256()})
     surface = read_surface(out)
+
+    def per_sample(t: float) -> dict[str, Tensor]:
+        if t not in samples:  # a point stored by an earlier run: evaluated again
+            samples[t] = evaluator(curve, t, data)[1]
+        return samples[t]
+
     metrics: dict[str, Any] = {"path": curve.kind, "points": int(ts.size)}
     for split in data:
         loss, acc = surface.values[f"{split}_loss"], surface.values[f"{split}_acc"]
-        k = int(np.nanargmax(loss))
-        _, s0 = evaluator(curve, 0.0, {split: data[split]})
-        _, s1 = evaluator(curve, 1.0, {split: data[split]})
-        _, sk = evaluator(curve, float(ts[k]), {split: data[split]})
-        lo, hi = _bootstrap([sk[split], s0[split], s1[split]], resamples, seed=0)
+        tk = float(ts[int(np.nanargmax(loss))])
+        lo, hi = _bootstrap([per_sample(t)[split] for t in (tk, 0.0, 1.0)], resamples, seed=0)
         metrics.update({
             f"{split}_loss_barrier": barrier(loss), f"{split}_loss_barrier_ci95": [lo, hi],
-            f"{split}_barrier_t": float(ts[k]),
+            f"{split}_barrier_t": tk,
             f"{split}_acc_drop": float(0.5 * (acc[0] + acc[-1]) - np.nanmin(acc)),
             f"{split}_end_loss": [float(loss[0]), float(loss[-1])],
         })

@@ -38,7 +38,32 @@ def _describe(metrics: dict[str, Any], label: str, split: str) -> str:
             f"  accuracy drop {metrics[f'{split}_acc_drop']:.2f} points")
 
 
+def connect_checkpoints(a: str | Path, b: str | Path, **options: Any) -> dict[str, Any]:
+    """The command as a function (notebooks): options are named like its flags (``curve="polychain"``,
+    ``steps=200``, ``out="runs/x"``, ``no_plot=True``, ...). Returns the files, barriers and figure."""
+    args = _parse(["connect", str(a), str(b)], options)
+    return _connect(args)
+
+
+def _parse(argv: list[str], options: dict[str, Any]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="landscape")
+    register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; expected the command's flags with _ for -, "
+                         f"e.g. {sorted(k for k in vars(args) if k != 'func')[:6]}")
+    for k, v in options.items():
+        setattr(args, k, v)
+    return args
+
+
 def run(args: argparse.Namespace) -> int:
+    _connect(args)
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import bnext.models
@@ -96,11 +121,12 @@ def run(args: argparse.Namespace) -> int:
         print(_describe(m, label, split))
     for f in files:
         print(f"  wrote {f}")
+    fig = None
     if not args.no_plot:
         fig = plot_connect(files, out_dir / f"connect_{args.curve}{args.bends}", split=split, formats=args.formats,
                            dpi=args.dpi)
         print(f"  figure {fig}")
-    return 0
+    return {"files": files, "barriers": dict(results), "figure": fig, "split": split, "latent_weights": binary}
 
 
 def _is_binary(model: Any) -> bool:

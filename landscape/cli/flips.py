@@ -14,6 +14,7 @@ import io
 import json
 import types
 from pathlib import Path
+from typing import Any
 
 from .. import store
 from ..figures import style
@@ -81,7 +82,20 @@ def summary_csv(summary: dict) -> str:
     return buf.getvalue()
 
 
+def flip_checkpoint(checkpoint: str | Path, **options: Any) -> dict[str, Any]:
+    """The command as a function (notebooks): options are named like its flags (``seeds=[0, 1]``,
+    ``scope=["network"]``, ``out="runs/x/flips"``, ...). Returns the summary, files and figure."""
+    from .connect import _parse
+
+    return _flips(_parse(["flips", str(checkpoint)], options))
+
+
 def run(args: argparse.Namespace) -> int:
+    _flips(args)
+    return 0
+
+
+def _flips(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import bnext.models
@@ -127,12 +141,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {scope:<20} {order:<10} half accuracy at {100 * h['mean']:.3g}%{spread} of the signs "
                   f"flipped; all flipped: accuracy {entry['acc_at_1']['mean']:.1f}%")
     print(f"  wrote {out_dir / 'summary.json'}, {out_dir / 'summary.csv'} and {len(runs)} surface files")
+    fig = None
     if not args.no_plot:
         name = style.model_display_name(spec) or Path(args.checkpoint).stem
         fig = plot_flips(summary, out_dir / "flips", split=split, formats=args.formats, dpi=args.dpi,
                          title=f"Binary-weight landscape of {name}: flipped weight signs (packed 1-bit engine)")
         print(f"  figure {fig}")
-    return 0
+    return {"summary": summary, "files": [r.path for r in runs], "figure": fig, "split": split,
+            "out_dir": out_dir}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
