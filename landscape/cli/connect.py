@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,14 @@ def _describe(metrics: dict[str, Any], label: str, split: str) -> str:
 def connect_checkpoints(a: str | Path, b: str | Path, **options: Any) -> dict[str, Any]:
     """The command as a function (notebooks): options are named like its flags (``curve="polychain"``,
     ``steps=200``, ``out="runs/x"``, ``no_plot=True``, ...). Returns the files, barriers and figure."""
-    args = _parse(["connect", str(a), str(b)], options)
+    args = parse_options(["connect", str(a), str(b)], options, register)
     return _connect(args)
 
 
-def _parse(argv: list[str], options: dict[str, Any]) -> argparse.Namespace:
+def parse_options(argv: list[str], options: dict[str, Any], add: Callable[[Any], None]) -> argparse.Namespace:
+    """A subcommand's namespace from ``argv`` (``add`` registers its parser), then keyword ``options``."""
     parser = argparse.ArgumentParser(prog="landscape")
-    register(parser.add_subparsers())
+    add(parser.add_subparsers())
     args = parser.parse_args(argv)
     unknown = sorted(set(options) - set(vars(args)))
     if unknown:

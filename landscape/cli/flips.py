@@ -85,9 +85,9 @@ def summary_csv(summary: dict) -> str:
 def flip_checkpoint(checkpoint: str | Path, **options: Any) -> dict[str, Any]:
     """The command as a function (notebooks): options are named like its flags (``seeds=[0, 1]``,
     ``scope=["network"]``, ``out="runs/x/flips"``, ...). Returns the summary, files and figure."""
-    from .connect import _parse
+    from .connect import parse_options
 
-    return _flips(_parse(["flips", str(checkpoint)], options))
+    return _flips(parse_options(["flips", str(checkpoint)], options, register))
 
 
 def run(args: argparse.Namespace) -> int:

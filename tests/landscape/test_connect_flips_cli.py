@@ -63,6 +63,17 @@ def test_flips_cli_summary_and_figure(two_checkpoints, tmp_path, capsys):
     assert "half accuracy" in capsys.readouterr().out
 
 
+def test_api_functions_take_the_flags_as_keywords(two_checkpoints, tmp_path):
+    from landscape.cli.flips import flip_checkpoint
+
+    a, _ = two_checkpoints
+    res = flip_checkpoint(a, scope=["network"], orders=["magnitude"], fractions=[0.0, 1.0], subset=8,
+                          out=str(tmp_path / "f"), no_progress=True, no_plot=True)
+    assert [p.name for p in res["files"]] == ["flips_network_magnitude_s0.h5"] and res["figure"] is None
+    with pytest.raises(ValueError, match="unknown option"):
+        flip_checkpoint(a, sed=[1])
+
+
 def test_cli_errors(two_checkpoints, tmp_path, capsys):
     a, _ = two_checkpoints
     assert main(["connect", str(a), str(tmp_path / "missing.pt"), "--no-progress"]) == 2
