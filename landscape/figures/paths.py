@@ -27,7 +27,7 @@ def _barrier_ci(surface: Surface, split: str) -> str:
         return ""
     ci = m.get(f"{split}_loss_barrier_ci95")
     ci = json.loads(ci) if isinstance(ci, str) else ci
-    return f" (barrier {b:.3g} [{ci[0]:.3g}, {ci[1]:.3g}])" if ci else f" (barrier {b:.3g})"
+    return f" (barrier {b:.3g}, 95% CI [{ci[0]:.3g}, {ci[1]:.3g}])" if ci else f" (barrier {b:.3g})"
 
 
 def _path_label(surface: Surface) -> str:
@@ -46,7 +46,7 @@ def plot_connect(
     dpi: int = style.DEFAULT_DPI,
 ) -> Path:
     """Loss (left) and accuracy (right) against t for each path file (curve, line, their packed
-    evaluations: dashed); the legend below the panels names each path and its barrier with its
+    evaluations: dotted, drawn on top); the legend below the panels names each path and its barrier with its
     95 % bootstrap interval."""
     surfaces = [read_surface(p) for p in paths]
     if not surfaces:
@@ -60,8 +60,8 @@ def plot_connect(
             kind = s.settings.get("path", "line")
             packed = s.settings.get("evaluated_by", "torch") != "torch"
             label = _path_label(s) + (f", {s.settings['evaluated_by']} forward" if packed else "")
-            kw = {"color": colors.get(kind, "tab:purple"), "ls": "--" if packed else "-", "marker": "." if not packed
-                  else None, "ms": 4}
+            kw = ({"color": "black", "ls": ":", "lw": 1.0, "zorder": 3} if packed  # on top: visible where equal
+                  else {"color": colors.get(kind, "tab:purple"), "ls": "-", "marker": ".", "ms": 4})
             ax_l.plot(s.xcoordinates, s.values[f"{split}_loss"], label=label + _barrier_ci(s, split), **kw)
             ax_a.plot(s.xcoordinates, s.values[f"{split}_acc"], **kw)
         for ax, what in ((ax_l, f"{split} loss"), (ax_a, f"{split} accuracy (%)")):

@@ -28,10 +28,12 @@ def two_checkpoints(tmp_path):
     return _checkpoint(tmp_path / "a" / "best.pt", 0), _checkpoint(tmp_path / "b" / "best.pt", 1)
 
 
+@pytest.mark.slow
 def test_connect_cli_writes_curve_line_packed_and_figure(two_checkpoints, tmp_path, capsys):
     a, b = two_checkpoints
     out = tmp_path / "conn"
-    argv = ["connect", str(a), str(b), "--steps", "3", "--points", "3", "--subset", "24", "--bn-samples", "32",
+    argv = ["connect", str(a), str(b), "--steps", "2", "--points", "3", "--subset", "16", "--bn-samples", "16",
+            "--splits", "test",
             "--batch-size", "16", "--out", str(out), "--no-progress", "--format", "png", "--threads", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -49,11 +51,12 @@ def test_connect_cli_writes_curve_line_packed_and_figure(two_checkpoints, tmp_pa
                                   curve.values["test_loss"])
 
 
+@pytest.mark.slow
 def test_flips_cli_summary_and_figure(two_checkpoints, tmp_path, capsys):
     a, _ = two_checkpoints
     out = tmp_path / "flips"
     assert main(["flips", str(a), "--scope", "network,all-layers", "--seeds", "0,1", "--fractions", "0,0.1,0.5,1",
-                 "--subset", "24", "--out", str(out), "--no-progress", "--format", "png,pdf"]) == 0
+                 "--subset", "16", "--out", str(out), "--no-progress", "--format", "png,pdf"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["network"]) == {"random", "magnitude"}
     assert summary["network"]["random"]["seeds"] == [0, 1] and len(summary) > 2  # network + every layer
