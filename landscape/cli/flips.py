@@ -138,8 +138,9 @@ def _flips(args: argparse.Namespace) -> dict[str, Any]:
         for order, entry in orders.items():
             h = entry["half_accuracy_fraction"]
             spread = f" \u00b1 {100 * h['std']:.2f} (sd over {h['n']} seeds)" if h["n"] > 1 else ""
-            print(f"  {scope:<20} {order:<10} half accuracy at {100 * h['mean']:.3g}%{spread} of the signs "
-                  f"flipped; all flipped: accuracy {entry['acc_at_1']['mean']:.1f}%")
+            half = f"at {100 * h['mean']:.3g}%{spread} of the signs flipped" if h["n"] else "never reached"
+            print(f"  {scope:<20} {order:<10} half accuracy {half}; all flipped: accuracy "
+                  f"{entry['acc_at_1']['mean']:.1f}%")
     print(f"  wrote {out_dir / 'summary.json'}, {out_dir / 'summary.csv'} and {len(runs)} surface files")
     fig = None
     if not args.no_plot:

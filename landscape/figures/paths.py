@@ -87,8 +87,9 @@ def plot_flips(
     dpi: int = style.DEFAULT_DPI,
 ) -> Path:
     """(a) loss and (b) accuracy against the share of flipped signs in the whole network (random
-    order: mean with the min-max band over seeds; magnitude order: one line); (c) per layer: the
-    share at which accuracy falls halfway to chance (mean and min-max over seeds) against depth."""
+    order: mean with the min-max band over seeds; magnitude order: one line); (c) each layer alone: the
+    share of its signs at which accuracy falls halfway to chance (mean and min-max over seeds) against
+    depth, open triangles where it never does."""
     orders = {"random": "tab:blue", "magnitude": "tab:orange"}
     names = {"random": "random order", "magnitude": "smallest |latent w| first"}
     layers = [k for k in summary if k != "network"]
@@ -109,9 +110,13 @@ def plot_flips(
                 if n > 1:
                     ax.fill_between(f, curves.min(axis=0), curves.max(axis=0), color=orders[order], alpha=0.25,
                                     lw=0)
+        from matplotlib.ticker import FixedLocator, FuncFormatter
+
         for ax, what in ((axes[0], f"{split} loss"), (axes[1], f"{split} accuracy (%)")):
             ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
             ax.set_xlim(0, 100)
+            ax.xaxis.set_major_locator(FixedLocator([0, 0.5, 1, 2, 5, 10, 20, 50, 100]))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlabel("weight signs flipped, whole network (%)")
             ax.set_ylabel(what)
             ax.grid(True)
@@ -120,22 +125,30 @@ def plot_flips(
         if layers:
             ax = axes[2]
             depth = np.arange(len(layers))
-            for shift, order in ((-0.12, "random"), (0.12, "magnitude")):
+            for shift, order in ((-0.15, "random"), (0.15, "magnitude")):
                 stats = [summary[k].get(order, {}).get("half_accuracy_fraction") for k in layers]
                 if not any(stats):
                     continue
-                mean = np.array([100 * s["mean"] if s else math.nan for s in stats])
-                lo = np.array([100 * s["min"] if s else math.nan for s in stats])
-                hi = np.array([100 * s["max"] if s else math.nan for s in stats])
+                mean = np.array([100 * s["mean"] if s and s["n"] else math.nan for s in stats])
+                lo = np.array([100 * s["min"] if s and s["n"] else math.nan for s in stats])
+                hi = np.array([100 * s["max"] if s and s["n"] else math.nan for s in stats])
                 ax.errorbar(depth + shift, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, capsize=2,
                             color=orders[order], label=names[order])
-            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+                never = np.array([s is not None and s["n"] == 0 for s in stats])
+                if never.any():  # accuracy never fell halfway to chance, even with every sign of the layer flipped
+                    ax.scatter(depth[never] + shift, np.full(never.sum(), 100.0), marker="^", s=18,
+                               facecolors="none", edgecolors=orders[order], clip_on=False,
+                               label="never halfway, even with all signs flipped" if order == "random" else None)
+            ax.set_ylim(0, 100)
             ax.set_xlabel("binary layer (depth)")
-            ax.set_ylabel("signs flipped at half accuracy (%)")
-            ax.set_title("per layer (min-max over seeds)")
-            ax.set_xticks(depth if len(layers) <= 12 else depth[:: math.ceil(len(layers) / 12)])
+            ax.set_ylabel("signs of the layer flipped\nat half accuracy (%)")
+            ax.set_title("each layer alone (min-max over seeds)")
+            ax.set_xticks(depth if len(layers) <= 10 else depth[:: math.ceil(len(layers) / 8)])
             ax.grid(True)
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=2)
+        if layers:
+            extra = [(h, lab) for h, lab in zip(*axes[2].get_legend_handles_labels()) if lab.startswith("never")]
+            handles, labels = handles + [h for h, _ in extra], labels + [lab for _, lab in extra]
+        fig.legend(handles, labels, loc="outside lower center", ncols=3)
         fig.suptitle(title or "Binary-weight landscape: flipped weight signs (packed 1-bit engine)")
         return style.save(fig, out, formats, dpi)
