@@ -40,7 +40,7 @@ def test_connect_cli_writes_curve_line_packed_and_figure(two_checkpoints, tmp_pa
     assert "latent" in text and "barrier" in text and "packed" in text
     curve, line = read_surface(out / "connect_bezier1_curve.h5"), read_surface(out / "connect_bezier1_line.h5")
     assert curve.complete and line.complete and curve.settings["latent_weights"] is True
-    assert curve.settings["bn"] == "recalibrate" and curve.settings["fit"]["steps"] == 3
+    assert curve.settings["bn"] == "recalibrate" and curve.settings["fit"]["steps"] == 2
     packed = read_surface(out / "connect_bezier1_curve_packed.h5")
     assert packed.settings["evaluated_by"] == "packed"
     # the packed engine computes what the simulated binary network computes (README "Exactness")
