@@ -31,6 +31,19 @@ def _splits(text: str) -> list[str]:
     return out
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def _describe(metrics: dict[str, Any], label: str, split: str) -> str:
     b = metrics[f"{split}_loss_barrier"]
     lo, hi = metrics[f"{split}_loss_barrier_ci95"]
@@ -145,11 +158,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("b", help="checkpoint of model B (t = 1), same architecture")
     c.add_argument("--curve", choices=["bezier", "polychain"], default="bezier",
                    help="curve family (Garipov et al. 2018; default bezier)")
-    c.add_argument("--bends", type=int, default=1, help="bend points of the curve (default 1)")
-    c.add_argument("--points", type=int, default=21, help="values of t evaluated on each path (default 21)")
-    c.add_argument("--steps", type=int, default=500, help="training steps of the bends (default 500; a larger "
-                                                          "value continues an earlier fit)")
-    c.add_argument("--batch-size", type=int, default=128, help="fit minibatch (default 128)")
+    c.add_argument("--bends", type=_int_at_least(1), default=1, help="bend points of the curve (default 1)")
+    c.add_argument("--points", type=_int_at_least(2), default=21,
+                   help="values of t evaluated on each path (default 21)")
+    c.add_argument("--steps", type=_int_at_least(0), default=500,
+                   help="training steps of the bends (default 500; a larger value continues an earlier fit)")
+    c.add_argument("--batch-size", type=_int_at_least(1), default=128, help="fit minibatch (default 128)")
     c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the bends (default 1e-3)")
     c.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay of the bends (default 0)")
     c.add_argument("--seed", type=int, default=0, help="seed of the fit (t and minibatches)")

@@ -82,6 +82,9 @@ def test_cli_errors(two_checkpoints, tmp_path, capsys):
     assert main(["connect", str(a), str(tmp_path / "missing.pt"), "--no-progress"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
+        main(["connect", str(a), str(a), "--bends", "0"])
+    assert e.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
         main(["flips", str(a), "--fractions", "0.2,0.1"])
     assert e.value.code == 2
     assert "--fractions must increase from 0 to 1" in capsys.readouterr().err
