@@ -300,9 +300,10 @@ def evaluate_path(
     mode: str = "resume",
     progress: bool = True,
     resamples: int = 1000,
-) -> dict[str, Any]:
-    """Evaluate ``curve`` at ``ts`` into the 1D surface file ``path`` (resumable), then store and
-    return its barriers (``metrics/barrier``: per split, loss barrier, accuracy drop, bootstrap CI)."""
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate ``curve`` at ``ts`` into the 1D surface file ``path`` (resumable), then store its barriers
+    (``metrics/barrier``: per split, loss barrier, accuracy drop, bootstrap CI). Returns the file written
+    (``<stem>-N.h5`` with ``mode="new"``) and the barriers."""
     ts = np.asarray(ts, dtype=np.float64)
     if ts.ndim != 1 or ts.size < 2 or ts[0] != 0.0 or ts[-1] != 1.0 or np.any(np.diff(ts) <= 0):
         raise ValueError("the path's points must increase from t=0 to t=1 (at least 2)")
@@ -347,7 +348,7 @@ def evaluate_path(
     metrics["ci"] = (f"95% percentile bootstrap over the {resamples} resamples of the evaluation samples "
                      "(paired across t=0, t=1 and the maximum); excludes the t-grid resolution")
     write_metrics(out, "barrier", metrics)
-    return metrics
+    return out, metrics
 
 
 @dataclass
@@ -415,8 +416,8 @@ def connect(
     suffix = "" if evaluator_name == "torch" else f"_{evaluator_name}"
     kw = {"calibration": calibration, "forward_factory": forward_factory, "mode": mode, "progress": progress}
     line = Curve("line", curve.start, curve.end)
-    curve_path = out_dir / f"{stem}_curve{suffix}.h5"
-    line_path = out_dir / f"{stem}_line{suffix}.h5"
-    cm = evaluate_path(curve_path, base, curve, data, ts, settings={**common, "path": kind, "fit": fit}, **kw)
-    lm = evaluate_path(line_path, base, line, data, ts, settings={**common, "path": "line"}, **kw)
+    curve_path, cm = evaluate_path(out_dir / f"{stem}_curve{suffix}.h5", base, curve, data, ts,
+                                   settings={**common, "path": kind, "fit": fit}, **kw)
+    line_path, lm = evaluate_path(out_dir / f"{stem}_line{suffix}.h5", base, line, data, ts,
+                                  settings={**common, "path": "line"}, **kw)
     return ConnectResult(curve_path, line_path, cm, lm, curve)

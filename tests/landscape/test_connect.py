@@ -134,4 +134,6 @@ def test_batchnorm_model_recalibrated_and_resumed(tmp_path, data):
     before = s.values["test_loss"].copy()
     res2 = connect(tmp_path, model, a, b, data["train"], data, **kw)  # resumes: nothing recomputed
     np.testing.assert_array_equal(read_surface(res2.curve_path).values["test_loss"], before)
+    res3 = connect(tmp_path, model, a, b, data["train"], data, **kw, mode="new")  # a new file next to it
+    assert res3.curve_path.name == "connect_polychain1_curve-1.h5" and read_surface(res3.curve_path).complete
     torch.testing.assert_close(model.state_dict()["stem.1.running_mean"], a["stem.1.running_mean"])
