@@ -1,4 +1,4 @@
-"""Command line: ``python -m landscape compute|plot|compare|merge|hessian`` (thin wrappers over the library).
+"""Command line: ``python -m landscape compute|plot|compare|merge|hessian|connect|flips`` (thin library wrappers).
 
 Each subcommand lives in its own module of :mod:`landscape.cli` (``register`` adds its parser,
 ``run`` executes it). Only :mod:`landscape.cli` imports :mod:`bnext`: it rebuilds models from
@@ -13,6 +13,8 @@ Examples::
     python -m landscape compare runs/a/landscape_random_2d.h5 runs/b/landscape_random_2d.h5 --labels A B
     python -m landscape merge runs/a/landscape_random_2d.part-*-of-16.h5 --out runs/a/landscape_random_2d.h5
     python -m landscape hessian --checkpoint runs/digits/checkpoints/best.pt --top-k 5 --trace --density
+    python -m landscape connect runs/a/checkpoints/best.pt runs/b/checkpoints/best.pt --curve bezier --bends 1
+    python -m landscape flips runs/digits/checkpoints/best.pt --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .cli import compute, hessian, merge, plot
+from .cli import compute, connect, flips, hessian, merge, plot
 
-COMMANDS = (compute, plot, merge, hessian)  # each module: register(subparsers) and the commands' run functions
+COMMANDS = (compute, plot, merge, hessian, connect, flips)  # each module: register(subparsers) and its run function
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -390,6 +390,35 @@ def write_metrics(path: str | os.PathLike[str], key: str, values: Mapping[str, A
             grp.attrs[k] = _attr_value(v)
 
 
+def write_arrays(path: str | os.PathLike[str], group: str, arrays: Mapping[str, np.ndarray],
+                 attrs: Mapping[str, Any] | None = None) -> None:
+    """Write extra arrays (e.g. a connecting curve's bend points) as group ``group`` (replacing it).
+
+    ``arrays`` keys may contain ``/`` (sub-groups); read back with :func:`read_arrays`."""
+    path = Path(path)
+    with _open(path, "r+") as f:
+        _check_layout(f, path)
+        if group in f:
+            del f[group]
+        grp = f.create_group(group)
+        for k, v in (attrs or {}).items():
+            grp.attrs[k] = _attr_value(v)
+        for name, arr in arrays.items():
+            grp.create_dataset(name, data=np.asarray(arr))
+
+
+def read_arrays(path: str | os.PathLike[str], group: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays (keys relative to ``group``) and decoded attributes written by :func:`write_arrays`."""
+    path = Path(path)
+    with _open(path) as f:
+        _check_layout(f, path)
+        if group not in f:
+            raise _fail(path, f"has no '{group}' group")
+        out: dict[str, np.ndarray] = {}
+        f[group].visititems(lambda k, v: out.__setitem__(k, np.asarray(v[()])) if isinstance(v, h5py.Dataset) else None)
+        return out, {k: _decode_json(_decode_attr(v)) for k, v in f[group].attrs.items()}
+
+
 class SurfaceWriter:
     """An open surface file that takes computed points (see the module docstring for the layout)."""
 

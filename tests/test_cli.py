@@ -74,7 +74,7 @@ def test_help_imports_no_heavy_module(module):
 SUBCOMMANDS = {
     "bnext.quant": ["table", "size"],
     "bnext.packed": ["pack", "info", "bench", "sizes"],
-    "landscape": ["compute", "plot", "compare", "merge", "hessian"],
+    "landscape": ["compute", "plot", "compare", "merge", "hessian", "connect", "flips"],
     "bnext.train": ["plot"],
     "bnext.models": ["import", "list"],
 }

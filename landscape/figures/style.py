@@ -261,6 +261,10 @@ def axis_labels(kind: str | None, info: Mapping[str, Any] | None = None) -> tupl
         if info.get("orthogonalized") in (True, 1, "true", "True"):
             return "coefficient of B \u2212 A", "coefficient of C \u2212 A orthogonal to B \u2212 A"
         return "coefficient of B \u2212 A", "coefficient of C \u2212 A"
+    if kind == "connect":  # landscape.connect: a curve or the line between two models
+        return f"t along the {info.get('path', 'path')} (0 = A, 1 = B)", "y"
+    if kind == "flips":  # bnext.packed.flips
+        return f"fraction of weight signs flipped ({info.get('scope', 'network')}, {info.get('order', '')} order)", "y"
     norm = NORMALIZATION_NAMES.get(str(info.get("normalization")), None)
     suffix = f" ({norm})" if norm else ""
     return f"direction 1{suffix}", f"direction 2{suffix}"
