@@ -574,8 +574,8 @@ class SurfaceWriter:
             return
         for _, vals in results:
             for name in vals:
-                if name not in VALUE_NAMES:
-                    raise KeyError(f"unknown value name {name!r}; expected one of {VALUE_NAMES}")
+                if name not in self.value_names:
+                    raise KeyError(f"unknown value name {name!r}; expected one of {self.value_names}")
         with self._write_errors():
             bad = 0
             for index, vals in results:

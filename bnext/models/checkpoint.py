@@ -197,8 +197,9 @@ def check_consistent(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
         with torch.device("meta"):
             meta = _make(ckpt)
     except (ValueError, TypeError, KeyError, OverflowError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # torch appends C++ frames
         raise CheckpointError(f"{path}: cannot rebuild model {ckpt['model']!r} with options {ckpt['options']}: "
-                              f"{e}") from None
+                              f"{first}") from None
     state = ckpt["state_dict"]
     for key, t in meta.state_dict().items():
         stored = state.get(key)

@@ -247,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         input_size = meta["model"].get("input_size", args.input_size)
     data, data_spec = load_data(args, input_size)
-    check_one_batch(model, data, class_targets=getattr(args, "loss", None) is None)  # before any file exists
+    # before any file exists; the built-in losses (ce, mse, label smoothing) need class-index targets,
+    # a user loss (module:callable) may take any
+    loss = str(getattr(args, "loss", None) or "ce")
+    check_one_batch(model, data, class_targets=":" not in loss or loss.startswith("label_smoothing"))
     ndim = 1 if args.y is None else 2
     if args.directions == "random":
         d = dirs.random_directions(
