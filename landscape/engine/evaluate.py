@@ -34,9 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bn import recalibrate_bn
+from ..bn import RECALIBRATION_METHOD, recalibrate_bn
 from ..directions import Directions
 from . import batching
+from .audit import (
+    AUDIT_RTOL,
+    AUDIT_SIZE,
+    audit_difference,
+    audit_indices,
+    batch_dependence,
+    binary_margins,
+    is_sign_sensitive,
+    logit_margins,
+)
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
 from .providers import ForwardFactory, find_forward, register_forward_provider
 
@@ -61,6 +71,8 @@ PROBE_RTOL = 1e-5
 #: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.engine.winograd)
 WINOGRAD_PROBE_RTOL = 1e-3
 PRECISIONS = ("fp32", "bf16")
+#: at most this many images per split are scanned once for their binary pre-activation margins
+MARGIN_SCAN = 512
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -169,6 +181,12 @@ class SurfaceEngine:
         self._calibration = calibration
         self.fused_pairs = 0
         self.settings: dict[str, Any] = {}
+        self._notes: list[str] = []
+        self._reference_only = False
+        self._audit_on = False
+        #: what happened at the points evaluated so far (stored per run in surface files)
+        self.counters = {"points": 0, "audited_points": 0, "audit_failed_points": 0, "fallback_points": 0,
+                         "max_audit_difference": 0.0}
 
     # ------------------------------------------------------------------ setup / teardown
     def open(self) -> SurfaceEngine:
@@ -265,17 +283,29 @@ class SurfaceEngine:
         self._forward: Callable[[Tensor], Tensor] = work
         self._pairs: list[_FoldedPair] = []
         probe = next(iter(self._data.values()))[0][:16]
+        self.sign_sensitive = is_sign_sensitive(work)
+        self.batch_dependent = batch_dependence(work, probe)
+        samples = max(xs.shape[0] for xs, _ in self._data.values())
+        self._ref_batch = min(samples, self.batch_size or batching.REFERENCE_BATCH)
         forward_name, check = "torch", None
-        if self.forward_factory is not None:
+        if self.batch_dependent is not None:
+            self._note(f"the model depends on the batch ({self.batch_dependent}): evaluated with its own forward "
+                       f"at the reference batch size {self._ref_batch}")
+            self._reference_only, self.points_per_forward, self.batch_size = True, 1, self._ref_batch
+        elif self.forward_factory is not None:
             forward_name = "custom"
         elif self._forward_option == "auto" and (self._ppf_auto or self.points_per_forward == 1):
             found = find_forward(work, probe, device_type=self.device.type, exact=self.exact)
             if found is not None:
                 forward_name, self.forward_factory = found
-        if self._ppf_auto and self.points_per_forward > 1 and (forward_name != "torch" or not self._vmap_works(probe)):
+                check = getattr(self.forward_factory, "probe_diff", None)
+        if self.points_per_forward > 1 and (forward_name != "torch" or not self._vmap_works(probe)):
+            if not self._ppf_auto:
+                self._note(f"points_per_forward={self.points_per_forward} needs torch.func.vmap, which cannot run "
+                           "this model: one point per forward")
             self.points_per_forward = 1  # a provider's forward, or a model vmap cannot run (custom autograd ops)
         cl = False
-        if self.forward_factory is None and self.points_per_forward == 1:
+        if self.forward_factory is None and self.points_per_forward == 1 and not self._reference_only:
             check, cl = self._setup_fast_torch(work, probe)
         self.channels_last = cl
         if cl:  # the data follow the forward's memory format (conv outputs keep it)
@@ -287,7 +317,7 @@ class SurfaceEngine:
         if self.batch_size == 0:
             pref = preferred(tuple(probe.shape[1:])) if callable(preferred) and not self.exact else None
             self.batch_size = batching.resolve_batch_size(
-                samples=max(xs.shape[0] for xs, _ in self._data.values()),
+                samples=samples,
                 device_type=self.device.type,
                 exact=self.exact,
                 preferred=pref,
@@ -295,8 +325,22 @@ class SurfaceEngine:
             )
             if self.points_per_forward > 1:  # vmap: k points share each forward's memory
                 self.batch_size = max(1, self.batch_size // self.points_per_forward)
+        self._calib_chunk = None
+        if self.bn_recalibrate:  # the whole calibration set in one forward unless it would not fit
+            per = batching.peak_activation_bytes(work, work, self._calib)
+            if per * self._calib.shape[0] > batching.MAX_ACTIVATION_BYTES:
+                self._calib_chunk = batching.power_of_two_at_most(batching.MAX_ACTIVATION_BYTES // per)
         if not self.conv_algorithms and self.forward_factory is None:
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
+        per_split = self._conv_algorithms_per_split()
+        self._audit_on = not self.exact and not self._reference_only and forward_name != "custom"
+        self._fixed_audit: dict[str, Tensor | None] = {}
+        if self._audit_on and self.sign_sensitive:  # images closest to a flipped activation at the origin
+            for split, (xs, _) in self._data.items():
+                scan = torch.linspace(0, xs.shape[0] - 1, min(xs.shape[0], MARGIN_SCAN)).round().long().unique()
+                m = binary_margins(work, xs[scan].contiguous(), self._ref_batch)
+                self._fixed_audit[split] = None if m is None else scan[torch.argsort(m, stable=True)]
+        deviation = self._precision_deviation(probe) if self.precision != "fp32" else None
         info = getattr(self.forward_factory, "info", None)
         self.settings = {
             "forward": forward_name,
@@ -304,18 +348,65 @@ class SurfaceEngine:
             "exact": self.exact,
             "batch_size": self.batch_size,
             "batch_rule": "given" if self._batch_option != "auto" else "landscape.engine.batching",
+            "reference_batch_size": self._ref_batch,
             "bn_folded_pairs": self.fused_pairs,
             "channels_last": cl,
-            "conv_algorithms": dict(self.conv_algorithms),
+            "conv_algorithms": _merge_algorithms(per_split) if per_split else dict(self.conv_algorithms),
+            "conv_algorithms_per_split": per_split,
             "winograd_fused_epilogues": self.winograd_epilogues,
             "precision": self.precision,
+            "precision_deviation": deviation,
             "points_per_forward": self.points_per_forward,
             "compile": bool(self._compile),
             "fast_path_probe_diff": check,
+            "sign_sensitive": self.sign_sensitive,
+            "batch_dependent": self.batch_dependent,
+            "bn_recalibration": {"method": RECALIBRATION_METHOD, "chunk": self._calib_chunk}
+            if self.bn_recalibrate else None,
+            "audit": {"images_per_split": AUDIT_SIZE, "rtol": AUDIT_RTOL, "recompute": self.precision == "fp32"}
+            if self._audit_on else None,
+            "fallbacks": list(self._notes),
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
-            "tolerance": None if self.exact else dict(TOLERANCE),
+            # bf16 is outside the contract: its measured deviation is stored instead
+            "tolerance": None if self.exact or self.precision != "fp32" else dict(TOLERANCE),
         }
+
+    def _note(self, message: str) -> None:
+        """Say a fallback once (a warning) and keep it for the settings and :attr:`counters`."""
+        if message not in self._notes:
+            self._notes.append(message)
+            warnings.warn(message, stacklevel=4)
+            if self.settings:
+                self.settings["fallbacks"] = list(self._notes)
+
+    def _conv_algorithms_per_split(self) -> dict[str, dict[str, str]] | None:
+        """The algorithm each Winograd-wrapped conv runs on each split's input shape (None without any)."""
+        from .winograd import WinogradConv2d
+
+        wino = [(n, m) for n, m in getattr(self._forward, "named_modules", lambda: [])()
+                if isinstance(m, WinogradConv2d)]
+        if not wino:
+            return None
+        out = {}
+        with torch.inference_mode():
+            for split, (xs, _) in self._data.items():
+                self._forward(xs[:2])
+                out[split] = {n: m.last_algorithm or "torch" for n, m in wino}
+                out[split] |= {n: a for n, a in self.conv_algorithms.items() if n not in out[split]}
+        return out
+
+    def _precision_deviation(self, probe: Tensor) -> dict[str, float] | None:
+        """bf16 against fp32 on the probe at the origin: relative loss and largest logit difference."""
+        forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
+        with torch.inference_mode():
+            ref = _as_float(self.work(probe.contiguous()))
+            with self._autocast():
+                got = _as_float(forward(probe))
+        target = ref.argmax(1)
+        lr, lg = F.cross_entropy(ref, target).item(), F.cross_entropy(got.float(), target).item()
+        return {"probe_loss_rel": abs(lg - lr) / max(abs(lr), 1e-12),
+                "probe_max_logit_diff": float((ref - got.float()).abs().max())}
 
     def _vmap_works(self, probe: Tensor) -> bool:
         try:
@@ -346,7 +437,12 @@ class SurfaceEngine:
             got = fused(xp).float() if pairs or cl else ref
         scale = max(1.0, float(ref.abs().max()))
         diff = float((ref - got).abs().max())
-        if not diff <= PROBE_RTOL * scale:
+        # a model that binarizes may flip a near-zero activation elsewhere: only bit-identical reorderings
+        limit = 0.0 if self.sign_sensitive else PROBE_RTOL * scale
+        if not diff <= limit:
+            if self.sign_sensitive and (pairs or cl):
+                self._note("BatchNorm folding / channels-last are not bit-identical on this binary model "
+                           f"(probe difference {diff:.3g}): running the model as it is")
             if self._fuse_explicit and pairs:
                 warnings.warn(
                     f"BatchNorm folding / channels-last changed the outputs by {diff:.3g}; "
@@ -357,7 +453,11 @@ class SurfaceEngine:
         self._forward, self._pairs = fused, pairs
         self.fused_pairs = len(pairs)
         if wino:
-            diff = self._setup_winograd(fused, xp if cl else probe, ref, scale, diff)
+            try:
+                diff = self._setup_winograd(fused, xp if cl else probe, ref, scale, diff)
+            except Exception as exc:  # noqa: BLE001 - a pattern the Winograd wrapper cannot run
+                self._forward, self.conv_algorithms, self.winograd_epilogues = fused, {}, 0
+                self._note(f"Winograd convolutions could not run this model ({_one_line(exc)}): using torch convs")
         return diff, cl
 
     def _setup_winograd(self, fused: nn.Module, probe: Tensor, ref: Tensor, scale: float,
@@ -375,8 +475,12 @@ class SurfaceEngine:
             got = forward(probe).float()
         wdiff = float((ref - got).abs().max())
         algos = {n: m.last_algorithm for n, m in wmodel.named_modules() if isinstance(m, WinogradConv2d)}
-        if not wdiff <= WINOGRAD_PROBE_RTOL * scale or WINOGRAD not in algos.values():
+        limit = 0.0 if self.sign_sensitive else WINOGRAD_PROBE_RTOL * scale
+        if not wdiff <= limit or WINOGRAD not in algos.values():
             self.winograd_epilogues = 0
+            if self.sign_sensitive and WINOGRAD in algos.values():
+                self._note(f"Winograd convolutions are not bit-identical on this binary model (probe difference "
+                           f"{wdiff:.3g}): using torch convs")
             if self._winograd_explicit:
                 warnings.warn(f"Winograd convolutions changed the outputs by {wdiff:.3g}; not using them",
                               stacklevel=5)
@@ -448,39 +552,94 @@ class SurfaceEngine:
                 pair.refresh()
 
     def _recalibrate(self) -> None:
-        """Recompute BN running statistics at the current point (cumulative average over the set)."""
-        recalibrate_bn(self.work, self._calib, self.batch_size, self._bns)
+        """BN statistics of the current point: the calibration set's population statistics, computed by the
+        model's own forward (:func:`landscape.bn.recalibrate_bn`), whatever the engine and batch size."""
+        recalibrate_bn(self.work, self._calib, self._calib_chunk, self._bns)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _measure(self, forward: Callable[[Tensor], Tensor]) -> dict[str, float]:
+    def _measure(self, forward: Callable[[Tensor], Tensor], keep: bool = False
+                 ) -> tuple[dict[str, float], dict[str, Tensor]]:
         with self._autocast():
-            return self._measure_splits(forward)
+            return self._measure_splits(forward, self.batch_size, keep=keep)
 
-    def _measure_splits(self, forward: Callable[[Tensor], Tensor]) -> dict[str, float]:
-        out = {}
+    def _measure_splits(self, forward: Callable[[Tensor], Tensor], batch: int, *, keep: bool = False,
+                        nchw: bool = False) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Loss and accuracy per split in batches of ``batch`` (and, with ``keep``, every image's logits)."""
+        out, kept = {}, {}
         for split, (xs, ys) in self._data.items():
             loss = torch.zeros((), dtype=torch.float64, device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
-            for s in range(0, xs.shape[0], self.batch_size):
-                logits = _as_float(forward(xs[s : s + self.batch_size]))
-                yb = ys[s : s + self.batch_size]
+            parts = []
+            for s in range(0, xs.shape[0], batch):
+                xb = xs[s : s + batch]
+                logits = _as_float(forward(xb.contiguous() if nchw else xb))
+                yb = ys[s : s + batch]
                 loss += F.cross_entropy(logits, yb, reduction="sum").double()
                 correct += (logits.argmax(dim=1) == yb).sum()
+                if keep:
+                    parts.append(logits.float())
             n = xs.shape[0]
             out[f"{split}_loss"] = float(loss) / n
             out[f"{split}_acc"] = 100.0 * float(correct) / n
-        return out
+            if keep:
+                kept[split] = torch.cat(parts)
+        return out, kept
+
+    def _reference_values(self) -> dict[str, float]:
+        """The point on the reference path: the model's own forward, fp32, NCHW, the reference batch size."""
+        return self._measure_splits(self.work, self._ref_batch, nchw=True)[0]
+
+    def _audit(self, logits: Mapping[str, Tensor]) -> float:
+        """The largest relative logit difference between the fast and the reference forward on the audited
+        images of every split (:func:`landscape.engine.audit.audit_indices`) at the current point."""
+        worst = 0.0
+        for split, (xs, _) in self._data.items():
+            lg = logits[split]
+            idx = audit_indices(xs.shape[0], self._fixed_audit.get(split), logit_margins(lg)).to(self.device)
+            ref = _as_float(self.work(xs[idx].contiguous()))
+            worst = max(worst, audit_difference(lg[idx], ref))
+        return worst
+
+    def _checked(self, vals: dict[str, float], logits: Mapping[str, Tensor], where: tuple[float, float]
+                 ) -> dict[str, float]:
+        """Audit the fast values of the current point; recompute them on the reference path if they fail."""
+        diff = self._audit(logits)
+        c = self.counters
+        c["audited_points"] += 1
+        c["max_audit_difference"] = max(c["max_audit_difference"], diff)
+        if diff <= AUDIT_RTOL or self.precision != "fp32":  # bf16: measured and stored, never recomputed
+            return vals
+        c["audit_failed_points"] += 1
+        self._note(f"the fast path disagreed with the model's own forward on audited images at (x, y) = "
+                   f"({where[0]:g}, {where[1]:g}) (relative logit difference {diff:.3g}): such points are "
+                   "recomputed on the reference path (engine counter 'audit_failed_points')")
+        return self._reference_values()
 
     def evaluate(self, x: float, y: float = 0.0) -> dict[str, float]:
         """``{'<split>_loss': mean cross-entropy, '<split>_acc': top-1 percent}`` at ``(x, y)``."""
         self.set_point(x, y)
         with torch.inference_mode():
+            return self._evaluate_current((x, y))
+
+    def _evaluate_current(self, where: tuple[float, float]) -> dict[str, float]:
+        self.counters["points"] += 1
+        if self._reference_only:
+            return self._reference_values()
+        try:
             forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
-            return self._measure(forward)
+            vals, logits = self._measure(forward, keep=self._audit_on)
+        except Exception as exc:  # noqa: BLE001 - any fast-path failure: this point on the reference path
+            if self.forward_factory is None and self._forward is self.work and self.precision == "fp32":
+                raise  # already the reference path: nothing to fall back to
+            self.counters["fallback_points"] += 1
+            self._note(f"the fast path failed at a grid point ({_one_line(exc)}): such points are computed with "
+                       "the model's own forward (engine counter 'fallback_points')")
+            return self._reference_values()
+        return self._checked(vals, logits, where) if self._audit_on else vals
 
     def _stacked(self, points: Sequence[tuple[float, float]]) -> dict[str, Tensor]:
         """Perturbed parameters of ``len(points)`` grid points stacked along a new first dimension."""
@@ -512,7 +671,27 @@ class SurfaceEngine:
             return [self.evaluate(*p) for p in points]
         if not self._opened:
             raise RuntimeError("SurfaceEngine is not open; use it as a context manager")
+        try:
+            results, kept = self._evaluate_vmapped(points)
+        except Exception as exc:  # noqa: BLE001 - e.g. an op vmap does not support at this point
+            self._note(f"several points per forward (vmap) failed ({_one_line(exc)}): one point per forward")
+            self.points_per_forward = 1
+            self.settings["points_per_forward"] = 1
+            return [self.evaluate(*p) for p in points]
+        if self._audit_on:
+            for i, p in enumerate(points):
+                self.set_point(*p)
+                with torch.inference_mode():
+                    self.counters["points"] += 1
+                    results[i] = self._checked(results[i], {s: v[i] for s, v in kept.items()}, p)
+        else:
+            self.counters["points"] += len(points)
+        return results
+
+    def _evaluate_vmapped(self, points: Sequence[tuple[float, float]]
+                          ) -> tuple[list[dict[str, float]], dict[str, Tensor]]:
         k = len(points)
+        kept: dict[str, Tensor] = {}
         with torch.inference_mode():
             stacked = self._stacked(points)
             batched = self._vmapped()
@@ -521,17 +700,39 @@ class SurfaceEngine:
                 for split, (xs, ys) in self._data.items():
                     loss = torch.zeros(k, dtype=torch.float64, device=self.device)
                     correct = torch.zeros(k, dtype=torch.int64, device=self.device)
+                    parts = []
                     for s in range(0, xs.shape[0], self.batch_size):
                         logits = _as_float(batched(stacked, xs[s : s + self.batch_size]))  # (k, B, C)
                         yb = ys[s : s + self.batch_size]
                         ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
                         loss += ce.view(k, -1).sum(dim=1).double()
                         correct += (logits.argmax(dim=2) == yb[None]).sum(dim=1)
+                        if self._audit_on:
+                            parts.append(logits.float())
                     n = xs.shape[0]
                     for i in range(k):
                         results[i][f"{split}_loss"] = float(loss[i]) / n
                         results[i][f"{split}_acc"] = 100.0 * float(correct[i]) / n
-        return results
+                    if parts:
+                        kept[split] = torch.cat(parts, dim=1)
+        return results, kept
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (reasons are said in one line)."""
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}".rstrip(": ")
+
+
+def _merge_algorithms(per_split: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """One algorithm per conv when every split runs the same, else ``"<algo> (<split>), ..."``."""
+    names = dict.fromkeys(n for algos in per_split.values() for n in algos)
+    out = {}
+    for n in names:
+        used = {s: a.get(n, "torch") for s, a in per_split.items()}
+        out[n] = next(iter(used.values())) if len(set(used.values())) == 1 else ", ".join(
+            f"{a} ({s})" for s, a in used.items())
+    return out
 
 
 def _as_float(logits: Tensor) -> Tensor:

@@ -1,0 +1,147 @@
+"""Checks that keep a fast path honest at every grid point, at bounded cost.
+
+A fast forward (a registered provider, BN folding, channels-last, Winograd convolutions, another
+batch size) does the float work in another order. For real-valued networks that moves the logits
+by rounding (~1e-6 relative); for networks that binarize activations (sign) a pre-activation within
+rounding distance of 0 can flip and move an image's logits by O(1), at any grid point, not only
+where a one-off probe looked. The engine therefore (see :class:`landscape.engine.SurfaceEngine`):
+
+* refuses BN folding, channels-last and Winograd for *sign-sensitive* models
+  (:func:`is_sign_sensitive`) unless they are bit-identical on the probe;
+* evaluates *batch-dependent* models (:func:`batch_dependence`) on the reference path at the
+  reference batch size, since their values change with the batch;
+* audits every point: the fast logits of :data:`AUDIT_SIZE` images per split are compared with the
+  model's own forward at that point (:func:`audit_difference`); the images are those with the
+  smallest binary pre-activation margins at the origin (:func:`binary_margins`) and the smallest
+  top-2 logit margins at the point itself (:func:`logit_margins`), where a flip is most likely and
+  changes the accuracy. A point that fails is recomputed on the reference path and counted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+#: images per split whose fast logits are checked against the reference forward at every point
+AUDIT_SIZE = 16
+#: an audited image fails when a logit moves by more than this fraction of max(1, largest |logit|)
+#: (float reorderings move them by ~1e-6; Winograd's fp32 error is below 1e-5 relative per layer)
+AUDIT_RTOL = 1e-3
+#: a model is batch-dependent when the first half of the probe, run alone, moves a logit by more than this
+BATCH_RTOL = 1e-4
+
+
+def sign_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules that binarize their input: those declaring ``landscape_binary = True`` or a forward
+    provider (``landscape_provider``, e.g. ``bnext.nn.BinaryConv2d``), and subclasses of the torch
+    conv/linear layers with their own ``forward`` (the usual way to write a binary layer)."""
+    out = []
+    for m in model.modules():
+        cls = type(m)
+        if getattr(m, "landscape_binary", False) or getattr(cls, "landscape_provider", None):
+            out.append(m)
+            continue
+        for base in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear):
+            if isinstance(m, base) and cls is not base and cls.forward is not base.forward:
+                out.append(m)
+                break
+    return out
+
+
+def is_sign_sensitive(model: nn.Module) -> bool:
+    """Whether ``model`` has layers that binarize (:func:`sign_modules`): float reorderings may flip them."""
+    return bool(sign_modules(model))
+
+
+@torch.inference_mode()
+def batch_dependence(model: nn.Module, probe: Tensor) -> str | None:
+    """Why the eval-mode ``model`` computes an image's output from the rest of its batch, or None.
+
+    BatchNorm layers without running statistics (``track_running_stats=False``) normalize with the
+    batch's; any other such layer is caught by running the probe's first half alone and comparing.
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None):
+            return f"{name or type(m).__name__} normalizes with batch statistics (no running statistics)"
+    if probe.shape[0] < 2:
+        return None
+    half = probe.shape[0] // 2
+    whole = model(probe).float()[:half]
+    alone = model(probe[:half]).float()
+    diff = float((whole - alone).abs().max())
+    if not diff <= BATCH_RTOL * max(1.0, float(whole.abs().max())):
+        return f"the outputs of {half} probe images change by {diff:.3g} when run without the other {half}"
+    return None
+
+
+@torch.inference_mode()
+def binary_margins(model: nn.Module, xs: Tensor, batch_size: int) -> Tensor | None:
+    """Per image, the smallest ``|input (+ shift)|`` that any sign module of ``model`` binarizes (None
+    without sign modules): how close the image is to a flipped activation. One forward of ``xs``."""
+    mods = sign_modules(model)
+    if not mods:
+        return None
+    margins = torch.full((xs.shape[0],), float("inf"), dtype=torch.float64)
+    cur = [0, 0]
+
+    def hook(m: nn.Module, args: tuple) -> None:
+        x = args[0]
+        if not isinstance(x, Tensor) or x.dim() < 2:
+            return
+        shift = getattr(m, "shift", None)
+        if isinstance(shift, Tensor):
+            x = x + shift
+        mins = x.detach().abs().flatten(1).amin(1).double().cpu()
+        s, e = cur
+        margins[s:e] = torch.minimum(margins[s:e], mins)
+
+    handles = [m.register_forward_pre_hook(hook) for m in mods]
+    try:
+        for s in range(0, xs.shape[0], batch_size):
+            cur[0], cur[1] = s, min(xs.shape[0], s + batch_size)
+            model(xs[s : s + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    return margins
+
+
+def logit_margins(logits: Tensor) -> Tensor:
+    """Per image, the gap between the two largest logits (a small gap: a flip can change the prediction)."""
+    if logits.shape[1] < 2:
+        return logits.new_zeros(logits.shape[0])
+    top = logits.topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+def audit_indices(n: int, fixed: Tensor | None, margins: Tensor, size: int = AUDIT_SIZE) -> Tensor:
+    """``size`` distinct image indices: half (all without ``fixed``) from the smallest logit ``margins``
+    at this point, the rest from ``fixed`` (the smallest binary margins at the origin), in order."""
+    size = min(size, n)
+    order = torch.argsort(margins.float().cpu(), stable=True)
+    if fixed is None:
+        return order[:size].sort().values
+    chosen: list[int] = []
+    seen: set[int] = set()
+    want_fixed = size // 2
+    for src, limit in ((fixed.tolist(), want_fixed), (order.tolist(), size)):
+        for i in src:
+            if len(chosen) >= limit:
+                break
+            if i not in seen:
+                seen.add(i)
+                chosen.append(i)
+    return torch.tensor(sorted(chosen), dtype=torch.long)
+
+
+def audit_difference(fast: Tensor, ref: Tensor) -> float:
+    """Largest logit difference between the fast and the reference forward on the audited images,
+    as a fraction of max(1, largest |reference logit|); a changed prediction counts as infinite."""
+    fast, ref = fast.double(), ref.double()
+    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
+    diff = float((fast - ref).abs().max()) / scale if ref.numel() else 0.0
+    if ref.numel() and ref.shape[1] > 1:
+        decided = logit_margins(ref) > AUDIT_RTOL * scale  # exact ties may go either way
+        if bool((fast.argmax(1) != ref.argmax(1))[decided].any()):
+            return float("inf")
+    return diff if diff == diff else float("inf")
