@@ -47,6 +47,16 @@ class PackedForward:
             repack_(self._packed, model)
         return self._packed
 
+    def margin_modules(self) -> list[nn.Module]:
+        """The packed model's layers that binarize a float input (``sign(x + shift)``): the landscape engine
+        hooks them to find the images closest to a flipped activation at each grid point."""
+        if self._packed is None:
+            return []
+        from .fused_bnext import FusedInfoRCPModule
+        from .layers import PackedBinaryConv2d
+
+        return [m for m in self._packed.model.modules() if isinstance(m, FusedInfoRCPModule | PackedBinaryConv2d)]
+
     def batch_size(self, sample_shape: tuple[int, ...]) -> int:
         """Deterministic batch rule: the largest power of two in :data:`PACKED_BATCH_RANGE` whose largest
         float activation fits :data:`PACKED_BATCH_BYTES` (measured once with one sample)."""

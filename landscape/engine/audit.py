@@ -11,14 +11,18 @@ where a one-off probe looked. The engine therefore (see :class:`landscape.engine
 * evaluates *batch-dependent* models (:func:`batch_dependence`) on the reference path at the
   reference batch size, since their values change with the batch;
 * audits every point: the fast logits of :data:`AUDIT_SIZE` images per split are compared with the
-  model's own forward at that point (:func:`audit_difference`); the images are those with the
-  smallest binary pre-activation margins at the origin (:func:`binary_margins`) and the smallest
-  top-2 logit margins at the point itself (:func:`logit_margins`), where a flip is most likely and
-  changes the accuracy. A point that fails is recomputed on the reference path and counted.
+  model's own forward at that point (:func:`audit_difference`); the images are those whose binarized
+  inputs came closest to 0 *in the fast forward at that point* (:class:`MarginRecorder`, hooks on the
+  layers that binarize: a flip can only happen there) and those with the smallest top-2 logit margins
+  (:func:`logit_margins`, where a flip changes the prediction). A point that fails is recomputed on
+  the reference path and counted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -74,36 +78,45 @@ def batch_dependence(model: nn.Module, probe: Tensor) -> str | None:
     return None
 
 
-@torch.inference_mode()
-def binary_margins(model: nn.Module, xs: Tensor, batch_size: int) -> Tensor | None:
-    """Per image, the smallest ``|input (+ shift)|`` that any sign module of ``model`` binarizes (None
-    without sign modules): how close the image is to a flipped activation. One forward of ``xs``."""
-    mods = sign_modules(model)
-    if not mods:
+def _shift(m: nn.Module, like: Tensor) -> Tensor | None:
+    """The per-channel shift a binarizing layer adds before sign (its own, or its ``conv``'s), as a tensor."""
+    shift = getattr(m, "shift", None)
+    if shift is None and isinstance(getattr(m, "conv", None), nn.Module):
+        shift = getattr(m.conv, "shift", None)
+    if isinstance(shift, np.ndarray):
+        shift = torch.from_numpy(shift)
+    if not isinstance(shift, Tensor) or shift.numel() != like.shape[1]:
         return None
-    margins = torch.full((xs.shape[0],), float("inf"), dtype=torch.float64)
-    cur = [0, 0]
+    return shift.to(like.device, like.dtype).reshape(1, -1, *([1] * (like.dim() - 2)))
 
-    def hook(m: nn.Module, args: tuple) -> None:
-        x = args[0]
-        if not isinstance(x, Tensor) or x.dim() < 2:
+
+class MarginRecorder:
+    """Per image, the smallest ``|input + shift|`` that the given binarizing modules see during the
+    forwards run inside ``with`` (set :attr:`start` to the batch's first row before each forward)."""
+
+    def __init__(self, modules: Sequence[nn.Module], n: int):
+        self.modules = list(modules)
+        self.margins = torch.full((n,), float("inf"))
+        self.start = 0
+        self._handles: list = []
+
+    def _hook(self, m: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
             return
-        shift = getattr(m, "shift", None)
-        if isinstance(shift, Tensor):
-            x = x + shift
-        mins = x.detach().abs().flatten(1).amin(1).double().cpu()
-        s, e = cur
-        margins[s:e] = torch.minimum(margins[s:e], mins)
+        shift = _shift(m, x)
+        v = (x + shift).abs_() if shift is not None else x.abs()
+        mins = v.flatten(1).amin(1).float().cpu()
+        s = self.start
+        self.margins[s : s + mins.shape[0]] = torch.minimum(self.margins[s : s + mins.shape[0]], mins)
 
-    handles = [m.register_forward_pre_hook(hook) for m in mods]
-    try:
-        for s in range(0, xs.shape[0], batch_size):
-            cur[0], cur[1] = s, min(xs.shape[0], s + batch_size)
-            model(xs[s : s + batch_size])
-    finally:
-        for h in handles:
+    def __enter__(self) -> MarginRecorder:
+        self._handles = [m.register_forward_pre_hook(self._hook) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
             h.remove()
-    return margins
 
 
 def logit_margins(logits: Tensor) -> Tensor:
@@ -114,17 +127,17 @@ def logit_margins(logits: Tensor) -> Tensor:
     return top[:, 0] - top[:, 1]
 
 
-def audit_indices(n: int, fixed: Tensor | None, margins: Tensor, size: int = AUDIT_SIZE) -> Tensor:
-    """``size`` distinct image indices: half (all without ``fixed``) from the smallest logit ``margins``
-    at this point, the rest from ``fixed`` (the smallest binary margins at the origin), in order."""
+def audit_indices(n: int, binary: Tensor | None, margins: Tensor, size: int = AUDIT_SIZE) -> Tensor:
+    """``size`` distinct image indices: three quarters from the smallest ``binary`` margins (when given),
+    the rest from the smallest logit ``margins``, sorted."""
     size = min(size, n)
     order = torch.argsort(margins.float().cpu(), stable=True)
-    if fixed is None:
+    if binary is None:
         return order[:size].sort().values
     chosen: list[int] = []
     seen: set[int] = set()
-    want_fixed = size // 2
-    for src, limit in ((fixed.tolist(), want_fixed), (order.tolist(), size)):
+    first = torch.argsort(binary.float().cpu(), stable=True)
+    for src, limit in ((first.tolist(), (3 * size) // 4), (order.tolist(), size)):
         for i in src:
             if len(chosen) >= limit:
                 break

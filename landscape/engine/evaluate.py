@@ -40,12 +40,13 @@ from . import batching
 from .audit import (
     AUDIT_RTOL,
     AUDIT_SIZE,
+    MarginRecorder,
     audit_difference,
     audit_indices,
     batch_dependence,
-    binary_margins,
     is_sign_sensitive,
     logit_margins,
+    sign_modules,
 )
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
 from .providers import ForwardFactory, find_forward, register_forward_provider
@@ -71,8 +72,6 @@ PROBE_RTOL = 1e-5
 #: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.engine.winograd)
 WINOGRAD_PROBE_RTOL = 1e-3
 PRECISIONS = ("fp32", "bf16")
-#: at most this many images per split are scanned once for their binary pre-activation margins
-MARGIN_SCAN = 512
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -334,12 +333,6 @@ class SurfaceEngine:
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
         per_split = self._conv_algorithms_per_split()
         self._audit_on = not self.exact and not self._reference_only and forward_name != "custom"
-        self._fixed_audit: dict[str, Tensor | None] = {}
-        if self._audit_on and self.sign_sensitive:  # images closest to a flipped activation at the origin
-            for split, (xs, _) in self._data.items():
-                scan = torch.linspace(0, xs.shape[0] - 1, min(xs.shape[0], MARGIN_SCAN)).round().long().unique()
-                m = binary_margins(work, xs[scan].contiguous(), self._ref_batch)
-                self._fixed_audit[split] = None if m is None else scan[torch.argsort(m, stable=True)]
         deviation = self._precision_deviation(probe) if self.precision != "fp32" else None
         info = getattr(self.forward_factory, "info", None)
         self.settings = {
@@ -564,29 +557,45 @@ class SurfaceEngine:
     def _measure(self, forward: Callable[[Tensor], Tensor], keep: bool = False
                  ) -> tuple[dict[str, float], dict[str, Tensor]]:
         with self._autocast():
-            return self._measure_splits(forward, self.batch_size, keep=keep)
+            return self._measure_splits(forward, self.batch_size, keep=keep,
+                                        margins=self._margin_modules(forward) if keep else None)
+
+    def _margin_modules(self, forward: Callable[[Tensor], Tensor]) -> list[nn.Module]:
+        """The layers of the fast forward that binarize (a provider says which: ``margin_modules()``)."""
+        if not self.sign_sensitive:
+            return []
+        offered = getattr(self.forward_factory, "margin_modules", None)
+        if callable(offered):
+            return list(offered())
+        return sign_modules(forward) if isinstance(forward, nn.Module) else []
 
     def _measure_splits(self, forward: Callable[[Tensor], Tensor], batch: int, *, keep: bool = False,
-                        nchw: bool = False) -> tuple[dict[str, float], dict[str, Tensor]]:
-        """Loss and accuracy per split in batches of ``batch`` (and, with ``keep``, every image's logits)."""
+                        nchw: bool = False, margins: Sequence[nn.Module] | None = None
+                        ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Loss and accuracy per split in batches of ``batch``; with ``keep`` also every image's logits
+        (``<split>``) and, for the binarizing ``margins`` modules, its binary margin (``<split>/margin``)."""
         out, kept = {}, {}
         for split, (xs, ys) in self._data.items():
             loss = torch.zeros((), dtype=torch.float64, device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
             parts = []
-            for s in range(0, xs.shape[0], batch):
-                xb = xs[s : s + batch]
-                logits = _as_float(forward(xb.contiguous() if nchw else xb))
-                yb = ys[s : s + batch]
-                loss += F.cross_entropy(logits, yb, reduction="sum").double()
-                correct += (logits.argmax(dim=1) == yb).sum()
-                if keep:
-                    parts.append(logits.float())
+            with MarginRecorder(margins or [], xs.shape[0]) as rec:
+                for s in range(0, xs.shape[0], batch):
+                    rec.start = s
+                    xb = xs[s : s + batch]
+                    logits = _as_float(forward(xb.contiguous() if nchw else xb))
+                    yb = ys[s : s + batch]
+                    loss += F.cross_entropy(logits, yb, reduction="sum").double()
+                    correct += (logits.argmax(dim=1) == yb).sum()
+                    if keep:
+                        parts.append(logits.float())
             n = xs.shape[0]
             out[f"{split}_loss"] = float(loss) / n
             out[f"{split}_acc"] = 100.0 * float(correct) / n
             if keep:
                 kept[split] = torch.cat(parts)
+                if margins:
+                    kept[f"{split}/margin"] = rec.margins
         return out, kept
 
     def _reference_values(self) -> dict[str, float]:
@@ -599,7 +608,7 @@ class SurfaceEngine:
         worst = 0.0
         for split, (xs, _) in self._data.items():
             lg = logits[split]
-            idx = audit_indices(xs.shape[0], self._fixed_audit.get(split), logit_margins(lg)).to(self.device)
+            idx = audit_indices(xs.shape[0], logits.get(f"{split}/margin"), logit_margins(lg)).to(self.device)
             ref = _as_float(self.work(xs[idx].contiguous()))
             worst = max(worst, audit_difference(lg[idx], ref))
         return worst
