@@ -181,6 +181,7 @@ class SurfaceEngine:
         self.fused_pairs = 0
         self.settings: dict[str, Any] = {}
         self._notes: list[str] = []
+        self._said: set[str] = set()
         self._reference_only = False
         self._audit_on = False
         #: what happened at the points evaluated so far (stored per run in surface files)
@@ -365,9 +366,11 @@ class SurfaceEngine:
             "tolerance": None if self.exact or self.precision != "fp32" else dict(TOLERANCE),
         }
 
-    def _note(self, message: str) -> None:
-        """Say a fallback once (a warning) and keep it for the settings and :attr:`counters`."""
-        if message not in self._notes:
+    def _note(self, message: str, key: str | None = None) -> None:
+        """Say a fallback once per ``key`` (default the message; a warning) and keep it for the settings."""
+        key = key or message
+        if key not in self._said:
+            self._said.add(key)
             self._notes.append(message)
             warnings.warn(message, stacklevel=4)
             if self.settings:
@@ -625,7 +628,7 @@ class SurfaceEngine:
         c["audit_failed_points"] += 1
         self._note(f"the fast path disagreed with the model's own forward on audited images at (x, y) = "
                    f"({where[0]:g}, {where[1]:g}) (relative logit difference {diff:.3g}): such points are "
-                   "recomputed on the reference path (engine counter 'audit_failed_points')")
+                   "recomputed on the reference path (engine counter 'audit_failed_points')", key="audit")
         return self._reference_values()
 
     def evaluate(self, x: float, y: float = 0.0) -> dict[str, float]:
@@ -646,7 +649,7 @@ class SurfaceEngine:
                 raise  # already the reference path: nothing to fall back to
             self.counters["fallback_points"] += 1
             self._note(f"the fast path failed at a grid point ({_one_line(exc)}): such points are computed with "
-                       "the model's own forward (engine counter 'fallback_points')")
+                       "the model's own forward (engine counter 'fallback_points')", key=f"fail:{type(exc).__name__}")
             return self._reference_values()
         return self._checked(vals, logits, where) if self._audit_on else vals
 
