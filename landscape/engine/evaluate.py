@@ -6,27 +6,34 @@ See :mod:`landscape.surface` for what is computed. The defaults are the fast pat
   XNOR-popcount engine for binary models on import) or, for other models, BatchNorm folded into
   plain convolutions (:mod:`landscape.engine.folding`) with channels-last inputs on the CPU, and on the CPU
   the 3x3 stride-1 convolutions that pay as Winograd F(4x4, 3x3) (:mod:`landscape.engine.winograd`, a rule
-  by shape), each checked once against the model's own forward on a probe batch and dropped
-  silently if it disagrees;
-* a deterministic batch size (:mod:`landscape.engine.batching`);
+  by shape), each checked against the model's own forward on a probe batch and dropped if it
+  disagrees; for models that binarize (:func:`landscape.engine.audit.is_sign_sensitive`) folding,
+  channels-last and Winograd are kept only when bit-identical on the probe;
+* a deterministic batch size (:mod:`landscape.engine.batching`), except for models whose outputs
+  depend on the batch (:func:`landscape.engine.audit.batch_dependence`), which run on the reference
+  path at the reference batch size;
 * on CUDA, several grid points per forward (``torch.func.functional_call`` + ``vmap``).
 
 Tolerance contract (:data:`TOLERANCE`, stated once here and in the README "Speed"): float work
 done in another order (folding, channels-last, fused kernels, batch size) may flip the sign of a
 binary network's pre-activation that lies within rounding distance of 0, so fast paths are not
 bit-identical to the unfused float model. They promise, at every grid point, a relative loss
-difference <= 5e-3 and an accuracy within 0.5 percentage points of the unfused float model
-(tested on every zoo model). ``exact=True`` keeps bit-identity: the model's own forward (or a
-provider's bit-identical one), no folding, NCHW, batch 128 (Li et al.'s), one point per forward.
-The settings actually used are :attr:`SurfaceEngine.settings` (stored in surface files).
+difference <= 5e-3 and an accuracy within 0.5 percentage points of the unfused float model. The
+promise is checked at every point (:mod:`landscape.engine.audit`): the images most at risk are
+re-run through the model's own forward, and a point that disagrees, or where the fast path fails,
+is recomputed on the reference path (the model's own forward, fp32, NCHW, the reference batch),
+said once and counted (:attr:`SurfaceEngine.counters`). ``precision="bf16"`` is outside the
+contract: its deviation is measured and stored instead. ``exact=True`` keeps bit-identity: the
+model's own forward (or a provider's bit-identical one), no folding, NCHW, batch 128 (Li et
+al.'s), one point per forward. The settings actually used are :attr:`SurfaceEngine.settings`
+(stored in surface files).
 """
 
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,15 +47,11 @@ from . import batching
 from .audit import (
     AUDIT_RTOL,
     AUDIT_SIZE,
-    MarginRecorder,
-    audit_difference,
-    audit_indices,
     batch_dependence,
     is_sign_sensitive,
-    logit_margins,
-    sign_modules,
 )
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
+from .points import PointEvaluation, _as_float, _one_line
 from .providers import ForwardFactory, find_forward, register_forward_provider
 
 __all__ = [
@@ -92,7 +95,7 @@ class _Entry:
     view: bool  # the parameter's data is a view into the flat work buffer
 
 
-class SurfaceEngine:
+class SurfaceEngine(PointEvaluation):
     """Evaluates ``model`` at grid points ``theta + x*dx + y*dy``; use as a context manager.
 
     ``data`` maps split names (``train``/``test``) to ``(inputs, targets)`` tensors. The model is
@@ -109,8 +112,14 @@ class SurfaceEngine:
     exact), ``precision`` (``"fp32"``, or ``"bf16"``
     autocast of the float parts: CPUs with AVX512-BF16, CUDA), ``bn_recalibrate`` (recompute BN
     statistics at every point from ``calibration`` inputs, default the train split), ``compile``
-    (``torch.compile``) and ``points_per_forward`` (several points per forward via ``vmap``;
-    ``"auto"`` = 4 on CUDA for the torch forward, else 1).
+    (``torch.compile``), ``points_per_forward`` (several points per forward via ``vmap``;
+    ``"auto"`` = 4 on CUDA for the torch forward, else 1) and ``audit`` (check every fast point on
+    :data:`~landscape.engine.audit.AUDIT_SIZE` images per split against the model's own forward and
+    recompute the point on the reference path when it disagrees; ``False`` only to measure its cost:
+    the settings then claim no tolerance).
+
+    :attr:`counters` says what happened at the points evaluated (audited, recomputed, fallbacks);
+    :attr:`settings` what ran, including every fallback taken (said once as a warning).
     """
 
     def __init__(
@@ -132,6 +141,7 @@ class SurfaceEngine:
         precision: str = "fp32",
         compile: bool = False,
         points_per_forward: int | str = "auto",
+        audit: bool = True,
     ):
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
@@ -181,6 +191,7 @@ class SurfaceEngine:
         self.fused_pairs = 0
         self.settings: dict[str, Any] = {}
         self._notes: list[str] = []
+        self._audit_option = bool(audit)
         self._said: set[str] = set()
         self._reference_only = False
         self._audit_on = False
@@ -333,7 +344,8 @@ class SurfaceEngine:
         if not self.conv_algorithms and self.forward_factory is None:
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
         per_split = self._conv_algorithms_per_split()
-        self._audit_on = not self.exact and not self._reference_only and forward_name != "custom"
+        self._audit_on = (self._audit_option and not self.exact and not self._reference_only
+                          and forward_name != "custom")
         deviation = self._precision_deviation(probe) if self.precision != "fp32" else None
         info = getattr(self.forward_factory, "info", None)
         self.settings = {
@@ -363,7 +375,8 @@ class SurfaceEngine:
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
             # bf16 is outside the contract: its measured deviation is stored instead
-            "tolerance": None if self.exact or self.precision != "fp32" else dict(TOLERANCE),
+            "tolerance": None if self.exact or self.precision != "fp32" or not self._audit_option
+            else dict(TOLERANCE),
         }
 
     def _note(self, message: str, key: str | None = None) -> None:
@@ -552,189 +565,6 @@ class SurfaceEngine:
         model's own forward (:func:`landscape.bn.recalibrate_bn`), whatever the engine and batch size."""
         recalibrate_bn(self.work, self._calib, self._calib_chunk, self._bns)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _measure(self, forward: Callable[[Tensor], Tensor], keep: bool = False
-                 ) -> tuple[dict[str, float], dict[str, Tensor]]:
-        with self._autocast():
-            return self._measure_splits(forward, self.batch_size, keep=keep,
-                                        margins=self._margin_modules(forward) if keep else None)
-
-    def _margin_modules(self, forward: Callable[[Tensor], Tensor]) -> list[nn.Module]:
-        """The layers of the fast forward that binarize (a provider says which: ``margin_modules()``)."""
-        if not self.sign_sensitive:
-            return []
-        offered = getattr(self.forward_factory, "margin_modules", None)
-        if callable(offered):
-            return list(offered())
-        return sign_modules(forward) if isinstance(forward, nn.Module) else []
-
-    def _measure_splits(self, forward: Callable[[Tensor], Tensor], batch: int, *, keep: bool = False,
-                        nchw: bool = False, margins: Sequence[nn.Module] | None = None
-                        ) -> tuple[dict[str, float], dict[str, Tensor]]:
-        """Loss and accuracy per split in batches of ``batch``; with ``keep`` also every image's logits
-        (``<split>``) and, for the binarizing ``margins`` modules, its binary margin (``<split>/margin``)."""
-        out, kept = {}, {}
-        for split, (xs, ys) in self._data.items():
-            loss = torch.zeros((), dtype=torch.float64, device=self.device)
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
-            parts = []
-            with MarginRecorder(margins or [], xs.shape[0]) as rec:
-                for s in range(0, xs.shape[0], batch):
-                    rec.start = s
-                    xb = xs[s : s + batch]
-                    logits = _as_float(forward(xb.contiguous() if nchw else xb))
-                    yb = ys[s : s + batch]
-                    loss += F.cross_entropy(logits, yb, reduction="sum").double()
-                    correct += (logits.argmax(dim=1) == yb).sum()
-                    if keep:
-                        parts.append(logits.float())
-            n = xs.shape[0]
-            out[f"{split}_loss"] = float(loss) / n
-            out[f"{split}_acc"] = 100.0 * float(correct) / n
-            if keep:
-                kept[split] = torch.cat(parts)
-                if margins:
-                    kept[f"{split}/margin"] = rec.margins
-        return out, kept
-
-    def _reference_values(self) -> dict[str, float]:
-        """The point on the reference path: the model's own forward, fp32, NCHW, the reference batch size."""
-        return self._measure_splits(self.work, self._ref_batch, nchw=True)[0]
-
-    def _audit(self, logits: Mapping[str, Tensor]) -> float:
-        """The largest relative logit difference between the fast and the reference forward on the audited
-        images of every split (:func:`landscape.engine.audit.audit_indices`) at the current point."""
-        worst = 0.0
-        for split, (xs, _) in self._data.items():
-            lg = logits[split]
-            idx = audit_indices(xs.shape[0], logits.get(f"{split}/margin"), logit_margins(lg)).to(self.device)
-            ref = _as_float(self.work(xs[idx].contiguous()))
-            worst = max(worst, audit_difference(lg[idx], ref))
-        return worst
-
-    def _checked(self, vals: dict[str, float], logits: Mapping[str, Tensor], where: tuple[float, float]
-                 ) -> dict[str, float]:
-        """Audit the fast values of the current point; recompute them on the reference path if they fail."""
-        diff = self._audit(logits)
-        c = self.counters
-        c["audited_points"] += 1
-        c["max_audit_difference"] = max(c["max_audit_difference"], diff)
-        if diff <= AUDIT_RTOL or self.precision != "fp32":  # bf16: measured and stored, never recomputed
-            return vals
-        c["audit_failed_points"] += 1
-        self._note(f"the fast path disagreed with the model's own forward on audited images at (x, y) = "
-                   f"({where[0]:g}, {where[1]:g}) (relative logit difference {diff:.3g}): such points are "
-                   "recomputed on the reference path (engine counter 'audit_failed_points')", key="audit")
-        return self._reference_values()
-
-    def evaluate(self, x: float, y: float = 0.0) -> dict[str, float]:
-        """``{'<split>_loss': mean cross-entropy, '<split>_acc': top-1 percent}`` at ``(x, y)``."""
-        self.set_point(x, y)
-        with torch.inference_mode():
-            return self._evaluate_current((x, y))
-
-    def _evaluate_current(self, where: tuple[float, float]) -> dict[str, float]:
-        self.counters["points"] += 1
-        if self._reference_only:
-            return self._reference_values()
-        try:
-            forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
-            vals, logits = self._measure(forward, keep=self._audit_on)
-        except Exception as exc:  # noqa: BLE001 - any fast-path failure: this point on the reference path
-            if self.forward_factory is None and self._forward is self.work and self.precision == "fp32":
-                raise  # already the reference path: nothing to fall back to
-            self.counters["fallback_points"] += 1
-            self._note(f"the fast path failed at a grid point ({_one_line(exc)}): such points are computed with "
-                       "the model's own forward (engine counter 'fallback_points')", key=f"fail:{type(exc).__name__}")
-            return self._reference_values()
-        return self._checked(vals, logits, where) if self._audit_on else vals
-
-    def _stacked(self, points: Sequence[tuple[float, float]]) -> dict[str, Tensor]:
-        """Perturbed parameters of ``len(points)`` grid points stacked along a new first dimension."""
-        k = len(points)
-        xs_ = torch.tensor([p[0] for p in points], dtype=self._theta0.dtype, device=self.device)
-        ys_ = torch.tensor([p[1] for p in points], dtype=self._theta0.dtype, device=self.device)
-        stacked = {}
-        for e in self._entries:
-            sl = slice(e.offset, e.offset + e.numel)
-            flat = self._theta0[sl][None] + xs_[:, None] * self._dx[sl][None]
-            if self._dy is not None:
-                flat = flat + ys_[:, None] * self._dy[sl][None]
-            stacked[e.name] = flat.reshape(k, *e.target.shape).to(e.target.dtype)
-        return stacked
-
-    def _vmapped(self) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
-        from torch.func import functional_call, vmap
-
-        work = self.work
-
-        def one(params: dict[str, Tensor], xb: Tensor) -> Tensor:
-            return functional_call(work, params, (xb,))
-
-        return vmap(one, in_dims=(0, None))
-
-    def evaluate_many(self, points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
-        """Evaluate several points; with ``points_per_forward > 1`` they share forwards via ``vmap``."""
-        if self.points_per_forward == 1 or len(points) == 1:
-            return [self.evaluate(*p) for p in points]
-        if not self._opened:
-            raise RuntimeError("SurfaceEngine is not open; use it as a context manager")
-        try:
-            results, kept = self._evaluate_vmapped(points)
-        except Exception as exc:  # noqa: BLE001 - e.g. an op vmap does not support at this point
-            self._note(f"several points per forward (vmap) failed ({_one_line(exc)}): one point per forward")
-            self.points_per_forward = 1
-            self.settings["points_per_forward"] = 1
-            return [self.evaluate(*p) for p in points]
-        if self._audit_on:
-            for i, p in enumerate(points):
-                self.set_point(*p)
-                with torch.inference_mode():
-                    self.counters["points"] += 1
-                    results[i] = self._checked(results[i], {s: v[i] for s, v in kept.items()}, p)
-        else:
-            self.counters["points"] += len(points)
-        return results
-
-    def _evaluate_vmapped(self, points: Sequence[tuple[float, float]]
-                          ) -> tuple[list[dict[str, float]], dict[str, Tensor]]:
-        k = len(points)
-        kept: dict[str, Tensor] = {}
-        with torch.inference_mode():
-            stacked = self._stacked(points)
-            batched = self._vmapped()
-            results: list[dict[str, float]] = [{} for _ in points]
-            with self._autocast():
-                for split, (xs, ys) in self._data.items():
-                    loss = torch.zeros(k, dtype=torch.float64, device=self.device)
-                    correct = torch.zeros(k, dtype=torch.int64, device=self.device)
-                    parts = []
-                    for s in range(0, xs.shape[0], self.batch_size):
-                        logits = _as_float(batched(stacked, xs[s : s + self.batch_size]))  # (k, B, C)
-                        yb = ys[s : s + self.batch_size]
-                        ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
-                        loss += ce.view(k, -1).sum(dim=1).double()
-                        correct += (logits.argmax(dim=2) == yb[None]).sum(dim=1)
-                        if self._audit_on:
-                            parts.append(logits.float())
-                    n = xs.shape[0]
-                    for i in range(k):
-                        results[i][f"{split}_loss"] = float(loss[i]) / n
-                        results[i][f"{split}_acc"] = 100.0 * float(correct[i]) / n
-                    if parts:
-                        kept[split] = torch.cat(parts, dim=1)
-        return results, kept
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (reasons are said in one line)."""
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0] if msg else ''}".rstrip(": ")
-
 
 def _merge_algorithms(per_split: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """One algorithm per conv when every split runs the same, else ``"<algo> (<split>), ..."``."""
@@ -745,9 +575,3 @@ def _merge_algorithms(per_split: Mapping[str, Mapping[str, str]]) -> dict[str, s
         out[n] = next(iter(used.values())) if len(set(used.values())) == 1 else ", ".join(
             f"{a} ({s})" for s, a in used.items())
     return out
-
-
-def _as_float(logits: Tensor) -> Tensor:
-    """Half-precision logits are promoted for the loss; float32/float64 are kept."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-
