@@ -47,6 +47,30 @@ class PackedForward:
             repack_(self._packed, model)
         return self._packed
 
+    def reference_forward(self) -> Callable[[Tensor], Tensor] | None:
+        """A forward bit-identical to the model's own at the current point, for the landscape engine's audit:
+        the packed model with its fused float parts switched off (the unfused packed engine, README
+        "Exactness"); the forward itself when nothing is fused."""
+        if self._packed is None:
+            return None
+        if not self.fuse_float:
+            return self._packed
+        from .fused_bnext import FusedInfoRCPModule
+
+        fused = [m for m in self._packed.model.modules() if isinstance(m, FusedInfoRCPModule)]
+        packed = self._packed
+
+        def forward(x: Tensor) -> Tensor:
+            for m in fused:  # a fused module in training mode runs its unfused (InfoRCPModule) forward
+                m.training = True
+            try:
+                return packed(x)
+            finally:
+                for m in fused:
+                    m.training = False
+
+        return forward
+
     def margin_modules(self) -> list[nn.Module]:
         """The packed model's layers that binarize a float input (``sign(x + shift)``): the landscape engine
         hooks them to find the images closest to a flipped activation at each grid point."""

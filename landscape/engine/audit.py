@@ -11,7 +11,8 @@ where a one-off probe looked. The engine therefore (see :class:`landscape.engine
 * evaluates *batch-dependent* models (:func:`batch_dependence`) on the reference path at the
   reference batch size, since their values change with the batch;
 * audits every point: the fast logits of :data:`AUDIT_SIZE` images per split are compared with the
-  model's own forward at that point (:func:`audit_difference`); the images are those whose binarized
+  reference forward at that point (:func:`audit_share`: the point fails when they alone use more than
+  :data:`AUDIT_SHARE` of the tolerance); the images are those whose binarized
   inputs came closest to 0 *in the fast forward at that point* (:class:`MarginRecorder`, hooks on the
   layers that binarize: a flip can only happen there) and those with the smallest top-2 logit margins
   (:func:`logit_margins`, where a flip changes the prediction). A point that fails is recomputed on
@@ -24,13 +25,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: the fast paths' promise at every grid point, against the unfused float model (re-exported as
+#: ``landscape.engine.TOLERANCE``; see :mod:`landscape.engine.evaluate`)
+TOLERANCE = {"loss_rel": 5e-3, "acc_points": 0.5}
 #: images per split whose fast logits are checked against the reference forward at every point
 AUDIT_SIZE = 16
-#: an audited image fails when a logit moves by more than this fraction of max(1, largest |logit|)
-#: (float reorderings move them by ~1e-6; Winograd's fp32 error is below 1e-5 relative per layer)
-AUDIT_RTOL = 1e-3
+#: a point fails its audit when the audited images alone use more than this share of the tolerance
+#: (the rest is left for images the audit did not look at)
+AUDIT_SHARE = 0.5
 #: a model is batch-dependent when the first half of the probe, run alone, moves a logit by more than this
 BATCH_RTOL = 1e-4
 
@@ -87,7 +92,7 @@ def _shift(m: nn.Module, like: Tensor) -> Tensor | None:
         shift = torch.from_numpy(shift)
     if not isinstance(shift, Tensor) or shift.numel() != like.shape[1]:
         return None
-    return shift.to(like.device, like.dtype).reshape(1, -1, *([1] * (like.dim() - 2)))
+    return shift.detach().to(like.device, like.dtype).reshape(1, -1, *([1] * (like.dim() - 2)))
 
 
 class MarginRecorder:
@@ -105,9 +110,15 @@ class MarginRecorder:
         if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
             return
         shift = _shift(m, x)
+        s = self.start
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+            from .margins import min_abs_shift_  # numba: one read-only pass
+
+            out = self.margins[s : s + x.shape[0]].numpy()
+            min_abs_shift_(x.detach().numpy(), None if shift is None else shift.reshape(-1).numpy(), out)
+            return
         v = (x + shift).abs_() if shift is not None else x.abs()
         mins = v.flatten(1).amin(1).float().cpu()
-        s = self.start
         self.margins[s : s + mins.shape[0]] = torch.minimum(self.margins[s : s + mins.shape[0]], mins)
 
     def __enter__(self) -> MarginRecorder:
@@ -147,14 +158,17 @@ def audit_indices(n: int, binary: Tensor | None, margins: Tensor, size: int = AU
     return torch.tensor(sorted(chosen), dtype=torch.long)
 
 
-def audit_difference(fast: Tensor, ref: Tensor) -> float:
-    """Largest logit difference between the fast and the reference forward on the audited images,
-    as a fraction of max(1, largest |reference logit|); a changed prediction counts as infinite."""
+def audit_share(fast: Tensor, ref: Tensor, targets: Tensor, n: int, loss: float) -> float:
+    """The share of :data:`landscape.engine.TOLERANCE` that the audited images alone use up: the summed
+    per-image cross-entropy differences between the fast and the reference logits over the split's ``n``
+    images, relative to the split's ``loss``, and the changed correct predictions in percentage points,
+    each divided by its tolerance (the larger of the two; a point fails above :data:`AUDIT_SHARE`)."""
+    if not ref.numel():
+        return 0.0
     fast, ref = fast.double(), ref.double()
-    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
-    diff = float((fast - ref).abs().max()) / scale if ref.numel() else 0.0
-    if ref.numel() and ref.shape[1] > 1:
-        decided = logit_margins(ref) > AUDIT_RTOL * scale  # exact ties may go either way
-        if bool((fast.argmax(1) != ref.argmax(1))[decided].any()):
-            return float("inf")
-    return diff if diff == diff else float("inf")
+    dce = (F.cross_entropy(fast, targets, reduction="none") - F.cross_entropy(ref, targets, reduction="none")).abs()
+    dcorrect = ((fast.argmax(1) == targets) != (ref.argmax(1) == targets)).sum()
+    loss_share = float(dce.sum()) / n / max(abs(loss), 1e-12) / TOLERANCE["loss_rel"]
+    acc_share = 100.0 * float(dcorrect) / n / TOLERANCE["acc_points"]
+    share = max(loss_share, acc_share)
+    return share if share == share else float("inf")

@@ -45,8 +45,9 @@ from ..bn import RECALIBRATION_METHOD, recalibrate_bn
 from ..directions import Directions
 from . import batching
 from .audit import (
-    AUDIT_RTOL,
+    AUDIT_SHARE,
     AUDIT_SIZE,
+    TOLERANCE,
     batch_dependence,
     is_sign_sensitive,
 )
@@ -67,8 +68,6 @@ __all__ = [
 
 EvalData = Mapping[str, tuple[Tensor, Tensor]]
 
-#: the fast paths' promise at every grid point, against the unfused float model
-TOLERANCE = {"loss_rel": 5e-3, "acc_points": 0.5}
 #: a fast torch forward (folded BN, channels-last) must match the model's logits on the probe to this
 #: fraction of the largest logit, else the engine runs the model as it is
 PROBE_RTOL = 1e-5
@@ -197,7 +196,7 @@ class SurfaceEngine(PointEvaluation):
         self._audit_on = False
         #: what happened at the points evaluated so far (stored per run in surface files)
         self.counters = {"points": 0, "audited_points": 0, "audit_failed_points": 0, "fallback_points": 0,
-                         "max_audit_difference": 0.0}
+                         "max_audit_share": 0.0}
 
     # ------------------------------------------------------------------ setup / teardown
     def open(self) -> SurfaceEngine:
@@ -369,7 +368,7 @@ class SurfaceEngine(PointEvaluation):
             "batch_dependent": self.batch_dependent,
             "bn_recalibration": {"method": RECALIBRATION_METHOD, "chunk": self._calib_chunk}
             if self.bn_recalibrate else None,
-            "audit": {"images_per_split": AUDIT_SIZE, "rtol": AUDIT_RTOL, "recompute": self.precision == "fp32"}
+            "audit": {"images_per_split": AUDIT_SIZE, "max_share": AUDIT_SHARE, "recompute": self.precision == "fp32"}
             if self._audit_on else None,
             "fallbacks": list(self._notes),
             "device": str(self.device),

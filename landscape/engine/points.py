@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .audit import AUDIT_RTOL, MarginRecorder, audit_difference, audit_indices, logit_margins, sign_modules
+from .audit import AUDIT_SHARE, MarginRecorder, audit_indices, audit_share, logit_margins, sign_modules
 
 
 class PointEvaluation:
@@ -94,30 +94,40 @@ class PointEvaluation:
         """The point on the reference path: the model's own forward, fp32, NCHW, the reference batch size."""
         return self._measure_splits(self.work, self._ref_batch, nchw=True)[0]
 
-    def _audit(self, logits: Mapping[str, Tensor]) -> float:
-        """The largest relative logit difference between the fast and the reference forward on the audited
-        images of every split (:func:`landscape.engine.audit.audit_indices`) at the current point."""
+    def _audit_forward(self) -> Callable[[Tensor], Tensor]:
+        """What the audited images are checked against: a provider's forward that is bit-identical to the
+        model's own (``reference_forward()``, e.g. the packed engine without its fused float parts), else
+        the model's own forward."""
+        offered = getattr(self.forward_factory, "reference_forward", None)
+        forward = offered() if callable(offered) else None
+        return forward if forward is not None else self.work
+
+    def _audit(self, vals: Mapping[str, float], logits: Mapping[str, Tensor]) -> float:
+        """The share of the tolerance budget that the audited images of every split use up at the current
+        point (:func:`landscape.engine.audit.audit_share`; the largest over the splits)."""
         worst = 0.0
-        for split, (xs, _) in self._data.items():
+        reference = self._audit_forward()
+        for split, (xs, ys) in self._data.items():
             lg = logits[split]
             idx = audit_indices(xs.shape[0], logits.get(f"{split}/margin"), logit_margins(lg)).to(self.device)
-            ref = _as_float(self.work(xs[idx].contiguous()))
-            worst = max(worst, audit_difference(lg[idx], ref))
+            ref = _as_float(reference(xs[idx].contiguous()))
+            worst = max(worst, audit_share(lg[idx], ref, ys[idx], xs.shape[0], vals[f"{split}_loss"]))
         return worst
 
     def _checked(self, vals: dict[str, float], logits: Mapping[str, Tensor], where: tuple[float, float]
                  ) -> dict[str, float]:
         """Audit the fast values of the current point; recompute them on the reference path if they fail."""
-        diff = self._audit(logits)
+        share = self._audit(vals, logits)
         c = self.counters
         c["audited_points"] += 1
-        c["max_audit_difference"] = max(c["max_audit_difference"], diff)
-        if diff <= AUDIT_RTOL or self.precision != "fp32":  # bf16: measured and stored, never recomputed
+        c["max_audit_share"] = max(c["max_audit_share"], share)
+        if share <= AUDIT_SHARE or self.precision != "fp32":  # bf16: measured and stored, never recomputed
             return vals
         c["audit_failed_points"] += 1
-        self._note(f"the fast path disagreed with the model's own forward on audited images at (x, y) = "
-                   f"({where[0]:g}, {where[1]:g}) (relative logit difference {diff:.3g}): such points are "
-                   "recomputed on the reference path (engine counter 'audit_failed_points')", key="audit")
+        self._note(f"the fast path disagreed with the reference forward on audited images at (x, y) = "
+                   f"({where[0]:g}, {where[1]:g}) (they use {share:.3g} of the tolerance, more than {AUDIT_SHARE}): "
+                   "such points are recomputed on the reference path (engine counter 'audit_failed_points')",
+                   key="audit")
         return self._reference_values()
 
     def evaluate(self, x: float, y: float = 0.0) -> dict[str, float]:
