@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from landscape_speed import load_info  # the sibling script: benchmarks/ is on sys.path when run
 from tqdm.auto import tqdm
 
 from bnext.io import atomic_open
@@ -33,16 +33,6 @@ from landscape.bn import recalibrate_bn
 from landscape.directions import random_directions
 from landscape.engine import SurfaceEngine
 from landscape.grid import parse_grid
-
-
-def load_info(where: str) -> float:
-    load = os.getloadavg()[0]
-    cores = os.cpu_count() or 1
-    print(f"load average {where}: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({cores} cores)", flush=True)
-    if load > cores:
-        print(f"WARNING: load average {load:.1f} exceeds the {cores} cores: other jobs share the CPU, "
-              "the overhead is unreliable (rerun on a quiet machine)", flush=True)
-    return load
 
 
 def bench(name: str, args: argparse.Namespace) -> dict:
