@@ -316,12 +316,18 @@ def compute_surface(
 
     Grid specs are ``min:max:num`` strings or arrays; for PCA directions ``auto`` (``auto:num``)
     fits the grid to the projected trajectory with a margin. ``bn`` is the BatchNorm policy of
-    :mod:`landscape.bn`: ``recalibrate`` (default for interpolation and plane directions; statistics
-    re-estimated at every point from the engine option ``calibration``, default the train split,
-    recorded with ``calibration_seed`` in the settings) or ``interpolate`` (default otherwise;
-    grids where an interpolated running variance turns negative are refused). Points whose values
-    are not all finite are warned about and counted in the root attribute ``nonfinite_points``;
-    points are evaluated coarse to fine (:func:`landscape.grid.coarse_to_fine`).
+    :mod:`landscape.bn`: ``recalibrate`` (default for interpolation and plane directions; at every
+    point the exact population statistics of the engine option ``calibration``, default the train
+    split, whatever the batch size; method, size, ``calibration_seed`` and SHA-256 in the settings)
+    or ``interpolate`` (default otherwise; grids where an interpolated running variance turns
+    negative are refused). Points whose values are not all finite are warned about and counted in
+    the root attribute ``nonfinite_points``; points are evaluated coarse to fine
+    (:func:`landscape.grid.coarse_to_fine`).
+
+    What ran is stored with the values: the root attribute ``engine`` (the latest run's engine
+    settings) and ``engine_runs`` (every computing run: its settings, the flat grid indices it wrote
+    and its counters: audited points, points recomputed on the reference path, fallbacks). A resume
+    whose ``exact``, ``precision`` or calibration differ from the file's is refused, naming them.
     """
     import torch.distributed as dist
 
