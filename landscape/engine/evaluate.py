@@ -193,6 +193,7 @@ class SurfaceEngine(PointEvaluation):
         self._audit_option = bool(audit)
         self._said: set[str] = set()
         self._reference_only = False
+        self._forward_name = "torch"
         self._audit_on = False
         #: what happened at the points evaluated so far (stored per run in surface files)
         self.counters = {"points": 0, "audited_points": 0, "audit_failed_points": 0, "fallback_points": 0,
@@ -343,6 +344,7 @@ class SurfaceEngine(PointEvaluation):
         if not self.conv_algorithms and self.forward_factory is None:
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
         per_split = self._conv_algorithms_per_split()
+        self._forward_name = forward_name
         self._audit_on = (self._audit_option and not self.exact and not self._reference_only
                           and forward_name != "custom")
         deviation = self._precision_deviation(probe) if self.precision != "fp32" else None

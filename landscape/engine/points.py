@@ -33,6 +33,7 @@ class PointEvaluation:
     _ref_batch: int
     _reference_only: bool
     _audit_on: bool
+    _forward_name: str
     _opened: bool
 
     def set_point(self, x: float, y: float = 0.0) -> None:  # provided by the engine
@@ -144,8 +145,9 @@ class PointEvaluation:
             forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
             vals, logits = self._measure(forward, keep=self._audit_on)
         except Exception as exc:  # noqa: BLE001 - any fast-path failure: this point on the reference path
-            if self.forward_factory is None and self._forward is self.work and self.precision == "fp32":
-                raise  # already the reference path: nothing to fall back to
+            if self._forward_name == "custom" or (self.forward_factory is None and self._forward is self.work
+                                                  and self.precision == "fp32"):
+                raise  # the caller's own forward, or already the reference path: nothing to fall back to
             self.counters["fallback_points"] += 1
             self._note(f"the fast path failed at a grid point ({_one_line(exc)}): such points are computed with "
                        "the model's own forward (engine counter 'fallback_points')", key=f"fail:{type(exc).__name__}")
