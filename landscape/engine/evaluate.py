@@ -347,6 +347,12 @@ class SurfaceEngine(PointEvaluation):
         self._forward_name = forward_name
         self._audit_on = (self._audit_option and not self.exact and not self._reference_only
                           and forward_name != "custom")
+        if self._audit_on and self.sign_sensitive and self.device.type == "cpu":
+            import numpy as np
+
+            from .margins import min_abs_shift_  # compile the margin kernel now, not inside the first point
+
+            min_abs_shift_(np.zeros((1, 1, 1), np.float32), None, np.full(1, np.inf, np.float32))
         deviation = self._precision_deviation(probe) if self.precision != "fp32" else None
         info = getattr(self.forward_factory, "info", None)
         self.settings = {
