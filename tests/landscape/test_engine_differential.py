@@ -52,7 +52,7 @@ def _model(c: int, binary: bool, stats: bool, residual: bool, seed: int, calib: 
     return m.eval()
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     c=st.sampled_from([4, 32]),
