@@ -6,9 +6,11 @@ statistics fit them. Two policies (``bn=`` of :func:`landscape.surface.compute_s
 ``--bn``):
 
 * ``recalibrate`` (the default for ``interpolate`` and ``plane`` directions, the usual practice for
-  interpolation and mode-connectivity curves): at every grid point the statistics are re-estimated
-  by a forward pass in train mode (cumulative average) over a fixed calibration set, by default a
-  seeded subset of the training data; its size, seed and SHA-256 are stored with the surface.
+  interpolation and mode-connectivity curves): at every grid point each BN layer gets the exact
+  population mean and variance of its input over a fixed calibration set (by default a seeded subset
+  of the training data), accumulated in float64 (:func:`recalibrate_bn`), so the statistics do not
+  depend on the evaluation batch size, the engine or the device; the method and the set's size,
+  seed and SHA-256 are stored with the surface, and a resume with another calibration is refused.
 * ``interpolate``: the running statistics move with the directions (``theta + x*dx`` for
   interpolation directions, which include floating buffers; unchanged for random, PCA and
   file directions, which move parameters only). Beyond the end points a linear extrapolation of
@@ -56,27 +58,135 @@ def has_batchnorm(model: nn.Module) -> bool:
     )
 
 
+#: how :func:`recalibrate_bn` estimates the statistics (stored in the surface settings' ``bn_calibration``)
+RECALIBRATION_METHOD = "population-float64"
+#: samples per float64 moment group (fixed, aligned to the calibration set: any chunk size that is a
+#: multiple of it combines the same groups in the same order)
+_GROUP = 64
+
+
+class _Stop(Exception):
+    """Ends a calibration forward once the layer being measured has seen its input."""
+
+
+def _group_moments(x: Tensor, start: int) -> list[tuple[int, int, Tensor, Tensor]]:
+    """Per-channel ``(group, count, mean, M2)`` in float64 of ``x`` (rows ``start...`` of the calibration
+    set), over every dimension but 1, in groups of :data:`_GROUP` rows aligned to the whole set."""
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    out, s = [], 0
+    while s < x.shape[0]:
+        g = (start + s) // _GROUP
+        e = min(x.shape[0], (g + 1) * _GROUP - start)
+        xc = x[s:e].detach().double()
+        mean = xc.mean(dims)
+        m2 = ((xc - mean.view(shape)) ** 2).sum(dims)
+        out.append((g, xc.numel() // xc.shape[1], mean, m2))
+        s = e
+    return out
+
+
+class _Moments:
+    """Chan et al.'s pairwise combination of per-group ``(count, mean, M2)`` (numerically stable)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[tuple[int, Tensor, Tensor]]] = {}
+
+    def add(self, x: Tensor, start: int) -> None:
+        for g, n, mean, m2 in _group_moments(x, start):
+            self.parts.setdefault(g, []).append((n, mean, m2))
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        n, mean, m2 = 0, None, None
+        for g in sorted(self.parts):
+            for nb, mb, qb in self.parts[g]:
+                if mean is None:
+                    n, mean, m2 = nb, mb, qb
+                    continue
+                tot = n + nb
+                delta = mb - mean
+                mean = mean + delta * (nb / tot)
+                m2 = m2 + qb + delta * delta * (n * nb / tot)
+                n = tot
+        assert mean is not None and m2 is not None
+        return mean, m2 / n
+
+
 def recalibrate_bn(
-    model: nn.Module, inputs: Tensor, batch_size: int = 128, bns: Sequence[nn.Module] | None = None
+    model: nn.Module, inputs: Tensor, batch_size: int | None = None, bns: Sequence[nn.Module] | None = None
 ) -> None:
-    """Re-estimate BN running statistics from ``inputs``: the BN layers (``bns``, default all that track
-    statistics) in train mode with a cumulative average (``momentum=None``), one pass in batches of
-    ``batch_size``, then back to eval mode with their momentum restored. Other layers keep their mode."""
+    """Set BN running statistics to the exact population statistics of ``inputs`` at the current weights.
+
+    Each BN layer (``bns``, default all that track statistics) gets the per-channel mean and the
+    *population* (biased, divide by count) variance of its input over the whole calibration set,
+    accumulated in float64, with every BN before it already holding its own population statistics.
+    That is the eval-mode model that a train-mode forward of the whole set as one batch describes
+    (BN normalizes with the biased batch variance in train mode; PyTorch's ``running_var`` would
+    store the unbiased one, which with ``momentum=None`` averages per-batch estimates and so depends
+    on how the set is cut). The result does not depend on ``batch_size``, which only bounds memory:
+    ``None`` (or at least the set's size) runs one forward over the whole set; a smaller chunk size
+    runs one pass per BN layer, each stopped right after that layer. A BN module called several
+    times per forward keeps the statistics of its first call. Layers keep their train/eval mode,
+    except the BN layers, which end in eval mode (their ``momentum`` is untouched).
+    """
     if bns is None:
         bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    moms = [m.momentum for m in bns]
+    bns = list(bns)
+    if not bns:
+        return
+    n = int(inputs.shape[0])
+    if n == 0:
+        raise ValueError("recalibrate_bn: the calibration set is empty; expected at least one input")
+    chunk = n if batch_size is None or batch_size >= n else int(batch_size)
+    if chunk < 1:
+        raise ValueError(f"recalibrate_bn: batch_size must be a positive integer or None, got {batch_size!r}")
+    index = {id(m): k for k, m in enumerate(bns)}
+    final = [False] * len(bns)
+    state: dict[str, Any] = {"target": None, "start": 0, "moments": None}
+
+    def finish(k: int, moments: _Moments) -> None:
+        mean, var = moments.result()
+        bn = bns[k]
+        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+        bn.running_var.copy_(var.to(bn.running_var.dtype))
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.fill_(1)
+        final[k] = True
+
+    def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+        k = index[id(mod)]
+        if final[k]:
+            return
+        if chunk == n:  # the whole set in this forward: measure, set, go on
+            mom = _Moments()
+            mom.add(args[0], 0)
+            finish(k, mom)
+            return
+        if state["target"] is None:
+            state["target"], state["moments"] = k, _Moments()
+        state["moments"].add(args[0], state["start"])
+        raise _Stop
+
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None
-        m.train()
+        m.eval()
+    handles = [m.register_forward_pre_hook(pre_hook) for m in bns]
     try:
         with torch.no_grad():
-            for s in range(0, inputs.shape[0], batch_size):
-                model(inputs[s : s + batch_size])
+            while not all(final):
+                state["target"] = None
+                for s in range(0, n, chunk):
+                    state["start"] = s
+                    try:
+                        model(inputs[s : s + chunk])
+                    except _Stop:
+                        pass
+                if chunk == n or state["target"] is None:
+                    break  # one forward did everything, or the remaining layers are never called
+                finish(state["target"], state["moments"])
     finally:
-        for m, mom in zip(bns, moms):
-            m.momentum = mom
-            m.eval()
+        for h in handles:
+            h.remove()
 
 
 def tensor_sha256(*tensors: Tensor) -> str:
@@ -90,8 +200,9 @@ def tensor_sha256(*tensors: Tensor) -> str:
 
 
 def calibration_record(calibration: Tensor, seed: int | None = None, source: str | None = None) -> dict[str, Any]:
-    """What identifies a calibration set in the surface settings: size, seed, SHA-256, source."""
+    """What identifies a calibration in the surface settings: the method, the set's size, seed, SHA-256, source."""
     return {
+        "method": RECALIBRATION_METHOD,
         "size": int(calibration.shape[0]),
         "seed": seed,
         "sha256": tensor_sha256(calibration),

@@ -247,6 +247,44 @@ def surface_settings(
     return settings
 
 
+def evaluation_settings(engine_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine options that can change a point's values beyond :data:`landscape.engine.TOLERANCE`
+    (compared on resume): ``exact`` and ``precision``. The batch size no longer can (batch-invariant BN
+    recalibration; batch-dependent models run at the reference batch), so it is recorded per run only
+    (root attribute ``engine_runs``: the settings of every computing run and the points it wrote)."""
+    return {"exact": bool(engine_options.get("exact", False)),
+            "precision": str(engine_options.get("precision", "fp32"))}
+
+
+def index_ranges(flat: list[int], limit: int = 16384) -> str | None:
+    """Flat (C-order) grid indices as sorted ranges, e.g. ``"0-4,7,9-12"`` (None beyond ``limit`` characters:
+    HDF5 attributes are kept small)."""
+    parts: list[str] = []
+    vals = sorted(set(flat))
+    k = 0
+    while k < len(vals):
+        j = k
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        parts.append(str(vals[k]) if j == k else f"{vals[k]}-{vals[j]}")
+        k = j + 1
+    text = ",".join(parts)
+    return text if len(text) <= limit else None
+
+
+def _previous_runs(writer: SurfaceWriter) -> list[dict[str, Any]]:
+    import json
+
+    raw = writer._f.attrs.get("engine_runs")
+    if raw is None:
+        return []
+    try:
+        runs = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+    except (ValueError, TypeError):
+        return []
+    return runs if isinstance(runs, list) else []
+
+
 def _dist_info() -> tuple[bool, int, int]:
     import torch.distributed as dist
 
@@ -286,15 +324,20 @@ def compute_surface(
 
     Grid specs are ``min:max:num`` strings or arrays; for PCA directions ``auto`` (``auto:num``)
     fits the grid to the projected trajectory with a margin. ``bn`` is the BatchNorm policy of
-    :mod:`landscape.bn`: ``recalibrate`` (default for interpolation and plane directions; statistics
-    re-estimated at every point from the engine option ``calibration``, default the train split,
-    recorded with ``calibration_seed`` in the settings) or ``interpolate`` (default otherwise;
-    grids where an interpolated running variance turns negative are refused). Points whose values
-    are not all finite are warned about and counted in the root attribute ``nonfinite_points``;
-    points are evaluated coarse to fine (:func:`landscape.grid.coarse_to_fine`). ``loss`` and
-    ``metrics`` are :mod:`landscape.objectives` specs (``"mse"``, ``"label_smoothing:0.1"``, ``["top5", "ece"]``,
-    ``"pkg.mod:fn"`` or callables): the loss is stored as ``<split>_loss``, metrics as ``<split>_<name>``, both
-    recorded in the settings.
+    :mod:`landscape.bn`: ``recalibrate`` (default for interpolation and plane directions; at every
+    point the exact population statistics of the engine option ``calibration``, default the train
+    split, whatever the batch size; method, size, ``calibration_seed`` and SHA-256 in the settings)
+    or ``interpolate`` (default otherwise; grids where an interpolated running variance turns
+    negative are refused). Points whose values are not all finite are warned about and counted in
+    the root attribute ``nonfinite_points``; points are evaluated coarse to fine
+    (:func:`landscape.grid.coarse_to_fine`). ``loss`` and ``metrics`` are :mod:`landscape.objectives` specs
+    (``"mse"``, ``"label_smoothing:0.1"``, ``["top5", "ece"]``, ``"pkg.mod:fn"`` or callables): the loss is
+    stored as ``<split>_loss``, metrics as ``<split>_<name>``, both recorded in the settings.
+
+    What ran is stored with the values: the root attribute ``engine`` (the latest run's engine
+    settings) and ``engine_runs`` (every computing run: its settings, the flat grid indices it wrote
+    and its counters: audited points, points recomputed on the reference path, fallbacks). A resume
+    whose ``exact``, ``precision`` or calibration differ from the file's is refused, naming them.
     """
     import torch.distributed as dist
 
@@ -316,6 +359,8 @@ def compute_surface(
         bn_calibration=bn_record,
         metadata={**dict(metadata or {}), **objectives.settings(data)},
     )
+    # engine options that change values beyond the tolerance contract: a resume with others is refused
+    settings["evaluation"] = evaluation_settings(engine_options)
     if shard is not None:
         i, n = shard
         if not 1 <= i <= n:
@@ -363,8 +408,13 @@ def compute_surface(
         with SurfaceEngine(model, directions, data, **engine_options) as engine:
             k = engine.points_per_forward
             rounds = math.ceil(math.ceil(len(pending) / world) / k)
+            runs: list[dict[str, Any]] = []
             if writer is not None:  # the evaluation settings actually used (not compared on reuse)
                 writer.set_attribute("engine", engine.settings)
+                runs = _previous_runs(writer)
+                runs.append({"settings": engine.settings, "points": 0, "indices": "", "counters": engine.counters})
+            written: list[int] = []
+            grid_shape = (len(xc),) if yc is None else (len(xc), len(yc))
             bar = tqdm(
                 total=len(pending),
                 disable=not progress or rank != 0,
@@ -384,6 +434,10 @@ def compute_surface(
                         results = [item for part in gathered for item in part]
                 if writer is not None:
                     writer.write(results)
+                    written.extend(int(np.ravel_multi_index(i, grid_shape)) for i, _ in results)
+                    runs[-1].update(points=len(written), indices=index_ranges(written),
+                                    counters=dict(engine.counters))
+                    writer.set_attribute("engine_runs", runs)
                 bar.update(len(results) if rank == 0 else 0)
             bar.close()
     finally:

@@ -39,6 +39,8 @@ class PackedForward:
         self.threads = int(threads) if threads else max(1, min(DEFAULT_THREADS, torch.get_num_threads()))
         self.fuse_float = bool(fuse_float)
         self._peak_per_sample: int | None = None
+        #: largest logit difference from the model on the probe that accepted this forward
+        self.probe_diff: float | None = None
 
     def __call__(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
         if self._packed is None:
@@ -46,6 +48,40 @@ class PackedForward:
         else:
             repack_(self._packed, model)
         return self._packed
+
+    def reference_forward(self) -> Callable[[Tensor], Tensor] | None:
+        """A forward bit-identical to the model's own at the current point, for the landscape engine's audit:
+        the packed model with its fused float parts switched off (the unfused packed engine, README
+        "Exactness"); the forward itself when nothing is fused."""
+        if self._packed is None:
+            return None
+        if not self.fuse_float:
+            return self._packed
+        from .fused_bnext import FusedInfoRCPModule
+
+        fused = [m for m in self._packed.model.modules() if isinstance(m, FusedInfoRCPModule)]
+        packed = self._packed
+
+        def forward(x: Tensor) -> Tensor:
+            for m in fused:  # a fused module in training mode runs its unfused (InfoRCPModule) forward
+                m.training = True
+            try:
+                return packed(x)
+            finally:
+                for m in fused:
+                    m.training = False
+
+        return forward
+
+    def margin_modules(self) -> list[nn.Module]:
+        """The packed model's layers that binarize a float input (``sign(x + shift)``): the landscape engine
+        hooks them to find the images closest to a flipped activation at each grid point."""
+        if self._packed is None:
+            return []
+        from .fused_bnext import FusedInfoRCPModule
+        from .layers import PackedBinaryConv2d
+
+        return [m for m in self._packed.model.modules() if isinstance(m, FusedInfoRCPModule | PackedBinaryConv2d)]
 
     def batch_size(self, sample_shape: tuple[int, ...]) -> int:
         """Deterministic batch rule: the largest power of two in :data:`PACKED_BATCH_RANGE` whose largest
@@ -77,7 +113,7 @@ class PackedForward:
     def info(self) -> dict[str, Any]:
         """What the forward runs (stored by ``landscape`` in the surface file)."""
         return {"engine": "bnext.packed", "threads": self.threads, "batch_bytes": PACKED_BATCH_BYTES,
-                "fused_float": self.fuse_float}
+                "fused_float": self.fuse_float, "probe_diff": self.probe_diff}
 
 
 def packed_forward_factory(model: nn.Module, probe: Tensor, *, required: bool,
@@ -106,7 +142,8 @@ def _finish(result: PackedForward | str, required: bool) -> PackedForward | None
         return result
     if required:
         raise RuntimeError(result)
-    warnings.warn(f"{result}; using the torch forward", stacklevel=3)
+    warnings.warn(f"{result}; falling back to the model's own forward (no BN folding, channels-last or Winograd "
+                  "unless bit-identical on the probe, every point audited)", stacklevel=3)
     return None
 
 
@@ -118,10 +155,12 @@ def _checked(factory: PackedForward, model: nn.Module, probe: Tensor, *, exact: 
             got = factory(model)(probe)
         err = float((ref - got).abs().max())
     except Exception as exc:  # noqa: BLE001  (any packing failure means: fall back to torch)
-        return f"packed forward unavailable (packing failed: {exc})"
+        lines = str(exc).strip().splitlines() or [""]
+        return f"packed engine refused this model ({type(exc).__name__}: {lines[0]})"
     limit = 0.0 if exact else 1e-4 * max(1.0, float(ref.abs().max()))
     if not err <= limit:
-        return f"packed forward differs from the model by {err:.3g} (allowed {limit:.3g})"
+        return f"packed engine refused this model (differs from it by {err:.3g} on the probe, allowed {limit:.3g})"
+    factory.probe_diff = err
     return factory
 
 

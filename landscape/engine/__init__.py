@@ -3,7 +3,9 @@
 :mod:`.evaluate` (:class:`SurfaceEngine`, the tolerance contract :data:`TOLERANCE`), :mod:`.batching`
 (deterministic batch sizes), :mod:`.folding` (BatchNorm folded into convs), :mod:`.providers`
 (registered faster forwards, e.g. the packed 1-bit engine), :mod:`.winograd` and
-:mod:`.winograd_epilogue` (F(4x4, 3x3) convolutions on the CPU).
+:mod:`.winograd_epilogue` (F(4x4, 3x3) convolutions on the CPU), :mod:`.points` (evaluating a point:
+the fast pass, its audit, the fallbacks to the reference path), :mod:`.audit` (what keeps a fast path
+honest at every point) and :mod:`.margins` (per-image binary margins in one pass).
 """
 
 from .evaluate import (

@@ -11,7 +11,7 @@ the same job always runs with the same batch (reruns reproduce each other bit fo
 
 In every case the batch is capped by the number of samples of the largest split, and in 1 and 3
 by :data:`MAX_ACTIVATION_BYTES` for the largest activation of one batch (measured by one forward
-of a single sample with hooks, see :func:`peak_activation_bytes`).
+of two samples with hooks, see :func:`peak_activation_bytes`).
 """
 
 from __future__ import annotations
@@ -31,16 +31,19 @@ MAX_ACTIVATION_BYTES = 1 << 30
 
 @torch.inference_mode()
 def peak_activation_bytes(forward: Callable[[Tensor], Tensor], model: nn.Module, sample: Tensor) -> int:
-    """Bytes of the largest tensor any leaf module of ``model`` outputs for one ``sample`` (batch 1)."""
-    peak = [sample.numel() * sample.element_size()]
+    """Bytes per sample of the largest tensor any leaf module of ``model`` outputs, measured on the first
+    two rows of ``sample`` (not one: a model need not take a batch of 1)."""
+    sample = sample[:2]
+    rows = max(1, sample.shape[0])
+    peak = [sample[:1].numel() * sample.element_size()]
 
     def hook(_m: nn.Module, _i: object, out: object) -> None:
         if isinstance(out, Tensor):
-            peak[0] = max(peak[0], out.numel() * out.element_size())
+            peak[0] = max(peak[0], -(-out.numel() * out.element_size() // rows))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        forward(sample[:1])
+        forward(sample)
     finally:
         for h in handles:
             h.remove()

@@ -6,27 +6,34 @@ See :mod:`landscape.surface` for what is computed. The defaults are the fast pat
   XNOR-popcount engine for binary models on import) or, for other models, BatchNorm folded into
   plain convolutions (:mod:`landscape.engine.folding`) with channels-last inputs on the CPU, and on the CPU
   the 3x3 stride-1 convolutions that pay as Winograd F(4x4, 3x3) (:mod:`landscape.engine.winograd`, a rule
-  by shape), each checked once against the model's own forward on a probe batch and dropped
-  silently if it disagrees;
-* a deterministic batch size (:mod:`landscape.engine.batching`);
+  by shape), each checked against the model's own forward on a probe batch and dropped if it
+  disagrees; for models that binarize (:func:`landscape.engine.audit.is_sign_sensitive`) folding,
+  channels-last and Winograd are kept only when bit-identical on the probe;
+* a deterministic batch size (:mod:`landscape.engine.batching`), except for models whose outputs
+  depend on the batch (:func:`landscape.engine.audit.batch_dependence`), which run on the reference
+  path at the reference batch size;
 * on CUDA, several grid points per forward (``torch.func.functional_call`` + ``vmap``).
 
 Tolerance contract (:data:`TOLERANCE`, stated once here and in the README "Speed"): float work
 done in another order (folding, channels-last, fused kernels, batch size) may flip the sign of a
 binary network's pre-activation that lies within rounding distance of 0, so fast paths are not
 bit-identical to the unfused float model. They promise, at every grid point, a relative loss
-difference <= 5e-3 and an accuracy within 0.5 percentage points of the unfused float model
-(tested on every zoo model). ``exact=True`` keeps bit-identity: the model's own forward (or a
-provider's bit-identical one), no folding, NCHW, batch 128 (Li et al.'s), one point per forward.
-The settings actually used are :attr:`SurfaceEngine.settings` (stored in surface files).
+difference <= 5e-3 and an accuracy within 0.5 percentage points of the unfused float model. The
+promise is checked at every point (:mod:`landscape.engine.audit`): the images most at risk are
+re-run through the model's own forward, and a point that disagrees, or where the fast path fails,
+is recomputed on the reference path (the model's own forward, fp32, NCHW, the reference batch),
+said once and counted (:attr:`SurfaceEngine.counters`). ``precision="bf16"`` is outside the
+contract: its deviation is measured and stored instead. ``exact=True`` keeps bit-identity: the
+model's own forward (or a provider's bit-identical one), no folding, NCHW, batch 128 (Li et
+al.'s), one point per forward. The settings actually used are :attr:`SurfaceEngine.settings`
+(stored in surface files).
 """
 
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +41,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bn import recalibrate_bn
+from ..bn import RECALIBRATION_METHOD, recalibrate_bn
 from ..directions import Directions
 from . import batching
+from .audit import (
+    AUDIT_SHARE,
+    AUDIT_SIZE,
+    TOLERANCE,
+    batch_dependence,
+    is_sign_sensitive,
+)
 from .folding import _FoldedPair, find_conv_bn_pairs, fold_batchnorm
+from .points import PointEvaluation, _as_float, _one_line
 from .providers import ForwardFactory, find_forward, register_forward_provider
 
 __all__ = [
@@ -53,8 +68,6 @@ __all__ = [
 
 EvalData = Mapping[str, tuple[Tensor, Tensor]]
 
-#: the fast paths' promise at every grid point, against the unfused float model
-TOLERANCE = {"loss_rel": 5e-3, "acc_points": 0.5}
 #: a fast torch forward (folded BN, channels-last) must match the model's logits on the probe to this
 #: fraction of the largest logit, else the engine runs the model as it is
 PROBE_RTOL = 1e-5
@@ -81,7 +94,7 @@ class _Entry:
     view: bool  # the parameter's data is a view into the flat work buffer
 
 
-class SurfaceEngine:
+class SurfaceEngine(PointEvaluation):
     """Evaluates ``model`` at grid points ``theta + x*dx + y*dy``; use as a context manager.
 
     ``data`` maps split names (``train``/``test``) to ``(inputs, targets)`` tensors. The model is
@@ -99,8 +112,15 @@ class SurfaceEngine:
     autocast of the float parts: CPUs with AVX512-BF16, CUDA), ``bn_recalibrate`` (recompute BN
     statistics at every point from ``calibration`` inputs, default the train split), ``objectives`` (a
     :class:`landscape.objectives.Objectives`: the loss and metrics measured; default cross-entropy and
-    top-1), ``compile`` (``torch.compile``) and ``points_per_forward`` (several points per forward via ``vmap``;
-    ``"auto"`` = 4 on CUDA for the torch forward, else 1).
+    top-1), ``compile``
+    (``torch.compile``), ``points_per_forward`` (several points per forward via ``vmap``;
+    ``"auto"`` = 4 on CUDA for the torch forward, else 1) and ``audit`` (check every fast point on
+    :data:`~landscape.engine.audit.AUDIT_SIZE` images per split against the model's own forward and
+    recompute the point on the reference path when it disagrees; ``False`` only to measure its cost:
+    the settings then claim no tolerance).
+
+    :attr:`counters` says what happened at the points evaluated (audited, recomputed, fallbacks);
+    :attr:`settings` what ran, including every fallback taken (said once as a warning).
     """
 
     def __init__(
@@ -123,6 +143,7 @@ class SurfaceEngine:
         compile: bool = False,
         points_per_forward: int | str = "auto",
         objectives: Any = None,
+        audit: bool = True,
     ):
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
@@ -173,6 +194,15 @@ class SurfaceEngine:
         self.settings: dict[str, Any] = {}
         #: a landscape.objectives.Objectives (loss, top-1 and metrics as sums per split); None: cross-entropy and top-1
         self.objectives = objectives
+        self._notes: list[str] = []
+        self._audit_option = bool(audit)
+        self._said: set[str] = set()
+        self._reference_only = False
+        self._forward_name = "torch"
+        self._audit_on = False
+        #: what happened at the points evaluated so far (stored per run in surface files)
+        self.counters = {"points": 0, "audited_points": 0, "audit_failed_points": 0, "fallback_points": 0,
+                         "max_audit_share": 0.0}
 
     # ------------------------------------------------------------------ setup / teardown
     def open(self) -> SurfaceEngine:
@@ -269,17 +299,29 @@ class SurfaceEngine:
         self._forward: Callable[[Tensor], Tensor] = work
         self._pairs: list[_FoldedPair] = []
         probe = next(iter(self._data.values()))[0][:16]
+        self.sign_sensitive = is_sign_sensitive(work)
+        self.batch_dependent = batch_dependence(work, probe)
+        samples = max(xs.shape[0] for xs, _ in self._data.values())
+        self._ref_batch = min(samples, self.batch_size or batching.REFERENCE_BATCH)
         forward_name, check = "torch", None
-        if self.forward_factory is not None:
+        if self.batch_dependent is not None:
+            self._note(f"the model depends on the batch ({self.batch_dependent}): evaluated with its own forward "
+                       f"at the reference batch size {self._ref_batch}")
+            self._reference_only, self.points_per_forward, self.batch_size = True, 1, self._ref_batch
+        elif self.forward_factory is not None:
             forward_name = "custom"
         elif self._forward_option == "auto" and (self._ppf_auto or self.points_per_forward == 1):
             found = find_forward(work, probe, device_type=self.device.type, exact=self.exact)
             if found is not None:
                 forward_name, self.forward_factory = found
-        if self._ppf_auto and self.points_per_forward > 1 and (forward_name != "torch" or not self._vmap_works(probe)):
+                check = getattr(self.forward_factory, "probe_diff", None)
+        if self.points_per_forward > 1 and (forward_name != "torch" or not self._vmap_works(probe)):
+            if not self._ppf_auto:
+                self._note(f"points_per_forward={self.points_per_forward} needs torch.func.vmap, which cannot run "
+                           "this model: one point per forward")
             self.points_per_forward = 1  # a provider's forward, or a model vmap cannot run (custom autograd ops)
         cl = False
-        if self.forward_factory is None and self.points_per_forward == 1:
+        if self.forward_factory is None and self.points_per_forward == 1 and not self._reference_only:
             check, cl = self._setup_fast_torch(work, probe)
         self.channels_last = cl
         if cl:  # the data follow the forward's memory format (conv outputs keep it)
@@ -291,7 +333,7 @@ class SurfaceEngine:
         if self.batch_size == 0:
             pref = preferred(tuple(probe.shape[1:])) if callable(preferred) and not self.exact else None
             self.batch_size = batching.resolve_batch_size(
-                samples=max(xs.shape[0] for xs, _ in self._data.values()),
+                samples=samples,
                 device_type=self.device.type,
                 exact=self.exact,
                 preferred=pref,
@@ -299,8 +341,24 @@ class SurfaceEngine:
             )
             if self.points_per_forward > 1:  # vmap: k points share each forward's memory
                 self.batch_size = max(1, self.batch_size // self.points_per_forward)
+        self._calib_chunk = None
+        if self.bn_recalibrate:  # the whole calibration set in one forward unless it would not fit
+            per = batching.peak_activation_bytes(work, work, self._calib)
+            if per * self._calib.shape[0] > batching.MAX_ACTIVATION_BYTES:
+                self._calib_chunk = batching.power_of_two_at_most(batching.MAX_ACTIVATION_BYTES // per)
         if not self.conv_algorithms and self.forward_factory is None:
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
+        per_split = self._conv_algorithms_per_split()
+        self._forward_name = forward_name
+        self._audit_on = (self._audit_option and not self.exact and not self._reference_only
+                          and forward_name != "custom")
+        if self._audit_on and self.sign_sensitive and self.device.type == "cpu":
+            import numpy as np
+
+            from .margins import min_abs_shift_  # compile the margin kernel now, not inside the first point
+
+            min_abs_shift_(np.zeros((1, 1, 1), np.float32), None, np.full(1, np.inf, np.float32))
+        deviation = self._precision_deviation(probe) if self.precision != "fp32" else None
         info = getattr(self.forward_factory, "info", None)
         self.settings = {
             "forward": forward_name,
@@ -308,18 +366,68 @@ class SurfaceEngine:
             "exact": self.exact,
             "batch_size": self.batch_size,
             "batch_rule": "given" if self._batch_option != "auto" else "landscape.engine.batching",
+            "reference_batch_size": self._ref_batch,
             "bn_folded_pairs": self.fused_pairs,
             "channels_last": cl,
-            "conv_algorithms": dict(self.conv_algorithms),
+            "conv_algorithms": _merge_algorithms(per_split) if per_split else dict(self.conv_algorithms),
+            "conv_algorithms_per_split": per_split,
             "winograd_fused_epilogues": self.winograd_epilogues,
             "precision": self.precision,
+            "precision_deviation": deviation,
             "points_per_forward": self.points_per_forward,
             "compile": bool(self._compile),
             "fast_path_probe_diff": check,
+            "sign_sensitive": self.sign_sensitive,
+            "batch_dependent": self.batch_dependent,
+            "bn_recalibration": {"method": RECALIBRATION_METHOD, "chunk": self._calib_chunk}
+            if self.bn_recalibrate else None,
+            "audit": {"images_per_split": AUDIT_SIZE, "max_share": AUDIT_SHARE, "recompute": self.precision == "fp32"}
+            if self._audit_on else None,
+            "fallbacks": list(self._notes),
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
-            "tolerance": None if self.exact else dict(TOLERANCE),
+            # bf16 is outside the contract: its measured deviation is stored instead
+            "tolerance": None if self.exact or self.precision != "fp32" or not self._audit_option
+            else dict(TOLERANCE),
         }
+
+    def _note(self, message: str, key: str | None = None) -> None:
+        """Say a fallback once per ``key`` (default the message; a warning) and keep it for the settings."""
+        key = key or message
+        if key not in self._said:
+            self._said.add(key)
+            self._notes.append(message)
+            warnings.warn(message, stacklevel=4)
+            if self.settings:
+                self.settings["fallbacks"] = list(self._notes)
+
+    def _conv_algorithms_per_split(self) -> dict[str, dict[str, str]] | None:
+        """The algorithm each Winograd-wrapped conv runs on each split's input shape (None without any)."""
+        from .winograd import WinogradConv2d
+
+        wino = [(n, m) for n, m in getattr(self._forward, "named_modules", lambda: [])()
+                if isinstance(m, WinogradConv2d)]
+        if not wino:
+            return None
+        out = {}
+        with torch.inference_mode():
+            for split, (xs, _) in self._data.items():
+                self._forward(xs[:2])
+                out[split] = {n: m.last_algorithm or "torch" for n, m in wino}
+                out[split] |= {n: a for n, a in self.conv_algorithms.items() if n not in out[split]}
+        return out
+
+    def _precision_deviation(self, probe: Tensor) -> dict[str, float] | None:
+        """bf16 against fp32 on the probe at the origin: relative loss and largest logit difference."""
+        forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
+        with torch.inference_mode():
+            ref = _as_float(self.work(probe.contiguous()))
+            with self._autocast():
+                got = _as_float(forward(probe))
+        target = ref.argmax(1)
+        lr, lg = F.cross_entropy(ref, target).item(), F.cross_entropy(got.float(), target).item()
+        return {"probe_loss_rel": abs(lg - lr) / max(abs(lr), 1e-12),
+                "probe_max_logit_diff": float((ref - got.float()).abs().max())}
 
     def _vmap_works(self, probe: Tensor) -> bool:
         try:
@@ -350,7 +458,12 @@ class SurfaceEngine:
             got = fused(xp).float() if pairs or cl else ref
         scale = max(1.0, float(ref.abs().max()))
         diff = float((ref - got).abs().max())
-        if not diff <= PROBE_RTOL * scale:
+        # a model that binarizes may flip a near-zero activation elsewhere: only bit-identical reorderings
+        limit = 0.0 if self.sign_sensitive else PROBE_RTOL * scale
+        if not diff <= limit:
+            if self.sign_sensitive and (pairs or cl):
+                self._note("BatchNorm folding / channels-last are not bit-identical on this binary model "
+                           f"(probe difference {diff:.3g}): running the model as it is")
             if self._fuse_explicit and pairs:
                 warnings.warn(
                     f"BatchNorm folding / channels-last changed the outputs by {diff:.3g}; "
@@ -361,7 +474,11 @@ class SurfaceEngine:
         self._forward, self._pairs = fused, pairs
         self.fused_pairs = len(pairs)
         if wino:
-            diff = self._setup_winograd(fused, xp if cl else probe, ref, scale, diff)
+            try:
+                diff = self._setup_winograd(fused, xp if cl else probe, ref, scale, diff)
+            except Exception as exc:  # noqa: BLE001 - a pattern the Winograd wrapper cannot run
+                self._forward, self.conv_algorithms, self.winograd_epilogues = fused, {}, 0
+                self._note(f"Winograd convolutions could not run this model ({_one_line(exc)}): using torch convs")
         return diff, cl
 
     def _setup_winograd(self, fused: nn.Module, probe: Tensor, ref: Tensor, scale: float,
@@ -379,8 +496,12 @@ class SurfaceEngine:
             got = forward(probe).float()
         wdiff = float((ref - got).abs().max())
         algos = {n: m.last_algorithm for n, m in wmodel.named_modules() if isinstance(m, WinogradConv2d)}
-        if not wdiff <= WINOGRAD_PROBE_RTOL * scale or WINOGRAD not in algos.values():
+        limit = 0.0 if self.sign_sensitive else WINOGRAD_PROBE_RTOL * scale
+        if not wdiff <= limit or WINOGRAD not in algos.values():
             self.winograd_epilogues = 0
+            if self.sign_sensitive and WINOGRAD in algos.values():
+                self._note(f"Winograd convolutions are not bit-identical on this binary model (probe difference "
+                           f"{wdiff:.3g}): using torch convs")
             if self._winograd_explicit:
                 warnings.warn(f"Winograd convolutions changed the outputs by {wdiff:.3g}; not using them",
                               stacklevel=5)
@@ -452,109 +573,17 @@ class SurfaceEngine:
                 pair.refresh()
 
     def _recalibrate(self) -> None:
-        """Recompute BN running statistics at the current point (cumulative average over the set)."""
-        recalibrate_bn(self.work, self._calib, self.batch_size, self._bns)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _measure(self, forward: Callable[[Tensor], Tensor]) -> dict[str, float]:
-        with self._autocast():
-            return self._measure_splits(forward)
-
-    def _measure_splits(self, forward: Callable[[Tensor], Tensor]) -> dict[str, float]:
-        out = {}
-        for split, (xs, ys) in self._data.items():
-            loss = torch.zeros((), dtype=torch.float64, device=self.device)
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
-            acc = self.objectives.accumulator(split) if self.objectives is not None else None
-            for s in range(0, xs.shape[0], self.batch_size):
-                logits = _as_float(forward(xs[s : s + self.batch_size]))
-                yb = ys[s : s + self.batch_size]
-                if acc is not None:
-                    acc.update(logits, yb)
-                    continue
-                loss += F.cross_entropy(logits, yb, reduction="sum").double()
-                correct += (logits.argmax(dim=1) == yb).sum()
-            n = xs.shape[0]
-            if acc is not None:
-                out.update(acc.result(n))
-                continue
-            out[f"{split}_loss"] = float(loss) / n
-            out[f"{split}_acc"] = 100.0 * float(correct) / n
-        return out
-
-    def evaluate(self, x: float, y: float = 0.0) -> dict[str, float]:
-        """``{'<split>_loss': mean cross-entropy, '<split>_acc': top-1 percent}`` at ``(x, y)``."""
-        self.set_point(x, y)
-        with torch.inference_mode():
-            forward = self.forward_factory(self.work) if self.forward_factory is not None else self._forward
-            return self._measure(forward)
-
-    def _stacked(self, points: Sequence[tuple[float, float]]) -> dict[str, Tensor]:
-        """Perturbed parameters of ``len(points)`` grid points stacked along a new first dimension."""
-        k = len(points)
-        xs_ = torch.tensor([p[0] for p in points], dtype=self._theta0.dtype, device=self.device)
-        ys_ = torch.tensor([p[1] for p in points], dtype=self._theta0.dtype, device=self.device)
-        stacked = {}
-        for e in self._entries:
-            sl = slice(e.offset, e.offset + e.numel)
-            flat = self._theta0[sl][None] + xs_[:, None] * self._dx[sl][None]
-            if self._dy is not None:
-                flat = flat + ys_[:, None] * self._dy[sl][None]
-            stacked[e.name] = flat.reshape(k, *e.target.shape).to(e.target.dtype)
-        return stacked
-
-    def _vmapped(self) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
-        from torch.func import functional_call, vmap
-
-        work = self.work
-
-        def one(params: dict[str, Tensor], xb: Tensor) -> Tensor:
-            return functional_call(work, params, (xb,))
-
-        return vmap(one, in_dims=(0, None))
-
-    def evaluate_many(self, points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
-        """Evaluate several points; with ``points_per_forward > 1`` they share forwards via ``vmap``."""
-        if self.points_per_forward == 1 or len(points) == 1:
-            return [self.evaluate(*p) for p in points]
-        if not self._opened:
-            raise RuntimeError("SurfaceEngine is not open; use it as a context manager")
-        k = len(points)
-        with torch.inference_mode():
-            stacked = self._stacked(points)
-            batched = self._vmapped()
-            results: list[dict[str, float]] = [{} for _ in points]
-            with self._autocast():
-                for split, (xs, ys) in self._data.items():
-                    loss = torch.zeros(k, dtype=torch.float64, device=self.device)
-                    correct = torch.zeros(k, dtype=torch.int64, device=self.device)
-                    accs = [self.objectives.accumulator(split) for _ in points] if self.objectives is not None else None
-                    for s in range(0, xs.shape[0], self.batch_size):
-                        logits = _as_float(batched(stacked, xs[s : s + self.batch_size]))  # (k, B, C)
-                        yb = ys[s : s + self.batch_size]
-                        if accs is not None:
-                            for i, a in enumerate(accs):
-                                a.update(logits[i], yb)
-                            continue
-                        ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none")
-                        loss += ce.view(k, -1).sum(dim=1).double()
-                        correct += (logits.argmax(dim=2) == yb[None]).sum(dim=1)
-                    n = xs.shape[0]
-                    if accs is not None:
-                        for i, a in enumerate(accs):
-                            results[i].update(a.result(n))
-                        continue
-                    for i in range(k):
-                        results[i][f"{split}_loss"] = float(loss[i]) / n
-                        results[i][f"{split}_acc"] = 100.0 * float(correct[i]) / n
-        return results
+        """BN statistics of the current point: the calibration set's population statistics, computed by the
+        model's own forward (:func:`landscape.bn.recalibrate_bn`), whatever the engine and batch size."""
+        recalibrate_bn(self.work, self._calib, self._calib_chunk, self._bns)
 
 
-def _as_float(logits: Tensor) -> Tensor:
-    """Half-precision logits are promoted for the loss; float32/float64 are kept."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-
+def _merge_algorithms(per_split: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """One algorithm per conv when every split runs the same, else ``"<algo> (<split>), ..."``."""
+    names = dict.fromkeys(n for algos in per_split.values() for n in algos)
+    out = {}
+    for n in names:
+        used = {s: a.get(n, "torch") for s, a in per_split.items()}
+        out[n] = next(iter(used.values())) if len(set(used.values())) == 1 else ", ".join(
+            f"{a} ({s})" for s, a in used.items())
+    return out

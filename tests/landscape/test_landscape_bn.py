@@ -61,9 +61,10 @@ def test_recalibrate_is_the_default_for_interpolation_and_is_recorded(data, tmp_
     )
     s = read_surface(path)
     assert s.settings["bn"] == "recalibrate" and s.complete and np.isfinite(s.values["train_loss"]).all()
-    assert s.settings["bn_calibration"] == {"size": 32, "seed": 4, "sha256": tensor_sha256(calib),
-                                            "source": "calibration"}
-    # independent check at x=-3: move the weights, recompute the statistics on the calibration set
+    assert s.settings["bn_calibration"] == {"method": "population-float64", "size": 32, "seed": 4,
+                                            "sha256": tensor_sha256(calib), "source": "calibration"}
+    # independent check at x=-3: move the weights, recompute the statistics on the calibration set as one
+    # train-mode batch (BN normalizes with the batch's biased variance; running_var holds the unbiased one)
     import copy
 
     m = copy.deepcopy(a)
@@ -74,8 +75,15 @@ def test_recalibrate_is_the_default_for_interpolation_and_is_recorded(data, tmp_
             if isinstance(mod, nn.BatchNorm2d):
                 mod.reset_running_stats()
                 mod.momentum = None
+        counts = {}
+        hooks = [mod.register_forward_pre_hook(lambda mod, a: counts.__setitem__(mod, a[0].numel() // a[0].shape[1]))
+                 for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
         m.train()(calib)
         m.eval()
+        for h in hooks:
+            h.remove()
+        for mod, count in counts.items():
+            mod.running_var.mul_((count - 1) / count)
         loss = nn.functional.cross_entropy(m(data["train"][0]), data["train"][1]).item()
     assert abs(s.values["train_loss"][0] - loss) < 1e-5
 

@@ -125,10 +125,12 @@ def test_bn_recalibration(cnn, data):
     with SurfaceEngine(cnn, d, {"train": data["train"]}, bn_recalibrate=True) as eng:
         got = eng.evaluate(0.5, -0.5)
     assert all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())
-    # independent: move, recompute BN statistics as a cumulative average in train mode, evaluate
+    # independent: move, recompute BN statistics in one train-mode forward of the whole set (population
+    # statistics: running_var there is the unbiased estimate, the engine's the population variance), evaluate
     import copy
 
     m = copy.deepcopy(cnn)
+    counts = {}
     with torch.no_grad():
         for n, p in m.named_parameters():
             p.add_(0.5 * d.x[n] - 0.5 * d.y[n])
@@ -136,9 +138,12 @@ def test_bn_recalibration(cnn, data):
             if isinstance(mod, nn.BatchNorm2d):
                 mod.reset_running_stats()
                 mod.momentum = None
+                mod.register_forward_pre_hook(lambda b, a: counts.__setitem__(b, a[0].numel() // a[0].shape[1]))
         m.train()
         m(data["train"][0])
         m.eval()
+        for mod, count in counts.items():
+            mod.running_var.mul_((count - 1) / count)
         loss = nn.functional.cross_entropy(m(data["train"][0]), data["train"][1]).item()
     assert abs(got["train_loss"] - loss) < 1e-5
 
