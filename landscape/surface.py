@@ -57,6 +57,19 @@ def _coords(index: tuple[int, ...], xc: np.ndarray, yc: np.ndarray | None) -> tu
     return float(xc[index[0]]), float(yc[index[1]]) if yc is not None else 0.0
 
 
+#: the bar until the first point is done (tqdm's default format after it)
+FIRST_POINT_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, first point: set-up and compiling]"
+
+
+def _first_done(bar: Any) -> None:
+    """Switch ``bar`` to tqdm's usual format (rate and ETA) once its first point is done."""
+    if bar.bar_format == FIRST_POINT_FORMAT:
+        bar.bar_format = None
+        # the rate and ETA come from the points after the first (set-up and compiles are not a rate)
+        bar.start_t = bar.last_print_t = bar._time()
+        bar.initial = bar.last_print_n = bar.n
+
+
 def evaluate_grid(
     model: nn.Module,
     directions: Directions,
@@ -415,11 +428,13 @@ def compute_surface(
                 runs.append({"settings": engine.settings, "points": 0, "indices": "", "counters": engine.counters})
             written: list[int] = []
             grid_shape = (len(xc),) if yc is None else (len(xc), len(yc))
+            # no rate or ETA until a point is done: the first one also pays set-up and kernel compiles
             bar = tqdm(
                 total=len(pending),
                 disable=not progress or rank != 0,
                 desc=f"landscape {Path(out_path).name}",
                 unit="pt",
+                bar_format=FIRST_POINT_FORMAT,
             )
             for r in range(rounds):
                 chunk = shard[r * k : (r + 1) * k]
@@ -439,6 +454,7 @@ def compute_surface(
                                     counters=dict(engine.counters))
                     writer.set_attribute("engine_runs", runs)
                 bar.update(len(results) if rank == 0 else 0)
+                _first_done(bar)
             bar.close()
     finally:
         if writer is not None:

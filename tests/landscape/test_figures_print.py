@@ -81,3 +81,21 @@ def test_interpolation_plot_marks_a_b_and_the_extrapolated_parts(tmp_path, monke
     assert len(shaded) == 2  # x < 0 and x > 1
     assert not ax.get_legend() and fig.legends  # the legend sits below the axes, covering no curve
     assert "extrapolated" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_progress_shows_no_eta_until_the_first_point_is_done():
+    import io
+
+    from tqdm import tqdm
+
+    from landscape.surface import FIRST_POINT_FORMAT, _first_done
+
+    bar = tqdm(total=10, file=io.StringIO(), bar_format=FIRST_POINT_FORMAT, unit="pt")
+    assert "first point" in str(bar) and "<" not in str(bar) and "pt/s" not in str(bar)
+    bar.update(1)
+    _first_done(bar)
+    bar.update(1)
+    text = str(bar)
+    assert "first point" not in text and "<" in text  # an ETA from the points after the set-up
+    assert bar.initial == 1
+    bar.close()
