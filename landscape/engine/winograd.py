@@ -402,8 +402,19 @@ class WinogradConv2d(nn.Module):
                 y = y + residual
             return torch.relu(y) if self.relu else y
         self.last_algorithm = WINOGRAD
-        return winograd_conv2d(x, self.transformed_weights(), self.conv.bias, int(self.conv.padding[0]),
-                               relu=self.relu, residual=residual)
+        u, pad = self.transformed_weights(), int(self.conv.padding[0])
+        if residual is not None and not _fits(residual, x.shape[0], u.shape[2], x.shape[2] + 2 * pad - 2,
+                                              x.shape[3] + 2 * pad - 2):
+            y = winograd_conv2d(x, u, self.conv.bias, pad) + residual  # broadcast / promote: torch's own add
+            return torch.relu(y) if self.relu else y
+        return winograd_conv2d(x, u, self.conv.bias, pad, relu=self.relu, residual=residual)
+
+
+def _fits(residual: Tensor, n: int, c: int, h: int, w: int) -> bool:
+    """Whether ``residual`` can be added inside the output transform: a CPU float32 tensor of exactly the
+    output's shape (anything else, e.g. a broadcast (1, C, 1, 1) offset, is added by torch afterwards)."""
+    return (residual.dtype == torch.float32 and residual.device.type == "cpu"
+            and tuple(residual.shape) == (n, c, h, w))
 
 
 def winograd_model(model: nn.Module) -> tuple[nn.Module, list[str]]:

@@ -13,7 +13,8 @@ import operator
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from .winograd import WinogradConv2d
 
@@ -32,17 +33,26 @@ def _single_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, int]:
+def fuse_epilogues(model: nn.Module, example: Tensor | None = None) -> tuple[nn.Module, int]:
     """A ``torch.fx.GraphModule`` of ``model`` with ReLU / residual-add epilogues fused into its
     :class:`WinogradConv2d` modules (which are marked ``relu=True`` as needed); ``(model, 0)`` when the
     model does not trace or nothing fuses. Returns ``(module, number of fused convs)``.
 
+    An add is fused only when its other operand has the conv output's shape and dtype: with ``example``
+    (an input batch) the shapes are propagated and checked here; in any case :class:`WinogradConv2d`
+    checks them at every call and lets torch do an add that would broadcast (``relu(conv(x) + b)`` with
+    ``b`` of shape (1, C, 1, 1) is not a residual).
+
     The wrapped modules are shared with ``model`` and changed in place: use the result, not ``model``.
     """
     try:
-        graph = _Tracer().trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model))
+        if example is not None:
+            with torch.inference_mode():
+                ShapeProp(gm).propagate(example)
     except Exception:  # noqa: BLE001 - untraceable models keep separate epilogues
         return model, 0
+    graph = gm.graph
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -73,6 +83,13 @@ def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, int]:
             node.op == "call_method" and node.target in ("add", "add_") and node.args[0] is value
         )
 
+    def same_shape(a: fx.Node, b: fx.Node) -> bool:
+        ta, tb = a.meta.get("tensor_meta"), b.meta.get("tensor_meta")
+        if example is None:
+            return True  # unknown here: checked at every call by WinogradConv2d
+        return (isinstance(ta, TensorMetadata) and isinstance(tb, TensorMetadata) and ta.shape == tb.shape
+                and ta.dtype == tb.dtype)
+
     fused = 0
     for node in list(graph.nodes):
         if not (node.op == "call_module" and isinstance(modules.get(node.target), WinogradConv2d)):
@@ -85,7 +102,7 @@ def fuse_epilogues(model: nn.Module) -> tuple[nn.Module, int]:
             chain.append(user)
             value, user = user, _single_user(user)
         residual, relu = None, False
-        if is_add(user, value):
+        if is_add(user, value) and same_shape(user.args[1] if user.args[0] is value else user.args[0], node):
             residual = user.args[1] if user.args[0] is value else user.args[0]
             chain.append(user)
             if is_relu(_single_user(user)):
