@@ -48,6 +48,74 @@ from landscape.engine import TOLERANCE, SurfaceEngine
 from landscape.grid import parse_grid
 
 
+class _BasicBlock(nn.Module):
+    """He et al.'s CIFAR basic block as Li et al.'s tool writes it (``cifar10/models/resnet.py``): two 3x3 convs
+    with BN, ``out += shortcut(x)``, and a 1x1 conv + BN shortcut where the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return F.relu(out)
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20 (He et al. 2016, sec. 4.2: 3 stages of 3 basic blocks, 16-32-64 channels; 272,474
+    parameters for 10 classes), the model of Li et al.'s landscape tool. Benchmark-only definition."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, c_in = [], 16
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
+            for k in range(3):
+                blocks.append(_BasicBlock(c_in, c_out, stride if k == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        out = F.avg_pool2d(out, out.size()[3])
+        return self.linear(out.view(out.size(0), -1))
+
+
+def model_and_data(name: str, args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict]:
+    """The model (seed 0, eval mode) and the digits inputs/targets at 32x32: for ``resnet20`` all 1,797 digits
+    (train and test splits, as in the issue's comparison with Li et al.'s tool) unless ``--samples`` is
+    given, else a seeded subset of ``--samples`` training digits."""
+    import bnext.models
+    from bnext.data import load_tensors
+
+    torch.manual_seed(0)
+    if name == "resnet20":
+        opts: dict = {}
+        model = ResNet20(num_classes=10).eval()
+        parts = [load_tensors("digits", split, input_size=32) for split in ("train", "test")]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        samples = args.samples
+    else:
+        opts = {"width": args.width} if name != "resnet18" else {}
+        model = bnext.models.create(name, num_classes=10, input_size=32, **opts).eval()
+        x, y = load_tensors("digits", "train", input_size=32)
+        samples = args.samples or args.default_samples
+    if samples:
+        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:samples].sort().values
+        x, y = x[idx], y[idx]
+    return model, x.contiguous(), y.contiguous(), opts
+
+
 class ReferenceLoop:
     """Li et al.'s evaluation of one point: ``p.data = w + (d0*x + d1*y)`` per parameter from the
     stored directions, then a DataLoader with batch 128 under ``torch.no_grad``, loss accumulated as
@@ -100,15 +168,7 @@ def differences(a: dict, b: dict) -> tuple[float, float]:
 
 
 def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
-    import bnext.models
-    from bnext.data import load_tensors
-
-    opts = {"width": args.width} if name != "resnet18" else {}
-    torch.manual_seed(0)
-    model = bnext.models.create(name, num_classes=10, input_size=32, **opts).eval()
-    x, y = load_tensors("digits", "train", input_size=32)
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[: args.samples].sort().values
-    x, y = x[idx].contiguous(), y[idx]
+    model, x, y, opts = model_and_data(name, args)
     # BN statistics from the subset, as after training: a fresh network in eval mode has identity
     # statistics, so activations explode through the residual stages (losses ~1e4-1e6 for binary
     # models) and the comparison would be meaningless
@@ -196,7 +256,8 @@ def main() -> None:
     p.add_argument("--models", default=None, help="comma-separated (default resnet18,bnext18,bireal18; "
                    "cuda: resnet18,bnext18)")
     p.add_argument("--grid", type=int, default=None, help="points per axis of the [-1,1]^2 grid (default 4, quick 2)")
-    p.add_argument("--samples", type=int, default=None, help="digits training samples (default 512, quick 128)")
+    p.add_argument("--samples", type=int, default=None, help="digits samples (default 512 training "
+                   "digits, quick 128; resnet20: all 1,797 train+test digits)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of binary models (default 1.0)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -209,7 +270,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine")
     args.grid = args.grid or (2 if args.quick else 4)
-    args.samples = args.samples or (128 if args.quick else 512)
+    args.default_samples = 128 if args.quick else 512
     short = args.quick or args.device.startswith("cuda")
     default_models = "resnet18,bnext18" if short else "resnet18,bnext18,bireal18"
     models = [m for m in (args.models or default_models).split(",") if m]
