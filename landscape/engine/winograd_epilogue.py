@@ -9,6 +9,7 @@ a oneDNN post-op (:class:`OneDNNConv2d`, the same direct convolution as ``F.conv
 applied to each output value in registers, so the result is the same up to the order of the two
 additions conv + bias + residual). The engine checks the result on its probe.
 """
+
 from __future__ import annotations
 
 import operator
@@ -88,6 +89,7 @@ def _format(x: Tensor) -> torch.memory_format:
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
 
 _ADDS = (operator.add, operator.iadd, torch.add)
 _RELUS = (torch.relu, torch.relu_, F.relu)
