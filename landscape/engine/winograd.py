@@ -240,7 +240,9 @@ def winograd_conv2d(
     u = u.contiguous()
     rows = n * th
     tiles = max(MIN_CHUNK_TILES, chunk_bytes // (36 * max(c_in, c_out) * 4))
-    step = max(1, min(rows, -(-tiles // tw)))
+    threads = torch.get_num_threads() if _omp_set_num_threads() is not None else 1
+    # chunks of cache size, but at least one per thread (e.g. 512 channels at 4x4, batch 128: one tile row each)
+    step = max(1, min(rows, -(-tiles // tw), -(-rows // threads)))
     chunks = [(q0, min(rows, q0 + step)) for q0 in range(0, rows, step)]
 
     def run(todo: Iterator[tuple[int, int]]) -> None:
@@ -254,7 +256,7 @@ def winograd_conv2d(
             torch.bmm(v, u, out=m)
             _output_transform(m.numpy(), b, yn, rn, residual is not None, q0, q1, th, tw, relu)
 
-    workers = min(torch.get_num_threads(), len(chunks)) if _omp_set_num_threads() is not None else 1
+    workers = min(threads, len(chunks))
     if workers <= 1:
         run(iter(chunks))
     else:  # each worker takes the next chunk (single-threaded kernels and products, no barrier per chunk)
