@@ -18,10 +18,17 @@ the engine with ``precision="bf16"`` and prints its agreement. The run keeps to 
 seconds (points left out are reported; ratios use the points both contenders ran). Results go to a
 JSON file next to the printed table.
 
-Targets (quiet 2-core CPU, 2 threads): resnet18 >= 2x, bnext18 width 1.0 >= 5x, bireal18 width 1.0
->= 4x; on a GPU >= 10x points/s.
+``resnet20`` is Li et al.'s own model (the CIFAR ResNet-20 of their tool, defined here for the benchmark
+only) on all 1,797 digits at 32x32, the comparison of issue 20 (an 11x11 grid there). ``--layers``
+prints where the engine's time goes: seconds per point of each conv (with its algorithm) at the
+engine's batch, 1 thread, CPU time of the calling thread (insensitive to other jobs' load).
+
+Targets (quiet 2-core CPU, 2 threads, median per point): resnet18 >= 1.9x, bnext18 width 1.0 >= 6x,
+bireal18 width 1.0 >= 4.3x, resnet20 >= 2x; on a GPU >= 10x points/s.
 
     python benchmarks/landscape_speed.py                      # resnet18, bnext18, bireal18; ~3 min
+    python benchmarks/landscape_speed.py --models resnet20 --grid 11   # Li et al.'s ResNet-20, 1,797 digits
+    python benchmarks/landscape_speed.py --models resnet20 --layers    # + per-layer seconds
     python benchmarks/landscape_speed.py --quick              # 2x2 grid, 128 samples (~40 s)
     python benchmarks/landscape_speed.py --device cuda        # points/s on the GPU (resnet18, bnext18)
 """
@@ -33,6 +40,7 @@ import copy
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +54,74 @@ from landscape.bn import recalibrate_bn
 from landscape.directions import Directions, random_directions
 from landscape.engine import TOLERANCE, SurfaceEngine
 from landscape.grid import parse_grid
+
+
+class _BasicBlock(nn.Module):
+    """He et al.'s CIFAR basic block as Li et al.'s tool writes it (``cifar10/models/resnet.py``): two 3x3 convs
+    with BN, ``out += shortcut(x)``, and a 1x1 conv + BN shortcut where the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return F.relu(out)
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20 (He et al. 2016, sec. 4.2: 3 stages of 3 basic blocks, 16-32-64 channels; 272,474
+    parameters for 10 classes), the model of Li et al.'s landscape tool. Benchmark-only definition."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, c_in = [], 16
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
+            for k in range(3):
+                blocks.append(_BasicBlock(c_in, c_out, stride if k == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        out = F.avg_pool2d(out, out.size()[3])
+        return self.linear(out.view(out.size(0), -1))
+
+
+def model_and_data(name: str, args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict]:
+    """The model (seed 0, eval mode) and the digits inputs/targets at 32x32: for ``resnet20`` all 1,797 digits
+    (train and test splits, as in the issue's comparison with Li et al.'s tool) unless ``--samples`` is
+    given, else a seeded subset of ``--samples`` training digits."""
+    import bnext.models
+    from bnext.data import load_tensors
+
+    torch.manual_seed(0)
+    if name == "resnet20":
+        opts: dict = {}
+        model = ResNet20(num_classes=10).eval()
+        parts = [load_tensors("digits", split, input_size=32) for split in ("train", "test")]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        samples = args.samples
+    else:
+        opts = {"width": args.width} if name != "resnet18" else {}
+        model = bnext.models.create(name, num_classes=10, input_size=32, **opts).eval()
+        x, y = load_tensors("digits", "train", input_size=32)
+        samples = args.samples or args.default_samples
+    if samples:
+        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:samples].sort().values
+        x, y = x[idx], y[idx]
+    return model, x.contiguous(), y.contiguous(), opts
 
 
 class ReferenceLoop:
@@ -99,16 +175,65 @@ def differences(a: dict, b: dict) -> tuple[float, float]:
     return rel, acc
 
 
-def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
-    import bnext.models
-    from bnext.data import load_tensors
+def layer_seconds(
+    modules: nn.Module, evaluate: Callable, point: tuple[float, float]
+) -> tuple[dict[str, tuple[str, float]], float]:
+    """``{conv name: (kind, CPU seconds)}`` of one ``evaluate(*point)`` and its total, at 1 thread, timed with
+    the calling thread's CPU clock (a second run; the first warms up). Convs are ``nn.Conv2d`` and the
+    engine's wrappers (kind: the wrapper's ``last_algorithm`` or the class name)."""
+    convs = {m: n for n, m in modules.named_modules()
+             if isinstance(m, nn.Conv2d) or hasattr(m, "last_algorithm")}
+    inner = {id(m.conv) for m in convs if hasattr(m, "last_algorithm") and hasattr(m, "conv")}
+    convs = {m: n for m, n in convs.items() if id(m) not in inner}
+    acc: dict[str, float] = {}
+    started: dict[nn.Module, float] = {}
 
-    opts = {"width": args.width} if name != "resnet18" else {}
-    torch.manual_seed(0)
-    model = bnext.models.create(name, num_classes=10, input_size=32, **opts).eval()
-    x, y = load_tensors("digits", "train", input_size=32)
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[: args.samples].sort().values
-    x, y = x[idx].contiguous(), y[idx]
+    def pre(m: nn.Module, _inp: object) -> None:
+        started[m] = time.thread_time()
+
+    def post(m: nn.Module, _inp: object, _out: object) -> None:
+        acc[convs[m]] = acc.get(convs[m], 0.0) + time.thread_time() - started[m]
+
+    threads = torch.get_num_threads()
+    handles = [h for m in convs for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    torch.set_num_threads(1)  # every kernel runs on the calling thread (Winograd: one worker = this thread)
+    try:
+        evaluate(*point)
+        acc.clear()
+        t0 = time.thread_time()
+        evaluate(*point)
+        total = time.thread_time() - t0
+    finally:
+        torch.set_num_threads(threads)
+        for h in handles:
+            h.remove()
+    kinds = {n: str(getattr(m, "last_algorithm", None) or type(m).__name__) for m, n in convs.items()}
+    return {n: (kinds[n], acc[n]) for n in acc}, total
+
+
+def print_layers(name: str, reference: ReferenceLoop, engine: SurfaceEngine) -> dict:
+    """Per-conv CPU seconds of one point, reference loop vs engine (see :func:`layer_seconds`)."""
+    if engine.forward_factory is not None:
+        print(f"[{name}] --layers: the engine runs a provider's forward ({engine.settings['forward']}); "
+              "per-layer times are for torch forwards only")
+        return {}
+    ref, ref_total = layer_seconds(reference.model, reference, (0.25, -0.25))
+    eng, eng_total = layer_seconds(engine._forward, lambda a, b: engine.evaluate(a, b), (0.25, -0.25))
+    print(f"[{name}] per layer, CPU seconds of one point at 1 thread (reference batch 128 NCHW | engine batch "
+          f"{engine.batch_size}):")
+    for n in dict.fromkeys(list(ref) + list(eng)):
+        r, e = ref.get(n, ("-", float("nan"))), eng.get(n, ("-", float("nan")))
+        print(f"  {n:<28} {r[1]:7.3f} | {e[1]:7.3f} {e[0]}")
+    rc, ec = sum(v for _, v in ref.values()), sum(v for _, v in eng.values())
+    print(f"  {'convs':<28} {rc:7.3f} | {ec:7.3f}\n  {'rest (BN, ReLU, adds, loss)':<28} {ref_total - rc:7.3f} | "
+          f"{eng_total - ec:7.3f}\n  {'total':<28} {ref_total:7.3f} | {eng_total:7.3f}  "
+          f"ratio {ref_total / eng_total:.2f}x")
+    return {"reference": {n: v for n, (_, v) in ref.items()}, "engine": {n: list(v) for n, v in eng.items()},
+            "total_s": {"reference": ref_total, "engine": eng_total}}
+
+
+def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
+    model, x, y, opts = model_and_data(name, args)
     # BN statistics from the subset, as after training: a fresh network in eval mode has identity
     # statistics, so activations explode through the residual stages (losses ~1e4-1e6 for binary
     # models) and the comparison would be meaningless
@@ -146,6 +271,7 @@ def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
         bar.update()
     bar.close()
     settings = dict(engine.settings)
+    layers = print_layers(name, reference, engine) if args.layers else None
     engine.close()
     if args.bf16:
         bf16.close()
@@ -170,7 +296,7 @@ def bench(name: str, args: argparse.Namespace, deadline: float) -> dict:
         "ref_pps": done / t_ref, "eng_pps": done / t_eng, "ratio": t_ref / t_eng,
         "ratio_min": min(times["ref"]) / min(times["eng"]),
         "ratio_median": float(np.median(times["ref"]) / np.median(times["eng"])),
-        "max_rel_loss_diff": rel, "max_acc_diff": acc, "within_tolerance": ok,
+        "max_rel_loss_diff": rel, "max_acc_diff": acc, "within_tolerance": ok, "layers_cpu_s": layers,
         "noise_floor": {"batch": [128, 512], "points": len(floor_pts), "max_rel_loss_diff": floor[0],
                         "max_acc_diff": floor[1]},
     }
@@ -196,7 +322,8 @@ def main() -> None:
     p.add_argument("--models", default=None, help="comma-separated (default resnet18,bnext18,bireal18; "
                    "cuda: resnet18,bnext18)")
     p.add_argument("--grid", type=int, default=None, help="points per axis of the [-1,1]^2 grid (default 4, quick 2)")
-    p.add_argument("--samples", type=int, default=None, help="digits training samples (default 512, quick 128)")
+    p.add_argument("--samples", type=int, default=None, help="digits samples (default 512 training "
+                   "digits, quick 128; resnet20: all 1,797 train+test digits)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of binary models (default 1.0)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -205,11 +332,13 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=None, help="seconds for the grids (default 170, quick 40)")
     p.add_argument("--json", default="runs/benchmarks/landscape_speed.json", help="results file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.add_argument("--layers", action="store_true", help="also print CPU seconds per conv layer of one point "
+                   "(reference vs engine, 1 thread)")
     args = p.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine")
     args.grid = args.grid or (2 if args.quick else 4)
-    args.samples = args.samples or (128 if args.quick else 512)
+    args.default_samples = 128 if args.quick else 512
     short = args.quick or args.device.startswith("cuda")
     default_models = "resnet18,bnext18" if short else "resnet18,bnext18,bireal18"
     models = [m for m in (args.models or default_models).split(",") if m]

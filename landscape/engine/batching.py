@@ -7,7 +7,8 @@ the same job always runs with the same batch (reruns reproduce each other bit fo
 2. A forward provider's factory with a ``batch_size(sample_shape)`` method (the packed XNOR
    engine of ``bnext.packed``): its choice. The packed engine is memory-bound, so it keeps a
    batch's largest activation within a cache-sized budget.
-3. Otherwise (a float torch forward, compute-bound convolutions): 512 on CPU, 1024 on CUDA.
+3. Otherwise (a float torch forward): 128 on CPU (a batch's activations stay in the caches: measured
+   against 512 on the CIFAR ResNet-20 and resnet18 of ``benchmarks/landscape_speed.py``), 1024 on CUDA.
 
 In every case the batch is capped by the number of samples of the largest split, and in 1 and 3
 by :data:`MAX_ACTIVATION_BYTES` for the largest activation of one batch (measured by one forward
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 #: batch size of Li et al.'s reference tool (and of ``exact=True``)
 REFERENCE_BATCH = 128
 #: default batch of the float torch forward, per device type
-FLOAT_BATCH = {"cpu": 512, "cuda": 1024}
+FLOAT_BATCH = {"cpu": 128, "cuda": 1024}
 #: cap on the largest single activation tensor of one batch (bytes)
 MAX_ACTIVATION_BYTES = 1 << 30
 

@@ -491,7 +491,7 @@ class SurfaceEngine(PointEvaluation):
         wmodel, names = winograd_model(fused)
         if not names:
             return diff
-        forward, self.winograd_epilogues = fuse_epilogues(wmodel)
+        forward, self.winograd_epilogues = fuse_epilogues(wmodel, probe)
         with torch.inference_mode():
             got = forward(probe).float()
         wdiff = float((ref - got).abs().max())

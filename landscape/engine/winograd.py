@@ -100,47 +100,47 @@ def _at(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
 def _input_transform(x, v, q0, q1, th, tw, pad):  # pragma: no cover - compiled
     """``v[:, (q - q0) * tw + tx, :] = B^T d B`` for tile rows ``q0 <= q < q1`` (q = n * th + ty).
 
-    ``x``: (N, H, W, C) float32 (channels-last data); out-of-image rows/columns are zeros."""
+    ``x``: (N, H, W, C) float32 (channels-last data); out-of-image rows/columns are zeros. The first pass
+    (``B^T`` down the 6 rows) runs once per column of a tile row, shared by the two tiles that overlap there."""
     h = x.shape[1]
     w = x.shape[2]
     c_n = x.shape[3]
+    cols = 4 * tw + 2
+    r = np.zeros((6, cols, c_n), dtype=np.float32)  # B^T d of every column of the tile row (padding: zeros)
+    d = np.zeros((6, c_n), dtype=np.float32)
     for q in range(q0, q1):
         n = q // th
         y0 = 4 * (q % th) - pad
-        d = np.zeros((6, c_n), dtype=np.float32)
-        r = np.empty((6, 6, c_n), dtype=np.float32)
         inside = y0 >= 0 and y0 + 6 <= h
+        for j in range(cols):
+            col = j - pad
+            if col < 0 or col >= w:
+                continue  # stays zero: r starts zeroed and such columns are never written
+            if inside:
+                for c in range(c_n):
+                    r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c], r[4, j, c], r[5, j, c] = _bt(
+                        x[n, y0, col, c], x[n, y0 + 1, col, c], x[n, y0 + 2, col, c],
+                        x[n, y0 + 3, col, c], x[n, y0 + 4, col, c], x[n, y0 + 5, col, c])
+            else:
+                for i in range(6):
+                    row = y0 + i
+                    if row < 0 or row >= h:
+                        for c in range(c_n):
+                            d[i, c] = _F0
+                    else:
+                        for c in range(c_n):
+                            d[i, c] = x[n, row, col, c]
+                for c in range(c_n):
+                    r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c], r[4, j, c], r[5, j, c] = _bt(
+                        d[0, c], d[1, c], d[2, c], d[3, c], d[4, c], d[5, c])
         for tx in range(tw):
             t = (q - q0) * tw + tx
-            x0 = 4 * tx - pad
-            for j in range(6):
-                col = x0 + j
-                if col < 0 or col >= w:
-                    for a in range(6):
-                        for c in range(c_n):
-                            r[a, j, c] = _F0
-                    continue
-                if inside:
-                    for c in range(c_n):
-                        r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c], r[4, j, c], r[5, j, c] = _bt(
-                            x[n, y0, col, c], x[n, y0 + 1, col, c], x[n, y0 + 2, col, c],
-                            x[n, y0 + 3, col, c], x[n, y0 + 4, col, c], x[n, y0 + 5, col, c])
-                else:
-                    for i in range(6):
-                        row = y0 + i
-                        if row < 0 or row >= h:
-                            for c in range(c_n):
-                                d[i, c] = _F0
-                        else:
-                            for c in range(c_n):
-                                d[i, c] = x[n, row, col, c]
-                    for c in range(c_n):
-                        r[0, j, c], r[1, j, c], r[2, j, c], r[3, j, c], r[4, j, c], r[5, j, c] = _bt(
-                            d[0, c], d[1, c], d[2, c], d[3, c], d[4, c], d[5, c])
+            j0 = 4 * tx
             for a in range(6):
                 for c in range(c_n):
                     v[6 * a, t, c], v[6 * a + 1, t, c], v[6 * a + 2, t, c], v[6 * a + 3, t, c], v[6 * a + 4, t, c], \
-                        v[6 * a + 5, t, c] = _bt(r[a, 0, c], r[a, 1, c], r[a, 2, c], r[a, 3, c], r[a, 4, c], r[a, 5, c])
+                        v[6 * a + 5, t, c] = _bt(r[a, j0, c], r[a, j0 + 1, c], r[a, j0 + 2, c], r[a, j0 + 3, c],
+                                                 r[a, j0 + 4, c], r[a, j0 + 5, c])
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -240,7 +240,9 @@ def winograd_conv2d(
     u = u.contiguous()
     rows = n * th
     tiles = max(MIN_CHUNK_TILES, chunk_bytes // (36 * max(c_in, c_out) * 4))
-    step = max(1, min(rows, -(-tiles // tw)))
+    threads = torch.get_num_threads() if _omp_set_num_threads() is not None else 1
+    # chunks of cache size, but at least one per thread (e.g. 512 channels at 4x4, batch 128: one tile row each)
+    step = max(1, min(rows, -(-tiles // tw), -(-rows // threads)))
     chunks = [(q0, min(rows, q0 + step)) for q0 in range(0, rows, step)]
 
     def run(todo: Iterator[tuple[int, int]]) -> None:
@@ -254,7 +256,7 @@ def winograd_conv2d(
             torch.bmm(v, u, out=m)
             _output_transform(m.numpy(), b, yn, rn, residual is not None, q0, q1, th, tw, relu)
 
-    workers = min(torch.get_num_threads(), len(chunks)) if _omp_set_num_threads() is not None else 1
+    workers = min(threads, len(chunks))
     if workers <= 1:
         run(iter(chunks))
     else:  # each worker takes the next chunk (single-threaded kernels and products, no barrier per chunk)
@@ -402,8 +404,19 @@ class WinogradConv2d(nn.Module):
                 y = y + residual
             return torch.relu(y) if self.relu else y
         self.last_algorithm = WINOGRAD
-        return winograd_conv2d(x, self.transformed_weights(), self.conv.bias, int(self.conv.padding[0]),
-                               relu=self.relu, residual=residual)
+        u, pad = self.transformed_weights(), int(self.conv.padding[0])
+        if residual is not None and not _fits(residual, x.shape[0], u.shape[2], x.shape[2] + 2 * pad - 2,
+                                              x.shape[3] + 2 * pad - 2):
+            y = winograd_conv2d(x, u, self.conv.bias, pad) + residual  # broadcast / promote: torch's own add
+            return torch.relu(y) if self.relu else y
+        return winograd_conv2d(x, u, self.conv.bias, pad, relu=self.relu, residual=residual)
+
+
+def _fits(residual: Tensor, n: int, c: int, h: int, w: int) -> bool:
+    """Whether ``residual`` can be added inside the output transform: a CPU float32 tensor of exactly the
+    output's shape (anything else, e.g. a broadcast (1, C, 1, 1) offset, is added by torch afterwards)."""
+    return (residual.dtype == torch.float32 and residual.device.type == "cpu"
+            and tuple(residual.shape) == (n, c, h, w))
 
 
 def winograd_model(model: nn.Module) -> tuple[nn.Module, list[str]]:

@@ -183,3 +183,49 @@ def test_epilogues_fuse_relu_and_residual_add():
     with torch.no_grad():  # the torch fallback (autograd off, float64) applies the same epilogues
         x64 = x.double()
         torch.testing.assert_close(fused.double()(x64), model.double()(x64))
+
+
+class _Offset(nn.Module):
+    """``relu(conv(x) + b)`` with a learned (1, C, 1, 1) offset: a broadcasting add, not a residual."""
+
+    def __init__(self, c: int = 32, first: bool = False):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.b = nn.Parameter(torch.randn(1, c, 1, 1))
+        self.first = first
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.relu(self.b + self.conv(h)) if self.first else torch.relu(self.conv(h) + self.b)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_broadcasting_add_after_a_conv_is_not_fused_as_a_residual(first):
+    """Regression (issue 20, case 5): the epilogue fusion took ``conv(x) + b`` with ``b`` (1, C, 1, 1) for a
+    residual and ``winograd_conv2d`` raised at set-up; the exact path worked."""
+    from landscape.engine.winograd_epilogue import fuse_epilogues
+
+    torch.manual_seed(0)
+    model = _Offset(first=first).eval()
+    x = torch.randn(8, 3, 12, 12)
+    wmodel, names = winograd_model(model)
+    assert names == ["conv"]
+    fused, n = fuse_epilogues(wmodel, x[:2], onednn=False)  # shapes known: the add is not fused, nor the ReLU
+    assert n == 0
+    blind, _ = fuse_epilogues(winograd_model(model)[0], onednn=False)  # shapes unknown: fused, checked at every call
+    with torch.inference_mode():
+        _close(blind(x), model(x))
+        assert blind.conv.last_algorithm == WINOGRAD
+    data = {"train": (x, torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1)))}
+    d = random_directions(model, seed=0)
+    with SurfaceEngine(model, d, data) as fast:
+        assert fast.settings["conv_algorithms"]["conv"] == WINOGRAD
+        got = [fast.evaluate(a) for a in (-1.0, 0.0, 0.5)]
+    with SurfaceEngine(model, d, data, exact=True, forward="torch") as exact:
+        want = [exact.evaluate(a) for a in (-1.0, 0.0, 0.5)]
+    for a, b in zip(got, want):
+        assert abs(a["train_loss"] - b["train_loss"]) <= TOLERANCE["loss_rel"] * abs(b["train_loss"])
+        assert abs(a["train_acc"] - b["train_acc"]) <= TOLERANCE["acc_points"]
