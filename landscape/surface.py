@@ -63,7 +63,7 @@ FIRST_POINT_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, first point:
 
 def _first_done(bar: Any) -> None:
     """Switch ``bar`` to tqdm's usual format (rate and ETA) once its first point is done."""
-    if bar.bar_format == FIRST_POINT_FORMAT:
+    if getattr(bar, "bar_format", None) == FIRST_POINT_FORMAT:  # a disabled bar has none
         bar.bar_format = None
         # the rate and ETA come from the points after the first (set-up and compiles are not a rate)
         bar.start_t = bar.last_print_t = bar._time()
