@@ -20,7 +20,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -161,11 +160,13 @@ def print_summary(out: dict[str, Any], cfg: Any) -> None:
             print(f"  - {line}")
     missing = out["result"]["missing_points"]
     if missing:
-        print(f"PARTIAL: {len(missing)} point(s) not finished: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        more = " ..." if len(missing) > 4 else ""
+        print(f"PARTIAL: {len(missing)} point(s) not finished: {', '.join(missing[:4])}{more}")
     paths = out["paths"]
     print(f"\ntable: {paths['table']['markdown']} (.tex, .csv); intervals: {paths['intervals']}; "
           f"pairwise tests: {paths.get('pairwise')}")
-    print(f"forest plot: {paths['forest']}; contour panel (median-roughness surface per variant): {paths.get('contours')}")
+    print(f"forest plot: {paths['forest']}; contour panel (median-roughness surface per variant): "
+          f"{paths.get('contours')}")
     print(f"verdicts: {paths['verdicts']}; every number: {paths['json']}")
 
 

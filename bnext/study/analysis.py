@@ -88,7 +88,8 @@ def analyze(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], metrics:
                          "diff": t["diff"], "diff_ci_low": t["diff_ci_low"], "diff_ci_high": t["diff_ci_high"],
                          "p": t["p"], "p_holm": float(padj), "min_p": t["min_p"], "p_direction": p_dir,
                          "verdict": stats.verdict(t["diff"], float(padj), alpha, lower_is_smoother=lower)})
-    return {"variants": list(variants), "metrics": list(metrics), "labels": {m: METRIC_LABELS.get(m, m) for m in metrics},
+    return {"variants": list(variants), "metrics": list(metrics),
+            "labels": {m: METRIC_LABELS.get(m, m) for m in metrics},
             "summary": summary, "pairwise": pairwise, "versus_reference": versus, "reference": reference,
             "ranks": ranks, "verdicts": verdicts,
             "settings": {"bootstrap": bootstrap, "confidence": confidence, "alpha": alpha,

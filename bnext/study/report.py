@@ -130,7 +130,8 @@ def median_surfaces(rows: Sequence[Mapping[str, Any]], variants: Sequence[str],
 
 
 def contour_panel(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], labels: Mapping[str, str],
-                  out: str | os.PathLike[str], *, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> Path | None:
+                  out: str | os.PathLike[str], *, formats: Sequence[str] = ("png", "pdf"),
+                  dpi: int = 150) -> Path | None:
     """The Fig. 2 contour panel (shared levels, log loss) of each variant's median-roughness surface."""
     from bnext.ablate.tasks import compare_landscapes
 

@@ -140,9 +140,10 @@ def notebook_point(config: str, fingerprint: str, variant: str, train_seed: int,
         import torch
 
         torch.set_num_threads(int(threads))
-    return run_point(cfg, variant, int(train_seed), out_dir, threads=threads,
-                     parameters={"config": config, "fingerprint": fingerprint, "variant": variant,
-                                 "train_seed": int(train_seed)})
+    params = {"config": config, "fingerprint": fingerprint, "variant": variant, "train_seed": int(train_seed)}
+    if threads is not None:
+        params["threads"] = threads  # the runner's grid point names it (the point is complete when all match)
+    return run_point(cfg, variant, int(train_seed), out_dir, threads=threads, parameters=params)
 
 
 def run_study(cfg: StudyConfig, *, executor: str = "local", jobs: int = 1, threads: int | None = None,
