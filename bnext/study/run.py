@@ -55,33 +55,10 @@ def curvature(checkpoint: str | os.PathLike[str], cfg: StudyConfig, seed: int, o
             cached = {}
         if cached.get("key") == key:
             return cached["curvature"]
-    from bnext.ablate.tasks import eval_tensors
-    from bnext.models import load
-    from landscape.curvature.hessian import Hessian
-    from landscape.curvature.sharpness import epsilon_sharpness
+    from .curvature import checkpoint_curvature
 
-    model = load(checkpoint).eval()
-    x, y = eval_tensors(cfg.train.get("data", "digits"), "train", input_size=model.spec["input_size"],
-                        data_root=cfg.train.get("data_root"), samples=int(c["samples"]), seed=0)
-    t0 = time.perf_counter()
-    h = Hessian(model, (x, y), batch_size=int(c["samples"]))
-    out: dict[str, Any] = {"hessian_samples": h.n, "hessian_dim": h.dim}
-    eig = h.top_eigenvalues(1, tol=float(c["lanczos_tol"]), max_iter=int(c["lanczos_iter"]), seed=seed)
-    out.update(top_eig=eig.values[0], top_eig_residual=eig.residuals[0], top_eig_converged=eig.converged,
-               top_eig_iterations=eig.iterations)
-    if c.get("trace_cap"):
-        tr = h.trace(int(c["trace_cap"]), seed=seed, target=c.get("trace_target"))
-        out.update(trace=tr.estimate, trace_stderr=tr.stderr, trace_probes=tr.probes, trace_converged=tr.converged,
-                   trace_target=tr.target)
-    else:
-        out.update(trace=None)
-    if c.get("sharpness_epsilon"):
-        sh = epsilon_sharpness(model, (x, y), epsilon=float(c["sharpness_epsilon"]),
-                               steps=int(c["sharpness_steps"]), batch_size=int(c["samples"]), seed=seed)
-        out.update(sharpness=sh.keskar)
-    else:
-        out.update(sharpness=None)
-    out["curvature_seconds"] = round(time.perf_counter() - t0, 3)
+    out = checkpoint_curvature(checkpoint, c, data=cfg.train.get("data", "digits"),
+                               data_root=cfg.train.get("data_root"), seed=seed)
     atomic_write_json(path, {"key": key, "curvature": out})
     return out
 
