@@ -139,8 +139,8 @@ def contour_panel(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], la
     if not med:
         return None
     keys = [v for v in variants if v in med]
-    names = [f"{labels.get(v, v)}\nmedian roughness of n={med[v]['n']} (train {med[v]['train_seed']}, "
-             f"dir {med[v]['direction_seed']})" for v in keys]
+    names = [f"{labels.get(v, v)}: median roughness of n={med[v]['n']} (seeds {med[v]['train_seed']}/"
+             f"{med[v]['direction_seed']})" for v in keys]
     png, _ = compare_landscapes([med[v]["surface"] for v in keys], out, labels=names, log=True, formats=formats,
                                 dpi=dpi)
     return Path(png)
