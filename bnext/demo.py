@@ -12,10 +12,15 @@ of the training images) and writes to ``runs/demo/``:
 * ``<model>/landscape_3d.png`` and ``landscape_3d.html`` (interactive, opens offline), and
   ``landscape_contour.png`` per model;
 * ``<model>/landscape.h5`` — the grids (landscape store schema; ``python -m landscape plot`` reads them);
-* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy, smoothness metrics and curvature (the
-  Hessian's top eigenvalue by Lanczos and its trace by Hutchinson, with the seconds they took; for binary
-  models the straight-through surrogate's, see README "Curvature") per model (Markdown, LaTeX booktabs,
-  CSV; also printed); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
+* ``<model>/landscape_d1.h5``, ``landscape_d2.h5`` — two more random planes (direction seeds 1, 2): the
+  table's intervals;
+* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy, smoothness metrics as mean [95% interval]
+  over the 3 planes, and curvature with the estimators' own error (the Hessian's top eigenvalue by Lanczos
+  +- its Ritz residual, its trace by Hutchinson to 5% relative error +- 1.96 standard errors; for binary
+  models the straight-through surrogate's, see README "Curvature") per model (Markdown, LaTeX booktabs;
+  the CSV has every number); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
+* ``verdicts.md`` — one line per Fig. 2 ordering (:mod:`bnext.study`; with one training seed per model
+  never resolved: ``python -m bnext.study configs/studies/fig2_digits.yaml`` tests them);
 * ``<model>/hessian_demo.json`` — the curvature figures (reused while checkpoint and settings match);
 * ``timings.json`` — seconds per stage.
 
