@@ -67,7 +67,7 @@ def report(cfg: Any, *, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 15
     s = cfg.stats
     result = analyze(rows, variants, METRICS, claims=cfg.claims, reference=cfg.reference,
                      bootstrap=int(s["bootstrap"]), confidence=float(s["confidence"]), alpha=float(s["alpha"]),
-                     permutations=int(s["permutations"]), seed=int(s["seed"]))
+                     permutations=int(s["permutations"]), seed=int(s["seed"]), test=str(s["test"]))
     result["missing_points"] = missing
     result["study"] = {"name": cfg.name, "config": cfg.path, "fingerprint": cfg.fingerprint(),
                        "settings": cfg.compute_settings(), "point_seconds": _point_seconds(cfg)}

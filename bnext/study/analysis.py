@@ -35,10 +35,13 @@ def groups_of(rows: Sequence[Mapping[str, Any]], variant: str, metric: str) -> l
 def analyze(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], metrics: Sequence[str], *,
             claims: Sequence[Claim] = (), reference: str | None = None, bootstrap: int = 2000,
             confidence: float = 0.95, alpha: float = 0.05, permutations: int = 20000,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, test: str = "permutation") -> dict[str, Any]:
     """Every variant x metric summary, every pair's permutation test (Holm over the pairs of a metric),
     the reference comparisons (Holm over the other variants), ranks, and one verdict per claim (Holm
-    over the claims)."""
+    over the claims). ``test``: ``"permutation"`` (exact/Monte Carlo, distribution-free) or ``"welch"``
+    (Welch's t-test), both on training-seed means."""
+    if test not in ("permutation", "welch"):
+        raise ValueError(f"test must be 'permutation' or 'welch', got {test!r}")
     rng = np.random.default_rng(seed)
     summary: dict[str, dict[str, Any]] = {}
     replicates: dict[str, dict[str, np.ndarray]] = {}
@@ -55,9 +58,10 @@ def analyze(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], metrics:
                                   "seed_means": [float(x) for x in stats.seed_means(g)]}
             replicates[metric][v] = reps
 
-    def test(metric: str, a: str, b: str) -> dict[str, Any]:
-        res = stats.permutation_test(summary[metric][a]["seed_means"], summary[metric][b]["seed_means"],
-                                     permutations=permutations, rng=rng)
+    def compare(metric: str, a: str, b: str) -> dict[str, Any]:
+        xa, xb = summary[metric][a]["seed_means"], summary[metric][b]["seed_means"]
+        res = (stats.welch_test(xa, xb) if test == "welch"
+               else stats.permutation_test(xa, xb, permutations=permutations, rng=rng))
         d = replicates[metric][a] - replicates[metric][b]
         lo, hi = stats.percentile_interval(d, confidence)
         return {"metric": metric, "a": a, "b": b, **res.as_dict(), "diff_ci_low": lo, "diff_ci_high": hi}
@@ -65,20 +69,21 @@ def analyze(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], metrics:
     pairwise: list[dict[str, Any]] = []
     versus: dict[str, dict[str, dict[str, Any]]] = {}
     for metric in metrics:
-        block = [test(metric, a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]
+        block = [compare(metric, a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]
         for t, padj in zip(block, stats.holm([t["p"] for t in block])):
             t["p_holm"] = float(padj)
         pairwise.extend(block)
         if reference is not None and reference in variants:
-            ref_block = [test(metric, v, reference) for v in variants if v != reference]
+            ref_block = [compare(metric, v, reference) for v in variants if v != reference]
             for t, padj in zip(ref_block, stats.holm([t["p"] for t in ref_block])):
                 t["p_holm"] = float(padj)
             versus[metric] = {t["a"]: t for t in ref_block}
     ranks = {m: stats.rank_summary(replicates[m], lower_first=LOWER_IS_SMOOTHER.get(m, True),
                                    confidence=confidence) for m in metrics}
     verdicts = []
-    claim_tests = [test(c.metric, c.smoother, c.than) for c in claims if c.metric in metrics]
-    used = [c for c in claims if c.metric in metrics]
+    # a partial study (or a variant subset) tests the claims whose two variants it has
+    used = [c for c in claims if c.metric in metrics and c.smoother in variants and c.than in variants]
+    claim_tests = [compare(c.metric, c.smoother, c.than) for c in used]
     for c, t, padj in zip(used, claim_tests, stats.holm([t["p"] for t in claim_tests])):
         lower = LOWER_IS_SMOOTHER.get(c.metric, True)
         d = replicates[c.metric][c.smoother] - replicates[c.metric][c.than]
@@ -86,14 +91,14 @@ def analyze(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], metrics:
         p_dir = float(((d < 0) if lower else (d > 0)).mean()) if d.size else math.nan
         verdicts.append({"smoother": c.smoother, "than": c.than, "metric": c.metric, "text": c.text,
                          "diff": t["diff"], "diff_ci_low": t["diff_ci_low"], "diff_ci_high": t["diff_ci_high"],
-                         "p": t["p"], "p_holm": float(padj), "min_p": t["min_p"], "p_direction": p_dir,
+                         "p": t["p"], "p_holm": float(padj), "min_p": t["min_p"], "p_direction": p_dir, "test": test,
                          "verdict": stats.verdict(t["diff"], float(padj), alpha, lower_is_smoother=lower)})
     return {"variants": list(variants), "metrics": list(metrics),
             "labels": {m: METRIC_LABELS.get(m, m) for m in metrics},
             "summary": summary, "pairwise": pairwise, "versus_reference": versus, "reference": reference,
             "ranks": ranks, "verdicts": verdicts,
             "settings": {"bootstrap": bootstrap, "confidence": confidence, "alpha": alpha,
-                         "permutations": permutations, "seed": seed}}
+                         "permutations": permutations, "seed": seed, "test": test}}
 
 
 def verdict_line(v: Mapping[str, Any], labels: Mapping[str, str], alpha: float) -> str:
@@ -101,8 +106,8 @@ def verdict_line(v: Mapping[str, Any], labels: Mapping[str, str], alpha: float) 
     a, b = labels.get(v["smoother"], v["smoother"]), labels.get(v["than"], v["than"])
     head = f"{a} smoother than {b} ({METRIC_LABELS.get(v['metric'], v['metric'])}): {v['verdict'].upper()}"
     nums = (f"difference {v['diff']:+.3g} [{v['diff_ci_low']:+.3g}, {v['diff_ci_high']:+.3g}], "
-            f"permutation p = {v['p']:.3g}, Holm p = {v['p_holm']:.3g}, bootstrap P(claimed order) = "
-            f"{v['p_direction']:.2f}")
+            f"{v.get('test', 'permutation')} p = {v['p']:.3g}, Holm p = {v['p_holm']:.3g}, "
+            f"bootstrap P(claimed order) = {v['p_direction']:.2f}")
     if v["verdict"] == stats.UNRESOLVED and math.isfinite(v.get("min_p", math.nan)) and v["min_p"] >= alpha:
         nums += (f"; with these training seeds no permutation test can give p < {v['min_p']:.2g}: "
                  "more training seeds are needed to resolve it")

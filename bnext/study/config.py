@@ -14,7 +14,8 @@ Schema (every key but ``name`` and ``variants`` has a default)::
     landscape: {grid: "-1:1:11", samples: 200, normalization: filter, bias_bn: ignore, device: cpu}
     curvature: {samples: 64, lanczos_iter: 20, lanczos_tol: 1.0e-3, trace_target: 0.05, trace_cap: 60,
                 sharpness_epsilon: 1.0e-3, sharpness_steps: 5}   # sharpness_epsilon: null skips it
-    stats: {bootstrap: 2000, confidence: 0.95, alpha: 0.05, permutations: 20000, seed: 0}
+    stats: {bootstrap: 2000, confidence: 0.95, alpha: 0.05, permutations: 20000, seed: 0,
+            test: permutation}            # or welch: Welch's t-test on the training-seed means
     reference: resnet18                  # the table's significance markers compare with this variant
     claims:                              # orderings the verdicts test
       - {smoother: bireal18, than: binarynet18, metric: roughness, text: "..."}
@@ -57,7 +58,7 @@ DEFAULT_LANDSCAPE: dict[str, Any] = {"grid": "-1:1:11", "samples": 200, "normali
 DEFAULT_CURVATURE: dict[str, Any] = {"samples": 64, "lanczos_iter": 20, "lanczos_tol": 1e-3, "trace_target": 0.05,
                                      "trace_cap": 60, "sharpness_epsilon": 1e-3, "sharpness_steps": 5}
 DEFAULT_STATS: dict[str, Any] = {"bootstrap": 2000, "confidence": 0.95, "alpha": 0.05, "permutations": 20000,
-                                 "seed": 0}
+                                 "seed": 0, "test": "permutation"}
 
 
 class StudyConfigError(ValueError):
@@ -208,6 +209,8 @@ def from_dict(d: Mapping[str, Any], path: str | None = None) -> StudyConfig:
     s = cfg.stats
     if not 0 < float(s["confidence"]) < 1 or not 0 < float(s["alpha"]) < 1:
         raise StudyConfigError("stats.confidence and stats.alpha must lie in (0, 1)")
+    if s["test"] not in ("permutation", "welch"):
+        raise StudyConfigError(f"stats.test must be 'permutation' or 'welch', got {s['test']!r}")
     return cfg
 
 

@@ -172,7 +172,7 @@ def write_report(result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], o
     ref = result.get("reference")
     caption = (f"Mean [{conf}% hierarchical-bootstrap CI] over training seeds x direction seeds (n); "
                + (f"* / ** / ***: differs from {labels.get(ref, ref)} at Holm-adjusted p < 0.05 / 0.01 / 0.001 "
-                  "(permutation test over training seeds); " if ref else "")
+                  f"({result['settings'].get('test', 'permutation')} test over training-seed means); " if ref else "")
                + "P(smoothest): bootstrap probability of the lowest roughness")
     paths["table"] = write_tables(trows, columns, out / "table", caption=caption)
     from bnext.ablate.results import write_tables as _wt

@@ -126,3 +126,12 @@ def test_analysis_verdicts_from_the_numbers():
     assert s["ci_low"] < 0.35 < s["ci_high"]
     assert out["summary"]["top1"]["rough"]["n_per_train"] == 1  # a model metric: one value per trained model
     assert out["ranks"]["roughness"]["smooth"]["p_first"] == 1.0
+
+
+def test_welch_alternative_on_the_same_seed_means():
+    r = stats.welch_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])  # t = -3 / sqrt(2/3), df = 4 -> p = 0.0213
+    assert r.diff == pytest.approx(-3.0) and r.p == pytest.approx(0.02131, abs=2e-4)
+    assert stats.welch_test([1.0, 1.0], [1.0, 1.0]).p == 1.0  # identical, no spread: not different
+    rows = _rows("x", [1.0, 1.1, 1.2]) + _rows("y", [1.0, 1.1, 1.2])
+    out = analyze(rows, ["x", "y"], ["roughness"], claims=[Claim("x", "y")], bootstrap=100, test="welch")
+    assert out["verdicts"][0]["verdict"] == stats.UNRESOLVED and out["verdicts"][0]["p"] == pytest.approx(1.0)
