@@ -66,7 +66,7 @@ class Settings:
     samples: int = 200  # training images per grid point (fixed seeded subset)
     hessian_samples: int = 64  # training images for the curvature (seeded subset)
     hessian_iter: int = 10  # Lanczos products for the top eigenvalue
-    hessian_probes: int = 30  # cap of Hutchinson probes for the trace (it stops earlier at trace_target)
+    hessian_probes: int = 20  # cap of Hutchinson probes for the trace (it stops earlier at trace_target)
     trace_target: float = 0.05  # relative standard error the trace aims at
     direction_seeds: int = 3  # random planes per model (seeds 0, 1, ...): the table's intervals
 
