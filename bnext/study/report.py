@@ -175,14 +175,12 @@ def write_report(result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], o
                   f"({result['settings'].get('test', 'permutation')} test over training-seed means); " if ref else "")
                + "P(smoothest): bootstrap probability of the lowest roughness")
     paths["table"] = write_tables(trows, columns, out / "table", caption=caption)
-    from bnext.ablate.results import write_tables as _wt
-
     long = interval_rows(result, labels)
-    paths["intervals"] = _wt(long, list(long[0]), out / "intervals")["csv"] if long else None
+    paths["intervals"] = write_tables(long, list(long[0]), out / "intervals")["csv"] if long else None
     pair_rows = [{**p, "a_label": labels.get(p["a"], p["a"]), "b_label": labels.get(p["b"], p["b"])}
                  for p in result["pairwise"]]
     if pair_rows:
-        paths["pairwise"] = _wt(pair_rows, list(pair_rows[0]), out / "pairwise")["csv"]
+        paths["pairwise"] = write_tables(pair_rows, list(pair_rows[0]), out / "pairwise")["csv"]
     lines = verdict_lines(result, labels)
     from bnext.io import atomic_open
 
