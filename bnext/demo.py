@@ -12,10 +12,15 @@ of the training images) and writes to ``runs/demo/``:
 * ``<model>/landscape_3d.png`` and ``landscape_3d.html`` (interactive, opens offline), and
   ``landscape_contour.png`` per model;
 * ``<model>/landscape.h5`` — the grids (landscape store schema; ``python -m landscape plot`` reads them);
-* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy, smoothness metrics and curvature (the
-  Hessian's top eigenvalue by Lanczos and its trace by Hutchinson, with the seconds they took; for binary
-  models the straight-through surrogate's, see README "Curvature") per model (Markdown, LaTeX booktabs,
-  CSV; also printed); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
+* ``<model>/landscape_d1.h5``, ``landscape_d2.h5`` — two more random planes (direction seeds 1, 2): the
+  table's intervals;
+* ``table.md`` / ``table.tex`` / ``table.csv`` — test accuracy, smoothness metrics as mean [95% interval]
+  over the 3 planes, and curvature with the estimators' own error (the Hessian's top eigenvalue by Lanczos
+  +- its Ritz residual, its trace by Hutchinson to 5% relative error +- 1.96 standard errors; for binary
+  models the straight-through surrogate's, see README "Curvature") per model (Markdown, LaTeX booktabs;
+  the CSV has every number); figures as PNG and PDF (``--format png,pdf,svg``, ``--dpi``);
+* ``verdicts.md`` — one line per Fig. 2 ordering (:mod:`bnext.study`; with one training seed per model
+  never resolved: ``python -m bnext.study configs/studies/fig2_digits.yaml`` tests them);
 * ``<model>/hessian_demo.json`` — the curvature figures (reused while checkpoint and settings match);
 * ``timings.json`` — seconds per stage.
 
@@ -63,7 +68,9 @@ class Settings:
     samples: int = 200  # training images per grid point (fixed seeded subset)
     hessian_samples: int = 64  # training images for the curvature (seeded subset)
     hessian_iter: int = 10  # Lanczos products for the top eigenvalue
-    hessian_probes: int = 6  # Hutchinson probes for the trace
+    hessian_probes: int = 20  # cap of Hutchinson probes for the trace (it stops earlier at trace_target)
+    trace_target: float = 0.05  # relative standard error the trace aims at
+    direction_seeds: int = 3  # random planes per model (seeds 0, 1, ...): the table's intervals
 
     def train_kwargs(self, threads: int) -> dict[str, Any]:
         return {"width": self.width, "input_size": self.input_size, "epochs": self.epochs,
@@ -77,9 +84,12 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(width=0.0625, input_size=8, epochs=1, batch_size=64, steps_per_epoch=3, grid="-1:1:5", samples=64,
-                 hessian_samples=32, hessian_iter=4, hessian_probes=2)
+                 hessian_samples=32, hessian_iter=4, hessian_probes=4, direction_seeds=2)
 PLOTS = ("contour", "3d", "html")
 CURVATURE_COLUMNS = ("top_eig", "trace", "trace_stderr", "hessian_seconds")
+#: the columns printed with intervals (mean [95% interval]): over direction seeds for the surface metrics,
+#: the estimator's own error for the curvature (Ritz residual, 1.96 Hutchinson standard errors)
+INTERVAL_COLUMNS = ("roughness", "convexity_share", "basin_diameter", "loss_centre", "top_eig", "trace")
 
 
 def table_columns() -> tuple[str, ...]:
@@ -91,25 +101,40 @@ def table_columns() -> tuple[str, ...]:
 
 def _curvature(row: dict[str, Any], out_dir: str | Path, settings: Settings, watch: Any) -> dict[str, Any]:
     """Top Hessian eigenvalue and trace of a trained model (cached in ``<model>/hessian_demo.json``)."""
-    from landscape.cli.hessian import checkpoint_curvature
     from landscape.store import file_sha256
+
+    from .study.curvature import checkpoint_curvature
 
     path = Path(out_dir) / row["key"] / "hessian_demo.json"
     key = {"checkpoint_sha256": file_sha256(row["checkpoint"]), "samples": settings.hessian_samples,
-           "iterations": settings.hessian_iter, "probes": settings.hessian_probes}
+           "iterations": settings.hessian_iter, "probes": settings.hessian_probes, "target": settings.trace_target}
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached["curvature"]
     with watch(f"hessian {row['key']}"):
-        curv = checkpoint_curvature(row["checkpoint"], data="digits", samples=settings.hessian_samples,
-                                    top_k=1, max_iter=settings.hessian_iter, probes=settings.hessian_probes,
-                                    tol=1e-3, batch_size=settings.hessian_samples)
+        curv = checkpoint_curvature(row["checkpoint"], {
+            "samples": settings.hessian_samples, "lanczos_iter": settings.hessian_iter, "lanczos_tol": 1e-3,
+            "trace_cap": settings.hessian_probes, "trace_target": settings.trace_target, "sharpness_epsilon": None})
     from .io import atomic_open
 
     with atomic_open(path, "w") as fh:
         json.dump({"key": key, "curvature": curv}, fh, indent=2)
     return curv
+
+
+def _directions(row: dict[str, Any], out_dir: str | Path, settings: Settings, watch: Any) -> list[dict[str, Any]]:
+    """The surface metrics of ``settings.direction_seeds`` random planes (seed 0 is ``landscape.h5``, seed d
+    ``landscape_d<d>.h5``; resumable like it)."""
+    from .ablate import tasks
+
+    found = [{"direction_seed": 0, **{k: row.get(k) for k in (*tasks.METRIC_KEYS, "loss_centre")}}]
+    for d in range(1, settings.direction_seeds):
+        with watch(f"landscape {row['key']}"):
+            h5 = tasks.compute_landscape(row["checkpoint"], Path(out_dir) / row["key"] / f"landscape_d{d}.h5",
+                                         seed=d, **settings.landscape_kwargs())
+            found.append({"direction_seed": d, **tasks.landscape_row(h5)})
+    return found
 
 
 def _base_config() -> str | None:
@@ -144,6 +169,7 @@ def _job(variant: Any, out_dir: str, settings: Settings, threads: int,
                               landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch, stage=stage,
                               **figure_kw)
     row.update(_curvature(row, out_dir, settings, watch))
+    row["directions"] = _directions(row, out_dir, settings, watch)
     return row, watch.seconds
 
 
@@ -186,6 +212,7 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
                                                   landscape=settings.landscape_kwargs(), plots=PLOTS, watch=watch,
                                                   stage=on_stage, **figure_kw)
                 rows[v.key].update(_curvature(rows[v.key], out_dir, settings, watch))
+                rows[v.key]["directions"] = _directions(rows[v.key], out_dir, settings, watch)
             except Exception as exc:  # noqa: BLE001 - report and go on with the other models
                 errors[v.key] = f"{exc.__class__.__name__}: {exc}"
             bar.update(2 if v.key in errors and f"landscape {v.key}" not in started else 1)
@@ -216,14 +243,100 @@ def run_demo(out_dir: Path, settings: Settings, *, keys: list[str] | None = None
                     bar.update(2 if v.key in errors and f"landscape {v.key}" not in started else 1)
     ordered = [rows[v.key] for v in variants if v.key in rows]
     bar.set_postfix_str("panels")
-    out: dict[str, Any] = {"panel": None, "panel_3d": None, "table": None}
+    out: dict[str, Any] = {"panel": None, "panel_3d": None, "table": None, "study": None}
     if ordered:
         with watch("panels"):
             out = figures.panels(ordered, out_dir, log=True, **figure_kw)
-            out["table"] = figures.write_table(ordered, out_dir, columns=table_columns())
+            out["study"] = intervals(ordered)
+            out["table"] = write_interval_table(ordered, out["study"], out_dir)
     bar.update(1)
     bar.close()
     return {"rows": ordered, "errors": errors, **out, "seconds": dict(watch.seconds)}
+
+
+def intervals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means with 95% intervals over each model's direction seeds, and the Fig. 2 verdicts
+    (:func:`bnext.study.analysis.analyze`; one training seed, so no architecture claim can be resolved)."""
+    from .study.analysis import analyze
+    from .study.config import SURFACE_METRICS, StudyConfigError, load
+
+    flat = [{"variant": r["key"], "train_seed": 0, **d, "top1": r.get("top1"), "top_eig": r.get("top_eig"),
+             "trace": r.get("trace")} for r in rows for d in r.get("directions", [])]
+    keys = [r["key"] for r in rows]
+    claims = []
+    path = Path(__file__).resolve().parent.parent / "configs" / "studies" / "fig2_digits.yaml"
+    try:
+        claims = [c for c in load(path).claims if c.smoother in keys and c.than in keys]
+    except StudyConfigError:
+        pass
+    result = analyze(flat, keys, SURFACE_METRICS, claims=claims, bootstrap=1000)
+    for r in rows:
+        for m in SURFACE_METRICS:
+            s = result["summary"][m][r["key"]]
+            r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"] = s["mean"], s["ci_low"], s["ci_high"]
+        r["directions_n"] = len(r.get("directions", []))
+    return result
+
+
+def _interval_cell(row: dict[str, Any], col: str) -> str:
+    from .study.curvature import estimator_interval
+    from .study.report import fmt
+
+    if col in ("top_eig", "trace"):
+        iv = estimator_interval(row, col)
+        if iv is None:
+            return fmt(row.get(col))
+        cap = "" if row.get(f"{col}_converged", True) else " (cap)"
+        return f"{fmt(row[col])} [{fmt(iv[0])}, {fmt(iv[1])}]{cap}"
+    return f"{fmt(row.get(col))} [{fmt(row.get(f'{col}_ci_low'))}, {fmt(row.get(f'{col}_ci_high'))}]"
+
+
+def display_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The demo table as printed: accuracy, n planes, then ``mean [95% interval]`` per metric."""
+    from .study.report import fmt
+
+    cols = ["model", "params", "top1", "n", *INTERVAL_COLUMNS]
+    out = []
+    for r in rows:
+        d = {"model": r["model"], "params": r.get("params"), "top1": fmt(r.get("top1"), 4),
+             "n": f"1x{r.get('directions_n', 1)}"}
+        d.update({c: _interval_cell(r, c) for c in INTERVAL_COLUMNS})
+        out.append(d)
+    return out, cols
+
+
+def write_interval_table(rows: list[dict[str, Any]], result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """``table.csv`` (every number, intervals as ``<metric>_ci_low/high``), ``table.md`` / ``table.tex`` with
+    the intervals, and ``verdicts.md``."""
+    from .ablate.figures import write_table
+    from .ablate.results import latex_table, markdown_table
+    from .io import atomic_open
+
+    flat = [{k: v for k, v in r.items() if k != "directions"} for r in rows]
+    paths = write_table(flat, out_dir, columns=table_columns())
+    shown, cols = display_rows(rows)
+    with atomic_open(paths["markdown"], "w") as fh:
+        fh.write(markdown_table(shown, cols))
+    with atomic_open(paths["latex"], "w") as fh:
+        fh.write(latex_table(shown, cols, caption="Fig. 2 models on digits: mean [95% interval] over random "
+                             "planes (surface metrics) or the estimator's error (top eigenvalue: Ritz residual; "
+                             "trace: 1.96 Hutchinson standard errors)"))
+    paths["verdicts"] = out_dir / "verdicts.md"
+    with atomic_open(paths["verdicts"], "w") as fh:
+        fh.write("".join(f"- {line}\n" for line in verdict_lines(result, rows)))
+    return paths
+
+
+def verdict_lines(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """One line per Fig. 2 ordering: the difference with its interval over the planes, the share of
+    bootstrap draws in the claimed order, and the verdict (one training seed: never resolved)."""
+    labels = {r["key"]: r["model"] for r in rows}
+    out = []
+    for v in result["verdicts"]:
+        out.append(f"{labels[v['smoother']]} smoother than {labels[v['than']]}: {v['metric']} difference "
+                   f"{v['diff']:+.3g} [{v['diff_ci_low']:+.3g}, {v['diff_ci_high']:+.3g}], claimed order in "
+                   f"{100 * v['p_direction']:.0f}% of draws -> {v['verdict']}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,11 +389,19 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     if result["rows"]:
-        print("Test accuracy (%) and smoothness of the train-loss landscape (roughness: lower is smoother;")
-        print("convexity_share: share of locally convex grid points; basin widths in direction units;")
-        print("top_eig / trace: Hessian top eigenvalue (Lanczos) and trace (Hutchinson, +- trace_stderr) of the")
-        print("train loss, for binary models the straight-through surrogate's; hessian_seconds: time both took):")
-        print(format_table(result["rows"], table_columns()))
+        n_dir = settings.direction_seeds
+        print(f"Test accuracy (%) and smoothness of the train-loss landscape, mean [95% interval] over {n_dir} random")
+        print("planes per model (n = training seeds x planes; roughness: lower is smoother; convexity_share: share of")
+        print("locally convex grid points; basin_diameter in direction units); top_eig / trace: Hessian top eigenvalue")
+        print("(Lanczos, [+- Ritz residual]) and trace (Hutchinson to 5% relative error, [+- 1.96 standard errors];")
+        print("'(cap)': the probe cap came first) of the train loss (binary models: the straight-through surrogate's):")
+        shown, cols = display_rows(result["rows"])
+        print(format_table(shown, cols))
+        print()
+        print("Fig. 2 orderings (one training seed per model: the planes say how sure each number is, not whether")
+        print("an architecture is smoother; python -m bnext.study configs/studies/fig2_digits.yaml tests that):")
+        for line in verdict_lines(result["study"], result["rows"]) if result["study"] else []:
+            print(f"  - {line}")
         print()
         print(f"Fig. 2 contour panel (log loss, shared levels): {result['panel']}")
         print(f"3D surfaces side by side (shared z range):      {result['panel_3d']}")

@@ -112,7 +112,11 @@ class Eigenvalues:
 
 @dataclass
 class TraceEstimate:
-    """Hutchinson's trace estimate: mean of ``z^T H z`` over ``probes`` Rademacher vectors."""
+    """Hutchinson's trace estimate: mean of ``z^T H z`` over ``probes`` Rademacher vectors.
+
+    ``converged`` says whether the relative standard error ``stderr / |estimate|`` reached ``target``
+    (None: a fixed number of probes was asked for) before the cap of ``max_probes`` probes was hit.
+    """
 
     estimate: float
     stderr: float  # standard error of the mean (sample std / sqrt(probes))
@@ -120,6 +124,14 @@ class TraceEstimate:
     hvps: int
     seconds: float
     samples: list[float] = field(default_factory=list)
+    target: float | None = None  # relative standard error aimed at
+    max_probes: int = 0  # the cap
+    converged: bool = True  # target reached (always True without a target)
+
+    @property
+    def rel_stderr(self) -> float:
+        """``stderr / |estimate|`` (inf for a zero estimate)."""
+        return self.stderr / abs(self.estimate) if self.estimate else math.inf
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -469,19 +481,38 @@ class Hessian:
         return float(theta[-1]), float(theta[0])
 
     def trace(
-        self, probes: int = 100, *, seed: int = 0, progress: Callable[[int], None] | None = None
+        self, probes: int = 100, *, seed: int = 0, progress: Callable[[int], None] | None = None,
+        target: float | None = 0.05, min_probes: int = 10,
     ) -> TraceEstimate:
-        """Hutchinson's estimate of ``tr H``: the mean of ``z^T H z`` over Rademacher ``z``, with its standard error."""
+        """Hutchinson's estimate of ``tr H``: the mean of ``z^T H z`` over Rademacher ``z``, with its standard error.
+
+        Probes are added until the relative standard error ``stderr / |mean|`` is at most ``target``
+        (checked from ``min_probes`` probes on, so the error estimate itself is not one lucky draw) or
+        ``probes`` (the cap) were used; ``converged`` says which. ``target=None`` uses exactly ``probes``.
+        Avron & Toledo (2011) give the estimator; its variance is ``2 sum_{i!=j} H_ij^2`` for Rademacher ``z``.
+        """
         if probes < 2:
             raise ValueError(f"probes must be >= 2 (for a standard error), got {probes}")
+        if target is not None and not target > 0:
+            raise ValueError(f"target (relative standard error) must be positive or None, got {target}")
         t0, h0 = time.perf_counter(), self.hvp_count
         g = torch.Generator().manual_seed(int(seed))
-        samples = []
+        first = max(2, min(int(min_probes), int(probes)))
+        samples: list[float] = []
+        converged = target is None
+
+        def rel(arr: np.ndarray) -> float:
+            m = abs(float(arr.mean()))
+            return float(arr.std(ddof=1) / math.sqrt(len(arr))) / m if m > 0 else math.inf
+
         for i in range(int(probes)):
             z = self._rademacher(g)
             samples.append(float(z @ self.hvp(z)))
             if progress is not None:
                 progress(i + 1)
+            if target is not None and len(samples) >= first and rel(np.asarray(samples)) <= target:
+                converged = True
+                break
         arr = np.asarray(samples)
         return TraceEstimate(
             estimate=float(arr.mean()),
@@ -490,6 +521,9 @@ class Hessian:
             hvps=self.hvp_count - h0,
             seconds=time.perf_counter() - t0,
             samples=samples,
+            target=target,
+            max_probes=int(probes),
+            converged=converged,
         )
 
     def density(
