@@ -9,8 +9,8 @@ of the training images) and writes to ``runs/demo/``:
 
 * ``fig2_contours.png`` — all seven landscapes side by side, shared contour levels of log(loss)
   (Fig. 2 a-g); ``fig6_surfaces.png`` — the same as 3D surfaces with one z range;
-* ``<model>/landscape_3d.png`` and ``landscape_3d.html`` (interactive, opens offline), and
-  ``landscape_contour.png`` per model;
+* ``<model>/landscape_train_loss_3d.png`` and ``landscape_train_loss_3d.html`` (interactive, opens offline), and
+  ``landscape_train_loss_contour.png`` per model (log levels where the loss spans decades);
 * ``<model>/landscape.h5`` — the grids (landscape store schema; ``python -m landscape plot`` reads them);
 * ``<model>/landscape_d1.h5``, ``landscape_d2.h5`` — two more random planes (direction seeds 1, 2): the
   table's intervals;
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"Fig. 2 contour panel (log loss, shared levels): {result['panel']}")
         print(f"3D surfaces side by side (shared z range):      {result['panel_3d']}")
-        print(f"3D surface per model:  {out_dir}/<model>/landscape_3d.png and landscape_3d.html (interactive)")
+        print(f"3D surface per model:  {out_dir}/<model>/landscape_train_loss_3d.png and _3d.html (interactive)")
         print(f"grids (HDF5):          {out_dir}/<model>/landscape.h5")
         t = result["table"]
         print(f"table:                 {t['markdown']}, {t['latex']} (LaTeX) and {t['csv']}")

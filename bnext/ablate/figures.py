@@ -10,7 +10,7 @@ Layout under ``out_dir``::
 
     <key>/                        the training run (config.yaml, metrics.jsonl, checkpoints/, result.json)
     <key>/landscape.h5            the surface (landscape store schema)
-    <key>/landscape_contour.png, landscape_3d.png (+ .pdf), landscape_3d.html
+    <key>/landscape_train_loss_contour.png, _3d.png (+ .pdf), _3d.html
     fig2_contours.png / .pdf      all panels, shared contour levels and colour scale (log10 loss)
     fig6_surfaces.png / .pdf      the 3D surfaces side by side, shared z range
     fig2_contours.md / .csv       the landscape package's metrics table

@@ -320,7 +320,7 @@ def plot_landscape(
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 200,
 ) -> dict[str, Path]:
-    """Figures of one surface file (``<stem>_contour.png``, ``_3d.png``, ``_3d.html``, ...).
+    """Figures of one surface file (``<stem>_<key>_contour.png``, ``_3d.png``, ``_3d.html``, ...).
 
     With ``reuse``, figures drawn from the same surface values and choices (recorded in
     ``<stem>_plots.json``) are not drawn again.

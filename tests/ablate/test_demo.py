@@ -40,8 +40,8 @@ def test_demo_quick_outputs_and_reuse(tmp_path):
     assert png_ok(out / "fig2_contours.png") and png_ok(out / "fig6_surfaces.png")
     for key in KEYS:
         d = out / key
-        assert png_ok(d / "landscape_3d.png") and png_ok(d / "landscape_contour.png")
-        html = (d / "landscape_3d.html").read_text()
+        assert png_ok(d / "landscape_train_loss_3d.png") and png_ok(d / "landscape_train_loss_contour.png")
+        html = (d / "landscape_train_loss_3d.html").read_text()
         assert "<html" in html and "plotly" in html and len(html) > 100_000  # plotly.js inlined: opens offline
         surface = read_surface(d / "landscape.h5")
         assert surface.complete and surface.shape == (5, 5)

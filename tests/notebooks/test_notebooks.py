@@ -174,7 +174,7 @@ def test_landscape_figures(tmp_path):
     assert all(top1_ok(r["top1"]) and r["roughness"] is not None for r in rows)
     assert set(result["figures"]) == {"fig2", "fig6", "blocks"}  # blocks: per-block curvature (docs/objectives.md)
     run_dir = tmp_path / "runs" / "landscape_figures"
-    assert (run_dir / "bnext18" / "landscape_3d.html").stat().st_size > 100_000  # plotly.js inlined
+    assert (run_dir / "bnext18" / "landscape_train_loss_3d.html").stat().st_size > 100_000  # plotly.js inlined
 
 
 @pytest.mark.slow
