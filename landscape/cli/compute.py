@@ -500,7 +500,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     c.add_argument("--note", default=None, help="free text stored with the file (not compared)")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (logs, batch jobs)")
     c.add_argument("--plot", action="store_true", help="also write all figures after computing")
     c.add_argument("--shard", default=None, metavar="I/N",
                    help="compute every N-th point (coarse-to-fine order) from the I-th (I counts from 1: 1/2 and 2/2) "

@@ -184,6 +184,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     reuse.add_argument("--new-file", action="store_true", help="write <stem>-N.h5 instead of reusing a file")
     c.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     c.add_argument("--no-plot", action="store_true", help="do not draw the figure")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (logs, batch jobs)")
     style.add_output_args(c)
     c.set_defaults(func=run)

@@ -177,6 +177,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     c.add_argument("--packed-threads", type=int, default=2, help="numba threads of the packed engine (default 2)")
     c.add_argument("--no-plot", action="store_true", help="do not draw the figure")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (logs, batch jobs)")
     style.add_output_args(c)
     c.set_defaults(func=run)
