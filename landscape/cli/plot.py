@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp = sub.add_parser("compare", help="multi-panel figure with shared levels and a metrics table")
     cp.add_argument("files", nargs="+")
     cp.add_argument("--labels", nargs="+", default=None, help="panel titles (default: the models' names)")
-    cp.add_argument("--key", default="train_loss", help="value compared (default train_loss; e.g. test_loss, train_acc)")
+    cp.add_argument("--key", default="train_loss", help="value compared (default train_loss; or test_loss, ...)")
     cp.add_argument("--out", default=None,
                     help="panel file (default runs/compare/<inputs>_<key>.png, named after the inputs)")
     _common(cp)
