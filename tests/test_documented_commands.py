@@ -126,6 +126,16 @@ def shrink(module: str, args: list[str]) -> list[str]:
         if "pca" in args and "--x" not in args:
             args += ["--x", "auto:3", "--y", "auto:3"]
         return args + ["--bn-samples", "16", "--no-progress"]
+    if args[0] == "connect":  # a few fit steps, three points on the paths
+        for option, value in {"--steps": "4", "--points": "3", "--subset": "16", "--bn-samples": "16",
+                              "--batch-size": "16"}.items():
+            args = _set(args, option, value)
+        return args + ["--no-progress"]
+    if args[0] == "flips":  # one scope, one seed, three fractions
+        for option, value in {"--scope": "network", "--seeds": "0", "--fractions": "0,0.5,1",
+                              "--subset": "16"}.items():
+            args = _set(args, option, value)
+        return args + ["--no-progress"]
     if args[0] == "hessian":
         args = _grids(args)
         for option, value in HESSIAN_SMALL.items():
