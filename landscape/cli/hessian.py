@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "hessian" if args.params == "all" else f"hessian_{args.params}"
     max_basis = None if args.max_basis_gb <= 0 else int(args.max_basis_gb * 2**30)
-    h = Hessian(model, data, params=selector, batch_size=args.batch_size, max_basis_bytes=max_basis)
+    h = Hessian(model, data, params=selector, batch_size=args.batch_size, max_basis_bytes=max_basis,
+                basis_dir=args.basis_dir)
     print(f"curvature of {meta['model'].get('name', 'model')} over {h.dim:,} {args.params} parameters on "
           f"{h.n} {args.split} samples ({'STE surrogate: binary layers' if binary else 'real-valued model'})",
           flush=True)
@@ -271,6 +272,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Lanczos starts, each deflated against the last (finds repeated eigenvalues; default 2)")
     c.add_argument("--max-basis-gb", type=float, default=4.0,
                    help="refuse a Lanczos basis above this size in GiB (0 = no limit; default 4)")
+    c.add_argument("--basis-dir", default=None,
+                   help="keep a Lanczos basis above --max-basis-gb in a temporary file in this folder instead")
     c.add_argument("--trace", action="store_true", help="Hutchinson trace with its standard error")
     c.add_argument("--probes", type=int, default=50, help="Rademacher probes for --trace (default 50)")
     c.add_argument("--density", action="store_true", help="eigenvalue density (SLQ) and its plot")

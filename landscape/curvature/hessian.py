@@ -187,6 +187,8 @@ class Hessian:
             of float64; projections are computed in float64 either way).
         max_basis_bytes: refuse (:class:`~.lanczos.BasisTooLargeError`) a Lanczos basis above this size
             before the first product (default 4 GiB; None: no limit). :meth:`basis_estimate` says the size.
+        basis_dir: a basis above ``max_basis_bytes`` goes to a temporary file in this folder instead of
+            being refused (:class:`~.lanczos.DiskBasis`).
     """
 
     def __init__(
@@ -201,6 +203,7 @@ class Hessian:
         cache_graph: bool | None = None,
         basis_dtype: torch.dtype | None = None,
         max_basis_bytes: int | None = DEFAULT_MAX_BASIS_BYTES,
+        basis_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -216,6 +219,7 @@ class Hessian:
         floating = self.dtype in (torch.float32, torch.float64)
         self.basis_dtype = basis_dtype or (self.dtype if floating else torch.float32)
         self.max_basis_bytes = max_basis_bytes
+        self.basis_dir = basis_dir
         inputs, targets = as_dataset(data)
         if inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
             raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) must be non-empty and match")
@@ -355,12 +359,14 @@ class Hessian:
         return torch.randint(0, 2, (self.dim,), generator=g).to(torch.float64).mul_(2).sub_(1)
 
     def _basis_options(self) -> dict[str, Any]:
-        return {"basis_dtype": self.basis_dtype, "max_bytes": self.max_basis_bytes}
+        return {"basis_dtype": self.basis_dtype, "max_bytes": self.max_basis_bytes, "basis_dir": self.basis_dir}
 
     def basis_estimate(self, iterations: int) -> str:
         """The Lanczos basis size for ``iterations`` products, for messages (dtype and limit included)."""
         need = basis_bytes(self.dim, iterations, self.basis_dtype)
         limit = "no limit" if self.max_basis_bytes is None else f"limit {format_bytes(self.max_basis_bytes)}"
+        if self.basis_dir is not None and self.max_basis_bytes is not None and need > self.max_basis_bytes:
+            limit += f", so on disk in {self.basis_dir}"
         return (f"Lanczos basis {iterations} x {self.dim:,} {str(self.basis_dtype).replace('torch.', '')} = "
                 f"{format_bytes(need)} ({limit})")
 

@@ -7,6 +7,9 @@
   a float32 basis costs half the memory of float64 and loses nothing the float32 products had not
   lost), and every projection is computed in float64 in chunks, so no float64 copy of the basis is
   ever made; :func:`basis_bytes` is the size, checked against a limit before the first product;
+* :class:`DiskBasis`: the basis in an unnamed temporary file instead (``basis_dir``), read back chunk by
+  chunk with ``pread`` (the page cache, not the process, holds it), for models whose basis exceeds the
+  memory limit (BNext-T: 30.9M parameters, 6.2 GB at 50 float32 vectors);
 * :func:`ritz_vectors`: the Ritz vectors ``S^T Q`` (float64), also chunked;
 * :func:`clusters`: groups of (near-)equal eigenvalues within their error bounds;
 * :func:`top_eigenpairs`: the ``k`` largest or smallest eigenvalues, converged, with true residuals
@@ -21,6 +24,8 @@ residuals) and Sec. 10.3 (reorthogonalization); Parlett, *The Symmetric Eigenval
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,40 +115,90 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def check_basis(dim: int, iterations: int, dtype: torch.dtype, limit: int | None) -> int:
-    """The basis size in bytes, or :class:`BasisTooLargeError` when it exceeds ``limit`` (None: no limit)."""
+def check_basis(dim: int, iterations: int, dtype: torch.dtype, limit: int | None, on_disk: bool = False) -> int:
+    """The basis size in bytes, or :class:`BasisTooLargeError` when it exceeds ``limit`` (None: no limit) and
+    cannot go to disk."""
     need = basis_bytes(dim, iterations, dtype)
-    if limit is not None and need > limit:
+    if limit is not None and need > limit and not on_disk:
         raise BasisTooLargeError(
             f"the Lanczos basis would take {format_bytes(need)} ({iterations} vectors x {dim:,} parameters, "
-            f"{str(dtype).replace('torch.', '')}), above the limit of {format_bytes(limit)}; lower max_iter "
-            "(CLI --max-iter), select fewer parameters (--params real) or raise the limit (--max-basis-gb)"
+            f"{str(dtype).replace('torch.', '')}), above the limit of {format_bytes(limit)}; keep it on disk "
+            "(basis_dir=, CLI --basis-dir), lower max_iter (--max-iter), select fewer parameters (--params real) "
+            "or raise the limit (--max-basis-gb)"
         )
     return need
+
+
+class DiskBasis:
+    """Rows of a Lanczos basis in an unnamed temporary file under ``folder`` (deleted when closed or collected).
+
+    ``basis[j] = v`` writes row ``j``; ``basis[j]`` and :meth:`read` return tensors; ``basis[:n]`` is a view
+    of the first ``n`` rows. Only the rows asked for are ever in memory.
+    """
+
+    def __init__(self, rows: int, dim: int, dtype: torch.dtype, folder: str | os.PathLike[str] | None = None,
+                 _file: Any = None, _count: int | None = None):
+        self.dim, self.dtype = int(dim), dtype
+        self.itemsize = torch.empty((), dtype=dtype).element_size()
+        self._file = _file if _file is not None else tempfile.TemporaryFile(dir=folder)
+        self.shape = (int(rows if _count is None else _count), self.dim)
+
+    def _offset(self, row: int) -> int:
+        return row * self.dim * self.itemsize
+
+    def __setitem__(self, row: int, value: Tensor) -> None:
+        data = value.detach().to("cpu", self.dtype).contiguous().reshape(-1).numpy().tobytes()
+        os.pwrite(self._file.fileno(), data, self._offset(int(row)))
+
+    def read(self, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` as a tensor (of the basis' dtype)."""
+        stop = min(stop, self.shape[0])
+        n = max(0, stop - start)
+        buf = bytearray(n * self.dim * self.itemsize)
+        view, done = memoryview(buf), 0
+        while done < len(buf):
+            got = os.preadv(self._file.fileno(), [view[done:]], self._offset(start) + done)
+            if got <= 0:
+                raise OSError(f"the Lanczos basis file ended early (row {start + done // (self.dim * self.itemsize)})")
+            done += got
+        return torch.frombuffer(buf, dtype=self.dtype).reshape(n, self.dim) if n else torch.empty(0, self.dim,
+                                                                                                  dtype=self.dtype)
+
+    def __getitem__(self, key: int | slice) -> Any:
+        if isinstance(key, slice):
+            if key.start not in (None, 0) or key.step not in (None, 1):
+                raise IndexError("DiskBasis supports [:n] views only")
+            n = self.shape[0] if key.stop is None else min(int(key.stop), self.shape[0])
+            return DiskBasis(n, self.dim, self.dtype, _file=self._file, _count=n)
+        return self.read(int(key), int(key) + 1)[0]
+
+
+def _chunk(rows: Tensor | DiskBasis, start: int, stop: int) -> Tensor:
+    return rows.read(start, stop) if isinstance(rows, DiskBasis) else rows[start:stop]
 
 
 def _rows_per_chunk(dim: int) -> int:
     return max(1, CHUNK_BYTES // max(1, 8 * dim))
 
 
-def project_out(w: Tensor, rows: Tensor | None) -> Tensor:
+def project_out(w: Tensor, rows: Tensor | DiskBasis | None) -> Tensor:
     """``w - Q^T (Q w)`` for the rows ``Q`` (any dtype), computed in float64 chunk by chunk (``w`` float64)."""
     if rows is None or rows.shape[0] == 0:
         return w
     step = _rows_per_chunk(rows.shape[1])
-    coef = torch.cat([rows[i : i + step].to(torch.float64) @ w for i in range(0, rows.shape[0], step)])
-    for i in range(0, rows.shape[0], step):
-        w = w - rows[i : i + step].to(torch.float64).T @ coef[i : i + step]
+    for i in range(0, rows.shape[0], step):  # one pass: each chunk is read once (a disk basis too)
+        q = _chunk(rows, i, i + step).to(torch.float64)
+        w = w - q.T @ (q @ w)
     return w
 
 
-def ritz_vectors(basis: Tensor, s: np.ndarray) -> Tensor:
+def ritz_vectors(basis: Tensor | DiskBasis, s: np.ndarray) -> Tensor:
     """``s.T @ basis`` in float64 (``s``: ``(m, k)`` eigenvector columns of the tridiagonal), chunked."""
     coef = torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64))
     out = torch.zeros(coef.shape[1], basis.shape[1], dtype=torch.float64)
     step = _rows_per_chunk(basis.shape[1])
     for i in range(0, coef.shape[0], step):
-        out += coef[i : i + step].T @ basis[i : i + step].to(torch.float64)
+        out += coef[i : i + step].T @ _chunk(basis, i, i + step).to(torch.float64)
     return out
 
 
@@ -167,19 +222,24 @@ def lanczos(
     locked: Tensor | None = None,
     basis_dtype: torch.dtype = torch.float64,
     max_bytes: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, float, Tensor | None]:
+    basis_dir: str | os.PathLike[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float, Tensor | DiskBasis | None]:
     """Lanczos with full reorthogonalization from ``v0``, in the orthogonal complement of ``locked``'s rows.
 
     Returns the tridiagonal's eigenvalues (ascending), its eigenvectors, the last ``beta`` (Ritz pair
     ``i``'s recurrence residual is ``beta * |S[-1, i]|``; the true one needs a product, see
     :meth:`~.hessian.Hessian.top_eigenvalues`) and the basis when asked. ``stop(theta, S, beta)`` is
     called after every step and ends the iteration when it returns True. The basis is allocated once
-    (``max_iter`` rows of ``basis_dtype``) after :func:`check_basis` against ``max_bytes``.
+    (``max_iter`` rows of ``basis_dtype``) after :func:`check_basis` against ``max_bytes``; above it, in a
+    :class:`DiskBasis` under ``basis_dir`` when one is given.
     """
     dim = v0.numel()
     m = max(1, min(int(max_iter), dim - (0 if locked is None else locked.shape[0])))
-    check_basis(dim, m, basis_dtype, max_bytes)
-    basis = torch.empty(m, dim, dtype=basis_dtype)
+    check_basis(dim, m, basis_dtype, max_bytes, on_disk=basis_dir is not None)
+    if basis_dir is not None and max_bytes is not None and basis_bytes(dim, m, basis_dtype) > max_bytes:
+        basis: Tensor | DiskBasis = DiskBasis(m, dim, basis_dtype, basis_dir)
+    else:
+        basis = torch.empty(m, dim, dtype=basis_dtype)
     v = project_out(project_out(v0.to(torch.float64).reshape(-1), locked), locked)
     v = v / v.norm()
     alpha: list[float] = []
@@ -280,6 +340,7 @@ def top_eigenpairs(
     max_starts: int | None = None,
     basis_dtype: torch.dtype = torch.float64,
     max_bytes: int | None = None,
+    basis_dir: str | os.PathLike[str] | None = None,
 ) -> Eigenvalues:
     """The ``k`` largest (descending) or smallest (ascending) eigenvalues of the operator ``matvec``.
 
@@ -301,7 +362,7 @@ def top_eigenpairs(
     max_iter = min(dim, max(50, 10 * k)) if max_iter is None else min(int(max_iter), dim)
     max_iter = max(max_iter, k)
     max_starts = max(int(starts), k + int(starts) if max_starts is None else int(max_starts))
-    check_basis(dim, max_iter, basis_dtype, max_bytes)
+    check_basis(dim, max_iter, basis_dtype, max_bytes, on_disk=basis_dir is not None)
     t0 = time.perf_counter()
     op = _Counted(matvec, progress)
     sign = 1.0 if which == "largest" else -1.0
@@ -329,7 +390,7 @@ def top_eigenpairs(
             return bool(np.all(b * np.abs(s[-1, idx]) <= tol * sc))
 
         theta, s, b, basis = lanczos(op, start(seed + run), max_iter, stop=stop, keep_basis=True, locked=locked,
-                                     basis_dtype=basis_dtype, max_bytes=max_bytes)
+                                     basis_dtype=basis_dtype, max_bytes=max_bytes, basis_dir=basis_dir)
         iterations += len(theta)
         idx = wanted(theta)[: min(k, len(theta))]
         vectors = ritz_vectors(basis, s[:, idx])
@@ -382,6 +443,7 @@ def extreme_pairs(
     max_iter: int = 200,
     basis_dtype: torch.dtype = torch.float64,
     max_bytes: int | None = None,
+    basis_dir: str | os.PathLike[str] | None = None,
 ) -> Extremes:
     """The largest and the smallest eigenvalue from one Lanczos run from ``v0`` converged at both ends.
 
@@ -400,7 +462,7 @@ def extreme_pairs(
         return bool(b * max(abs(s[-1, 0]), abs(s[-1, -1])) <= tol * scale)
 
     theta, s, b, basis = lanczos(op, v0, min(int(max_iter), dim), stop=stop, keep_basis=True,
-                                 basis_dtype=basis_dtype, max_bytes=max_bytes)
+                                 basis_dtype=basis_dtype, max_bytes=max_bytes, basis_dir=basis_dir)
     vectors = ritz_vectors(basis, s[:, [len(theta) - 1, 0]])
     del basis
     values, residuals = check_pairs(op, vectors)
