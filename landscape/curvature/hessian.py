@@ -443,7 +443,7 @@ class Hessian:
         nodes = np.zeros((runs, m))
         weights = np.zeros((runs, m))
         for r in range(int(runs)):
-            theta, s, _, _ = lanczos(self.hvp, self._rademacher(g), m)
+            theta, s, _, _ = lanczos(self.hvp, self._rademacher(g), m, **self._basis_options())
             # an early invariant subspace gives fewer nodes: pad with zero-weight copies
             nodes[r, : len(theta)] = theta
             nodes[r, len(theta) :] = theta[-1]
