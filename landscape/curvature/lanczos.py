@@ -48,7 +48,8 @@ class Eigenvalues:
     """Eigenvalue estimates with their true residual norms ``||H u - theta u||`` (one product each).
 
     ``values`` are the Rayleigh quotients ``u^T H u`` of the unit Ritz vectors ``u``; ``residuals`` bound
-    the error (some eigenvalue lies within ``r`` of each value, Golub & Van Loan Thm. 8.1.13) and
+    the error (some eigenvalue lies within ``r`` of each value: the residual bound of a symmetric
+    operator, Parlett, *The Symmetric Eigenvalue Problem*, Ch. 4) and
     ``error_bounds`` are the sharper ``min(r, r^2 / gap)`` with the gap to the other Ritz values
     (an estimate: the gap to the true spectrum is not known). ``converged``: every true residual is
     below ``tol`` times the spectral scale and the last restart added no new value. ``starts``:
