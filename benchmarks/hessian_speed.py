@@ -1,15 +1,26 @@
-"""Hessian-vector product cost: one HVP (:meth:`landscape.curvature.hessian.Hessian.hvp`, double backward) vs one
-gradient evaluation on the same batch, same model, same threads: the plain ``torch.autograd.grad`` of the
-model's loss (the baseline) and :meth:`landscape.curvature.hessian.Hessian.gradient` (BatchNorm as its eval affine map).
-Two HVPs are timed: "cold" rebuilds the forward and first-backward graph for the product (``cache_graph=False``),
-"warm" reuses the graph kept from the previous product at the same weights, as Lanczos and Hutchinson do.
+"""Hessian-vector product cost, interleaved on the same model, data, vector and threads.
 
-The two are interleaved (gradient, HVP, gradient, HVP, ...) so that load changes on a shared machine
-affect both alike; the ratio is reported from the minima and from the medians, with the load average
-before and after. Target: an HVP costs at most 3x a gradient.
+Contenders per model (one product each, timed in turn so that load changes on a shared machine affect
+all alike; the ratios are reported from the minima and the medians, with the load average):
 
-    python benchmarks/hessian_speed.py                                  # resnet18 and bnext18, width 0.25
-    python benchmarks/hessian_speed.py --models bnext18 --batch 128 --repeats 7 --threads 2
+* ``grad``: the plain ``torch.autograd.grad`` of the model's loss over the same batches (the unit: target
+  HVP <= 3 gradients);
+* ``cold``: :meth:`landscape.curvature.hessian.Hessian.hvp` rebuilding the forward and first-backward
+  graph for the product (``cache_graph=False``);
+* ``warm``: the same reusing the graph kept from the previous product at the same weights (as Lanczos
+  and Hutchinson do);
+* ``pyh``: PyHessian 0.1 (``pip install -e .[bench]``; Yao et al. 2020) on one batch: its
+  ``hessian_vector_product`` on the gradient graph it keeps from its constructor;
+* with ``--batches N`` (N > 1) the data are N batches: ``pyh`` is PyHessian's ``dataloader_hv_product``
+  (a forward, a backward with ``create_graph`` and a second backward per batch and product), ``warm``
+  keeps every batch's graph (``cache_graph=True``).
+
+Equal accuracy: both compute the same operator in float32 (mean cross-entropy, eval mode); the relative
+difference of their products on the same vector is printed (it should be float32 rounding, ~1e-6).
+Target: PyHessian's time over ours >= 1.5 per product.
+
+    python benchmarks/hessian_speed.py                                     # resnet18, bnext18, width 0.25
+    python benchmarks/hessian_speed.py --batches 4 --batch 32 --repeats 7  # the multi-batch (data loader) case
 """
 
 from __future__ import annotations
@@ -21,48 +32,76 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep: a loa
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 
+from landscape.bn import recalibrate_bn  # noqa: E402
 from landscape.curvature.hessian import Hessian  # noqa: E402
 
 
-def _time(fn) -> float:
+def _time(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
-def bench(name: str, width: float, input_size: int, batch: int, repeats: int) -> dict[str, float]:
+def _pyhessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batches: int):
+    """PyHessian's product as its users call it (None when it is not installed)."""
+    try:
+        from pyhessian import hessian as pyh_hessian
+        from pyhessian.utils import hessian_vector_product
+    except ImportError:
+        return None
+    crit = torch.nn.CrossEntropyLoss()
+    if batches == 1:
+        ph = pyh_hessian(model, crit, data=(x, y), cuda=False)
+        return lambda vs: hessian_vector_product(ph.gradsH, ph.params, vs)
+    loader = list(zip(x.chunk(batches), y.chunk(batches)))
+    ph = pyh_hessian(model, crit, dataloader=loader, cuda=False)
+    return lambda vs: ph.dataloader_hv_product(vs)[1]
+
+
+def bench(name: str, width: float, input_size: int, batch: int, batches: int, repeats: int) -> dict[str, float]:
     import bnext.models
 
     torch.manual_seed(0)
     model = bnext.models.create(name, num_classes=10, input_size=input_size, width=width).eval()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, input_size, input_size, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
-    h = Hessian(model, (x, y), batch_size=batch, cache_graph=False)  # every product from scratch
-    warm = Hessian(model, (x, y), batch_size=batch, cache_graph=True)  # graph kept between products
-    v = torch.randn(h.dim, generator=g, dtype=torch.float64)
+    n = batch * batches
+    x = torch.randn(n, 3, input_size, input_size, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    # BN statistics of the data: a fresh deep model in eval mode with unit statistics has exploding
+    # activations (bnext18: products of ~1e23), where equal formulas differ by float rounding alone
+    recalibrate_bn(model, x, batch)
+    cold = Hessian(model, (x, y), batch_size=batch, cache_graph=False)  # every product from scratch
+    warm = Hessian(model, (x, y), batch_size=batch, cache_graph=True)  # graphs kept between products
+    v = torch.randn(cold.dim, generator=g, dtype=torch.float64)
+    vs = [t.float().clone() for t in cold._split(v)]
     params = list(model.parameters())
+    pyh = _pyhessian(model, x, y, batches)
 
-    def plain() -> None:
-        torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params)
+    def plain() -> None:  # the gradient over the same data, batch by batch
+        for xb, yb in zip(x.split(batch), y.split(batch)):
+            torch.autograd.grad(torch.nn.functional.cross_entropy(model(xb), yb), params)
 
-    plain(), h.gradient(), h.hvp(v), warm.hvp(v)  # warm-up (allocator; the warm operator builds its graph)
-    grads, own, hvps, warms = [], [], [], []
+    ours = warm.hvp(v)
+    plain(), cold.hvp(v)  # warm-up (allocator)
+    out: dict[str, float] = {"params": cold.dim, "pyh_rel_diff": float("nan")}
+    if pyh is not None:
+        ref = torch.cat([t.reshape(-1) for t in pyh(vs)]).double()
+        out["pyh_rel_diff"] = float((ref - ours).norm() / ref.norm())
+    times: dict[str, list[float]] = {"grad": [], "cold": [], "warm": [], "pyh": []}
     for _ in range(repeats):
-        grads.append(_time(plain))
-        hvps.append(_time(lambda: h.hvp(v)))
-        warms.append(_time(lambda: warm.hvp(v)))
-        own.append(_time(h.gradient))
-    return {
-        "params": h.dim,
-        "grad_min": min(grads), "grad_med": statistics.median(grads),
-        "own_min": min(own), "own_med": statistics.median(own),
-        "hvp_min": min(hvps), "hvp_med": statistics.median(hvps),
-        "warm_min": min(warms), "warm_med": statistics.median(warms),
-    }
+        times["grad"].append(_time(plain))
+        times["cold"].append(_time(lambda: cold.hvp(v)))
+        times["warm"].append(_time(lambda: warm.hvp(v)))
+        if pyh is not None:
+            times["pyh"].append(_time(lambda: pyh(vs)))
+    for k, ts in times.items():
+        out[f"{k}_min"] = min(ts) if ts else float("nan")
+        out[f"{k}_med"] = statistics.median(ts) if ts else float("nan")
+    return out
 
 
 def main() -> None:
@@ -71,29 +110,27 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--input-size", type=int, default=16)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", type=int, default=1, help="batches of data (PyHessian's data loader when > 1)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()}; {args.threads} thread(s), batch {args.batch}, "
-          f"{args.input_size}x{args.input_size}, width {args.width}, {args.repeats} interleaved repeats")
-    head = ("model", "params", "grad min/med (s)", "cold HVP min/med", "ratio min", "ratio med", "vs own grad",
-            "warm HVP min/med", "warm ratio min/med")
-    print(f"{head[0]:<14}{head[1]:>10}{head[2]:>20}{head[3]:>20}{head[4]:>11}{head[5]:>11}{head[6]:>13}"
-          f"{head[7]:>20}{head[8]:>20}")
-    worst = worst_warm = 0.0
+    print(f"load average before: {os.getloadavg()}; {args.threads} thread(s), {args.batches} batch(es) of "
+          f"{args.batch}, {args.input_size}x{args.input_size}, width {args.width}, {args.repeats} interleaved repeats")
+    head = ("model", "params", "grad min/med (s)", "cold HVP min/med", "warm HVP min/med", "PyHessian min/med",
+            "warm/grad min", "PyH/warm min", "PyH/warm med", "PyH diff")
+    print(f"{head[0]:<10}{head[1]:>10}{head[2]:>19}{head[3]:>19}{head[4]:>19}{head[5]:>19}{head[6]:>14}"
+          f"{head[7]:>13}{head[8]:>13}{head[9]:>10}")
     for name in args.models:
-        r = bench(name, args.width, args.input_size, args.batch, args.repeats)
-        rmin, rmed = r["hvp_min"] / r["grad_min"], r["hvp_med"] / r["grad_med"]
-        worst = max(worst, rmin)
-        worst_warm = max(worst_warm, r["warm_min"] / r["grad_min"])
-        print(f"{name:<14}{r['params']:>10,}{r['grad_min']:>10.3f}/{r['grad_med']:<9.3f}"
-              f"{r['hvp_min']:>10.3f}/{r['hvp_med']:<9.3f}{rmin:>11.2f}{rmed:>11.2f}"
-              f"{r['hvp_min'] / r['own_min']:>13.2f}{r['warm_min']:>10.3f}/{r['warm_med']:<9.3f}"
-              f"{r['warm_min'] / r['grad_min']:>11.2f}/{r['warm_med'] / r['grad_med']:<8.2f}")
+        r = bench(name, args.width, args.input_size, args.batch, args.batches, args.repeats)
+        print(f"{name:<10}{r['params']:>10,}"
+              + "".join(f"{r[k + '_min']:>10.3f}/{r[k + '_med']:<8.3f}" for k in ("grad", "cold", "warm", "pyh"))
+              + f"{r['warm_min'] / r['grad_min']:>14.2f}{r['pyh_min'] / r['warm_min']:>13.2f}"
+              f"{r['pyh_med'] / r['warm_med']:>13.2f}{r['pyh_rel_diff']:>10.1e}", flush=True)
     print(f"load average after: {os.getloadavg()}")
-    print(f"largest HVP / gradient ratio (minima, plain torch gradient as baseline): cold {worst:.2f}, "
-          f"warm {worst_warm:.2f} (target <= 3); 'vs own grad': the cold HVP over Hessian.gradient()")
+    print("PyH/warm: PyHessian's time per product over ours (target >= 1.5; NaN: pyhessian not installed, "
+          "pip install -e .[bench]); warm/grad: a product in gradients (target <= 3); PyH diff: "
+          "||Hv_pyhessian - Hv_ours|| / ||Hv_pyhessian||")
 
 
 if __name__ == "__main__":

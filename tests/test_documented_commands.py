@@ -265,5 +265,5 @@ def test_documented_commands_run(tmp_path, monkeypatch, capsys):
                  "landscape_file_2d.h5", "landscape_epoch1.h5", "landscape_sharded.h5"):
         assert read_surface(run / name).complete, name
     assert read_surface(run / "landscape_interpolate_1d.h5").settings["bn"] == "recalibrate"
-    assert (run / "landscape_random_2d_contour.png").exists()
+    assert (run / "landscape_random_2d_train_loss_contour.png").exists()
     assert (tmp_path / "runs" / "tour_sweep" / "summary.md").exists()

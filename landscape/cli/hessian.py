@@ -73,7 +73,8 @@ def curvature(
     eig = h.top_eigenvalues(top_k, tol=tol, max_iter=max_iter, seed=seed, progress=lambda i: bar.update(i - bar.n))
     bar.close()
     row.update({"top_eig": eig.values[0], "top_eigs": eig.values, "eig_residuals": eig.residuals,
-                "eig_converged": eig.converged, "eig_hvps": eig.hvps, "eig_seconds": round(eig.seconds, 3)})
+                "eig_converged": eig.converged, "eig_agreement": eig.agreement, "eig_starts": eig.starts,
+                "eig_hvps": eig.hvps, "eig_seconds": round(eig.seconds, 3)})
     if probes:
         bar = _bar("trace (Hutchinson)", probes, progress)
         tr = h.trace(probes, seed=seed, progress=lambda i: bar.update(i - bar.n))
@@ -123,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.top_k < 0 or args.probes < 2 or args.subset < 0:
-        raise ValueError("--top-k must be >= 0, --probes >= 2 and --subset >= 0")
+    if args.top_k < 0 or args.probes < 2 or args.subset < 0 or args.starts < 1 or args.eig_iter < 1:
+        raise ValueError("--top-k must be >= 0, --probes >= 2, --subset >= 0, --starts >= 1 and --eig-iter >= 1")
     if (args.x is None) != (args.y is None) and args.y is not None:
         raise ValueError("--y needs --x (an eigenvalue map is 1D with --x alone, 2D with both)")
     xc = parse_grid(args.x, "x") if args.x else None
@@ -147,13 +148,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "hessian" if args.params == "all" else f"hessian_{args.params}"
     loss_fn = objectives.loss.batch_mean if objectives.loss.spec != "ce" else None
-    h = Hessian(model, data, params=selector, batch_size=args.batch_size, loss_fn=loss_fn)
-    if args.top_k:  # Lanczos allocates its float64 basis up front: refuse what cannot fit
-        from ..grid import check_memory
-
-        steps = min(h.dim, max(args.max_iter or max(50, 10 * args.top_k), args.top_k))
-        check_memory(f"--top-k {args.top_k}", steps * h.dim * 8, f"a Lanczos basis of {steps:,} float64 vectors "
-                     f"of {h.dim:,} parameters", "pass a smaller --top-k (or --max-iter)")
+    max_basis = None if args.max_basis_gb <= 0 else int(args.max_basis_gb * 2**30)
+    h = Hessian(model, data, params=selector, batch_size=args.batch_size, loss_fn=loss_fn, max_basis_bytes=max_basis,
+                basis_dir=args.basis_dir)  # the Lanczos basis is estimated and refused (or kept on disk) up front
     print(f"curvature of {meta['model'].get('name', 'model')} over {h.dim:,} {args.params} parameters on "
           f"{h.n} {args.split} samples ({'STE surrogate: binary layers' if binary else 'real-valued model'})",
           flush=True)
@@ -172,13 +169,19 @@ def run(args: argparse.Namespace) -> int:
     if args.per_block:
         result["per_block"] = _per_block(args, model, data, selector, loss_fn, out_dir, stem, progress)
     if args.top_k:
-        bar = _bar("top eigenvalues (Lanczos)", args.max_iter or min(h.dim, max(50, 10 * args.top_k)), progress)
-        eig = h.top_eigenvalues(args.top_k, tol=args.tol, max_iter=args.max_iter, seed=args.seed,
+        iters = args.max_iter or min(h.dim, max(50, 10 * args.top_k))
+        print(h.basis_estimate(iters), flush=True)
+        bar = _bar("top eigenvalues (Lanczos)", args.starts * iters, progress)
+        eig = h.top_eigenvalues(args.top_k, tol=args.tol, max_iter=args.max_iter, seed=args.seed, starts=args.starts,
                                 progress=lambda i: bar.update(i - bar.n))
         bar.close()
         result["top_eigenvalues"] = eig.as_dict()
-        print(f"top {args.top_k} eigenvalues: {', '.join(f'{v:.5g}' for v in eig.values)} "
-              f"({eig.iterations} products, {'converged' if eig.converged else 'NOT converged'}, {eig.seconds:.1f} s)")
+        many = "; equal within their bounds: " + ", ".join(
+            "/".join(str(i + 1) for i in c) for c in eig.clusters) if eig.clusters else ""
+        print(f"top {args.top_k} eigenvalues: {', '.join(f'{v:.5g}' for v in eig.values)}\n"
+              f"  true residuals ||Hv - lv||: {', '.join(f'{r:.2g}' for r in eig.residuals)} "
+              f"({'converged' if eig.converged else 'NOT converged'} at tol {eig.tol:g} x {eig.scale:.3g}); "
+              f"{eig.starts} starts, agreement {eig.agreement:.2g}{many}; {eig.hvps} products, {eig.seconds:.1f} s")
     if args.trace:
         bar = _bar("trace (Hutchinson)", args.probes, progress)
         tr = h.trace(args.probes, seed=args.seed, progress=lambda i: bar.update(i - bar.n))
@@ -252,7 +255,7 @@ def _per_block(args: argparse.Namespace, model: nn.Module, data: Any, selector: 
 def _eig_map(args: argparse.Namespace, model: nn.Module, data: Any, meta: dict, data_spec: dict, selector: Any,
              out_dir: Path, xc: Any, yc: Any) -> dict[str, Any]:
     """The loss surface (computed or resumed) and its max/min eigenvalue maps in the same file."""
-    from ..curvature.eigmap import compute_eig_map, plot_eig_ratio
+    from ..curvature.eigmap import compute_eig_map, plot_eig_ratio, read_eig_map
     from ..directions import random_directions
     from ..surface import compute_surface
 
@@ -268,12 +271,16 @@ def _eig_map(args: argparse.Namespace, model: nn.Module, data: Any, meta: dict, 
             f"{exc}\n(The eigenvalue map needs a surface over its own data: pass --surface NEW.h5, or the "
             "--subset/--data-seed/--split and --direction-seed the existing surface was computed with.)"
         ) from None
-    compute_eig_map(path, model, data, iterations=args.eig_iter, params=selector, params_label=args.params,
-                    seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite_eig,
+    compute_eig_map(path, model, data, tol=args.eig_tol, max_iter=args.eig_iter, params=selector,
+                    params_label=args.params, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite_eig,
                     progress=not args.no_progress)
     png = plot_eig_ratio(path, title=f"|min/max| Hessian eigenvalue ratio: {out_dir.name} ({args.params})")
-    print(f"eigenvalue map: max_eig/min_eig in {path}, ratio plot {png}")
-    return {"surface": str(path), "plot": str(png), "iterations": args.eig_iter}
+    m = read_eig_map(path)
+    failed = int((m["done"] & (m["converged"] != 3)).sum())
+    print(f"eigenvalue map: max_eig/min_eig in {path} ({failed} of {int(m['done'].sum())} points not converged "
+          f"within {args.eig_iter} products at tol {args.eig_tol:g}), ratio plot {png}")
+    return {"surface": str(path), "plot": str(png), "max_iter": args.eig_iter, "tol": args.eig_tol,
+            "unconverged_points": failed}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -296,7 +303,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="all parameters, or the real-valued ones only (not the latent binary weights)")
     c.add_argument("--top-k", type=int, default=5, help="largest eigenvalues by Lanczos (0 = skip; default 5)")
     c.add_argument("--tol", type=float, default=1e-4, help="Lanczos residual tolerance (relative)")
-    c.add_argument("--max-iter", type=int, default=None, help="Lanczos products at most (default max(50, 10k))")
+    c.add_argument("--max-iter", type=int, default=None,
+                   help="Lanczos products per start at most (default max(50, 10k))")
+    c.add_argument("--starts", type=int, default=2,
+                   help="Lanczos starts, each deflated against the last (finds repeated eigenvalues; default 2)")
+    c.add_argument("--max-basis-gb", type=float, default=4.0,
+                   help="refuse a Lanczos basis above this size in GiB (0 = no limit; default 4)")
+    c.add_argument("--basis-dir", default=None,
+                   help="keep a Lanczos basis above --max-basis-gb in a temporary file in this folder instead")
     c.add_argument("--trace", action="store_true", help="Hutchinson trace with its standard error")
     c.add_argument("--probes", type=int, default=50, help="Rademacher probes for --trace (default 50)")
     c.add_argument("--density", action="store_true", help="eigenvalue density (SLQ) and its plot")
@@ -322,7 +336,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--surface", default=None,
                    help="surface file for the map (default runs/<name>/landscape_random_2d.h5)")
     c.add_argument("--direction-seed", type=int, default=0, help="seed of the map's random directions")
-    c.add_argument("--eig-iter", type=int, default=20, help="Lanczos products per map point (default 20)")
+    c.add_argument("--eig-iter", type=int, default=200,
+                   help="Lanczos products per map point at most (default 200; unconverged points are flagged)")
+    c.add_argument("--eig-tol", type=float, default=1e-4,
+                   help="map: true residual of both extreme eigenvalues / spectral scale (default 1e-4)")
     c.add_argument("--overwrite-eig", action="store_true", help="recompute a map made with other settings")
     c.add_argument("--seed", type=int, default=0, help="seed of the Lanczos start, probes and directions")
     c.add_argument("--batch-size", type=int, default=256)

@@ -10,9 +10,11 @@ selection of the parameters, used as an operator:
   subset size fits in memory; deterministic for fixed data, vectors and seeds. When the data fit in
   one batch the forward/first-backward graph is kept between products at the same weights (each
   further product is one second backward); BatchNorm is evaluated as its eval-mode affine map;
-* :meth:`Hessian.top_eigenvalues` / :meth:`Hessian.extreme_eigenvalues`: Lanczos with full
-  reorthogonalization, stopped when the wanted Ritz values' residuals ``beta_m |s_mi|`` are below
-  ``tol`` times the spectral scale (Golub & Van Loan, Sec. 10.1);
+* :meth:`Hessian.top_eigenvalues` / :meth:`Hessian.extremes`: Lanczos (:mod:`.lanczos`) with full
+  reorthogonalization and a basis in the parameters' dtype (its size is checked against
+  ``max_basis_bytes`` before the first product), stopped when the wanted Ritz values' recurrence residuals
+  are below ``tol`` times the spectral scale (Golub & Van Loan, Sec. 10.1), then checked by their true
+  residuals ``||H u - theta u||`` (one product each); deflated restarts find repeated eigenvalues;
 * :meth:`Hessian.trace`: Hutchinson's estimator ``E[z^T H z]`` with Rademacher probes ``z``,
   returned with its standard error and the number of probes (PyHessian, Yao et al. 2020);
 * :meth:`Hessian.density`: the eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al.
@@ -44,6 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .lanczos import Eigenvalues, Extremes, basis_bytes, extreme_pairs, format_bytes, lanczos, top_eigenpairs
+
+__all__ = ["Density", "Eigenvalues", "Extremes", "Hessian", "TraceEstimate", "lanczos", "mean_cross_entropy",
+           "plot_density", "select_parameters", "shifted"]
+
+#: the default limit of a Lanczos basis (a full ResNet-18, 11.7M parameters, at 50 float32 vectors: 2.2 GiB)
+DEFAULT_MAX_BASIS_BYTES = 4 * 2**30
 #: ``"all"``, a predicate ``(name, parameter) -> bool`` or a list of parameter names
 ParamSelector = str | Callable[[str, nn.Parameter], bool] | Sequence[str]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -94,22 +103,6 @@ def mean_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- results
-@dataclass
-class Eigenvalues:
-    """Eigenvalue estimates (Ritz values) with their residual norms ``||H u - theta u||``."""
-
-    values: list[float]
-    residuals: list[float]
-    iterations: int
-    converged: bool
-    hvps: int
-    seconds: float
-    vectors: Tensor | None = None  # (k, dim) Ritz vectors when asked for
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "vectors"}
-
-
 @dataclass
 class TraceEstimate:
     """Hutchinson's trace estimate: mean of ``z^T H z`` over ``probes`` Rademacher vectors.
@@ -173,62 +166,6 @@ class Density:
                 "hvps": self.hvps, "seconds": self.seconds}
 
 
-# ----------------------------------------------------------------------------- Lanczos
-def _ritz(alpha: list[float], beta: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of the Lanczos tridiagonal (``beta`` off the diagonal)."""
-    from scipy.linalg import eigh_tridiagonal
-
-    d = np.asarray(alpha, dtype=np.float64)
-    if len(d) == 1:
-        return d.copy(), np.ones((1, 1))
-    return eigh_tridiagonal(d, np.asarray(beta[: len(d) - 1], dtype=np.float64))
-
-
-def lanczos(
-    matvec: Callable[[Tensor], Tensor],
-    v0: Tensor,
-    max_iter: int,
-    *,
-    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
-    keep_basis: bool = False,
-) -> tuple[np.ndarray, np.ndarray, float, Tensor | None]:
-    """Lanczos with full reorthogonalization (float64 basis) from ``v0``.
-
-    Returns the tridiagonal's eigenvalues (ascending), its eigenvectors, the last ``beta`` (the
-    residual scale: Ritz pair ``i`` has residual ``beta * |S[-1, i]|``) and the basis when asked.
-    ``stop(theta, S, beta)`` is called after every step and ends the iteration when it returns True.
-    """
-    dim = v0.numel()
-    m = max(1, min(int(max_iter), dim))
-    basis = torch.empty(m, dim, dtype=torch.float64)
-    v = v0.to(torch.float64).reshape(-1)
-    v = v / v.norm()
-    alpha: list[float] = []
-    beta: list[float] = []
-    theta = s = None
-    b = 0.0
-    for j in range(m):
-        basis[j] = v
-        w = matvec(v).to(torch.float64).reshape(-1)
-        a = float(w @ v)
-        alpha.append(a)
-        w = w - a * v
-        if j > 0:
-            w = w - beta[-1] * basis[j - 1]
-        for _ in range(2):  # full reorthogonalization, twice is enough (Parlett)
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        b = float(w.norm())
-        theta, s = _ritz(alpha, beta)
-        scale = max(abs(theta[0]), abs(theta[-1]), 1e-30)
-        if b <= 1e-12 * scale or j == m - 1:  # invariant subspace found, or budget spent
-            break
-        if stop is not None and stop(theta, s, b):
-            break
-        beta.append(b)
-        v = w / b
-    return theta, s, b, (basis[: len(alpha)] if keep_basis else None)
-
-
 # ----------------------------------------------------------------------------- the operator
 def _eval_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[Tensor], Tensor]:
     """``m``'s eval-mode forward written as ``x * scale + shift`` per channel (running statistics)."""
@@ -258,6 +195,12 @@ class Hessian:
         device: where the data go (default: the model's device).
         cache_graph: keep the forward and first-backward graph between products (saves a forward and a
             backward per product; default: when the data fit in one batch); rebuilt when weights change.
+        basis_dtype: dtype of the Lanczos basis (default the parameters' dtype: float32 halves the memory
+            of float64; projections are computed in float64 either way).
+        max_basis_bytes: refuse (:class:`~.lanczos.BasisTooLargeError`) a Lanczos basis above this size
+            before the first product (default 4 GiB; None: no limit). :meth:`basis_estimate` says the size.
+        basis_dir: a basis above ``max_basis_bytes`` goes to a temporary file in this folder instead of
+            being refused (:class:`~.lanczos.DiskBasis`).
     """
 
     def __init__(
@@ -270,6 +213,9 @@ class Hessian:
         batch_size: int = 256,
         device: str | torch.device | None = None,
         cache_graph: bool | None = None,
+        basis_dtype: torch.dtype | None = None,
+        max_basis_bytes: int | None = DEFAULT_MAX_BASIS_BYTES,
+        basis_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -282,6 +228,10 @@ class Hessian:
         first = next(iter(model.parameters()))
         self.device = torch.device(device) if device is not None else first.device
         self.dtype = self.params[0].dtype
+        floating = self.dtype in (torch.float32, torch.float64)
+        self.basis_dtype = basis_dtype or (self.dtype if floating else torch.float32)
+        self.max_basis_bytes = max_basis_bytes
+        self.basis_dir = basis_dir
         inputs, targets = as_dataset(data)
         if inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
             raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) must be non-empty and match")
@@ -420,64 +370,53 @@ class Hessian:
     def _rademacher(self, g: torch.Generator) -> Tensor:
         return torch.randint(0, 2, (self.dim,), generator=g).to(torch.float64).mul_(2).sub_(1)
 
+    def _basis_options(self) -> dict[str, Any]:
+        return {"basis_dtype": self.basis_dtype, "max_bytes": self.max_basis_bytes, "basis_dir": self.basis_dir}
+
+    def basis_estimate(self, iterations: int) -> str:
+        """The Lanczos basis size for ``iterations`` products, for messages (dtype and limit included)."""
+        need = basis_bytes(self.dim, iterations, self.basis_dtype)
+        limit = "no limit" if self.max_basis_bytes is None else f"limit {format_bytes(self.max_basis_bytes)}"
+        if self.basis_dir is not None and self.max_basis_bytes is not None and need > self.max_basis_bytes:
+            limit += f", so on disk in {self.basis_dir}"
+        return (f"Lanczos basis {iterations} x {self.dim:,} {str(self.basis_dtype).replace('torch.', '')} = "
+                f"{format_bytes(need)} ({limit})")
+
     def top_eigenvalues(
         self,
         k: int = 1,
         *,
-        tol: float = 1e-6,
+        tol: float | None = None,
         max_iter: int | None = None,
         seed: int = 0,
         which: str = "largest",
         return_vectors: bool = False,
         progress: Callable[[int], None] | None = None,
+        starts: int = 2,
+        max_starts: int | None = None,
     ) -> Eigenvalues:
-        """The ``k`` largest (``which="largest"``, descending) or smallest (ascending) eigenvalues by Lanczos.
+        """The ``k`` largest (``which="largest"``, descending) or smallest (ascending) eigenvalues, converged,
+        with true residuals and deflated restarts (:func:`~.lanczos.top_eigenpairs`; ``progress(products)``).
 
-        Stops when every wanted Ritz value's residual is below ``tol`` times the largest Ritz value in
-        magnitude, or after ``max_iter`` products (default ``min(dim, max(50, 10 k))``); ``converged``
-        says which. Residual ``r`` bounds the error ``|theta - lambda| <= r`` (and ``r^2 / gap``).
+        ``tol`` (relative to the spectral scale) defaults to 1e-6 for float64 parameters and 1e-4 for
+        float32 ones, whose products carry rounding of about 1e-5 relative: a true residual cannot go below it.
         """
-        if which not in ("largest", "smallest"):
-            raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
-        if not 1 <= k <= self.dim:
-            raise ValueError(f"k must be between 1 and the number of parameters ({self.dim}), got {k}")
-        max_iter = min(self.dim, max(50, 10 * k)) if max_iter is None else min(int(max_iter), self.dim)
-        max_iter = max(max_iter, k)
-        t0, h0 = time.perf_counter(), self.hvp_count
+        if tol is None:
+            tol = 1e-6 if self.dtype == torch.float64 else 1e-4
+        return top_eigenpairs(self.hvp, self._start, k, tol=tol, max_iter=max_iter, seed=seed, which=which,
+                              return_vectors=return_vectors, progress=progress, starts=starts,
+                              max_starts=max_starts, **self._basis_options())
 
-        def wanted(theta: np.ndarray) -> np.ndarray:
-            idx = np.arange(len(theta))
-            return idx[::-1][:k] if which == "largest" else idx[:k]
-
-        def stop(theta: np.ndarray, s: np.ndarray, b: float) -> bool:
-            if progress is not None:
-                progress(len(theta))
-            if len(theta) < k:
-                return False
-            idx = wanted(theta)
-            scale = max(abs(theta[0]), abs(theta[-1]), 1e-30)
-            return bool(np.all(b * np.abs(s[-1, idx]) <= tol * scale))
-
-        theta, s, b, basis = lanczos(self.hvp, self._start(seed), max_iter, stop=stop, keep_basis=return_vectors)
-        idx = wanted(theta)[: min(k, len(theta))]
-        residuals = b * np.abs(s[-1, idx])
-        scale = max(abs(theta[0]), abs(theta[-1]), 1e-30)
-        vectors = None
-        if return_vectors and basis is not None:
-            vectors = (torch.from_numpy(s[:, idx]).T @ basis).contiguous()
-        return Eigenvalues(
-            values=[float(v) for v in theta[idx]],
-            residuals=[float(r) for r in residuals],
-            iterations=len(theta),
-            converged=bool(np.all(residuals <= tol * scale)) or len(theta) == self.dim,
-            hvps=self.hvp_count - h0,
-            seconds=time.perf_counter() - t0,
-            vectors=vectors,
-        )
+    def extremes(self, *, tol: float = 1e-4, max_iter: int = 200, seed: int = 0) -> Extremes:
+        """The largest and smallest eigenvalue, converged at both ends, with true residuals and flags
+        (:func:`~.lanczos.extreme_pairs`); the eigenvalue map stores all of it per point."""
+        return extreme_pairs(self.hvp, self._start(seed), tol=tol, max_iter=max_iter, **self._basis_options())
 
     def extreme_eigenvalues(self, iterations: int = 20, *, seed: int = 0) -> tuple[float, float]:
-        """``(largest, smallest)`` Ritz values of one Lanczos run of ``iterations`` products (Li et al.'s map)."""
-        theta, _, _, _ = lanczos(self.hvp, self._start(seed), min(int(iterations), self.dim))
+        """``(largest, smallest)`` Ritz values of one Lanczos run of exactly ``iterations`` products, with no
+        residual and no convergence test (Li et al.'s map; kept for comparison). Use :meth:`extremes`."""
+        theta, _, _, _ = lanczos(self.hvp, self._start(seed), min(int(iterations), self.dim),
+                                 **self._basis_options())
         return float(theta[-1]), float(theta[0])
 
     def trace(
@@ -538,7 +477,7 @@ class Hessian:
         nodes = np.zeros((runs, m))
         weights = np.zeros((runs, m))
         for r in range(int(runs)):
-            theta, s, _, _ = lanczos(self.hvp, self._rademacher(g), m)
+            theta, s, _, _ = lanczos(self.hvp, self._rademacher(g), m, **self._basis_options())
             # an early invariant subspace gives fewer nodes: pad with zero-weight copies
             nodes[r, : len(theta)] = theta
             nodes[r, len(theta) :] = theta[-1]

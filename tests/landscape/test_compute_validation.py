@@ -119,4 +119,5 @@ def test_hessian_top_k_that_cannot_fit_is_refused_with_the_estimate(tmp_path, mo
                "--out", str(tmp_path / "h")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
-    assert "--top-k 100000 needs about 10,4" in err and "a Lanczos basis of 1,000,000 float64 vectors of 1,400," in err
+    assert "the Lanczos basis would take 5215.42 GiB (1000000 vectors x 1,400,003 parameters, float32)" in err
+    assert "--basis-dir" in err and "--max-basis-gb" in err  # and what to do instead

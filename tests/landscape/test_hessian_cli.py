@@ -41,7 +41,7 @@ def test_hessian_cli_writes_json_density_and_eigenvalue_map_next_to_the_checkpoi
     common = ["hessian", "--checkpoint", str(checkpoint), "--subset", "16", "--no-progress", "--threads", "1"]
     argv = [*common, "--params", "real", "--top-k", "2", "--max-iter", "6", "--trace", "--probes", "3",
             "--density", "--density-iter", "5", "--sharpness", "--sharpness-steps", "2", "--directions", "2",
-            "--x", "-1:1:2", "--y", "-0.5:0.5:3", "--eig-iter", "3"]
+            "--x", "-1:1:2", "--y", "-0.5:0.5:3", "--eig-iter", "3", "--eig-tol", "1e-3"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "top 2 eigenvalues" in text and "trace:" in text and "epsilon-sharpness" in text
@@ -52,13 +52,17 @@ def test_hessian_cli_writes_json_density_and_eigenvalue_map_next_to_the_checkpoi
     assert res["settings"]["parameters"] == real and res["settings"]["params"] == "real"
     assert "straight-through surrogate" in res["surrogate"]
     eig = res["top_eigenvalues"]
-    assert len(eig["values"]) == 2 and eig["values"][0] >= eig["values"][1] and eig["hvps"] == eig["iterations"]
+    assert len(eig["values"]) == 2 and eig["values"][0] >= eig["values"][1]
+    # every start spends its Lanczos products plus one product per reported pair for its true residual
+    assert eig["starts"] >= 2 and eig["hvps"] == eig["iterations"] + 2 * eig["starts"]
+    assert len(eig["residuals"]) == 2 and eig["agreement"] >= 0 and "recurrence_residuals" in eig
     assert res["trace"]["probes"] == 3 and np.isfinite(res["trace"]["stderr"])
     assert Path(res["density"]["plot"]).is_file()
     assert res["random_sharpness"]["directions"] == 2 and res["epsilon_sharpness"]["increase"] >= 0
     m = read_eig_map(res["eigenvalue_map"]["surface"])
     assert m["done"].all() and m["max_eig"].shape == (2, 3) and (m["min_eig"] <= m["max_eig"]).all()
     assert Path(res["eigenvalue_map"]["plot"]).is_file()
+    assert res["eigenvalue_map"]["unconverged_points"] == int((m["converged"] != 3).sum())
 
     assert main([*common, "--top-k", "1", "--max-iter", "4"]) == 0  # all parameters: hessian.json
     full = json.loads((run / "hessian.json").read_text())

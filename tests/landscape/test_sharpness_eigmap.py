@@ -76,23 +76,23 @@ def test_eigenvalue_map_resumes_after_interruption_and_keeps_the_orientation(tmp
     xs, ys = "-0.5:0.5:3", "-0.4:0.4:4"  # non-square: catches a transposed layout
     a = compute_surface(tmp_path / "a.h5", model, dirs, data, xs, ys, progress=False)
     b = compute_surface(tmp_path / "b.h5", model, dirs, data, xs, ys, progress=False)
-    kw = dict(iterations=8, seed=1, progress=False)
+    kw = dict(tol=1e-5, seed=1, progress=False)
     compute_eig_map(a, model, data, max_points=5, **kw)  # "killed" after 5 of 12 points
     part = read_eig_map(a)
     assert part["done"].sum() == 5 and np.isnan(part["max_eig"][~part["done"]]).all()
     first = part["max_eig"].copy()
     calls = []
-    orig = Hessian.extreme_eigenvalues
+    orig = Hessian.extremes
 
     def counting(self, *args, **kwargs):
         calls.append(1)
         return orig(self, *args, **kwargs)
 
     try:
-        Hessian.extreme_eigenvalues = counting
+        Hessian.extremes = counting
         compute_eig_map(a, model, data, **kw)
     finally:
-        Hessian.extreme_eigenvalues = orig
+        Hessian.extremes = orig
     assert len(calls) == 7  # only the missing points
     compute_eig_map(b, model, data, **kw)  # uninterrupted
     ma, mb = read_eig_map(a), read_eig_map(b)
@@ -105,14 +105,15 @@ def test_eigenvalue_map_resumes_after_interruption_and_keeps_the_orientation(tmp
     step = {n: ma["xcoordinates"][i] * dirs.x[n].double() + ma["ycoordinates"][j] * dirs.y[n].double()
             for n in dirs.x}
     with shifted(model, step):
-        top, bottom = Hessian(model, data).extreme_eigenvalues(8, seed=1)
-    assert ma["max_eig"][i, j] == top and ma["min_eig"][i, j] == bottom
+        e = Hessian(model, data).extremes(tol=1e-5, seed=1)
+    assert ma["max_eig"][i, j] == e.max and ma["min_eig"][i, j] == e.min
+    assert ma["max_eig_residual"][i, j] == e.max_residual and ma["converged"][i, j] == 3
     assert (ma["max_eig"] > 0).all() and (ma["min_eig"] <= ma["max_eig"]).all()
     with h5py.File(a) as f:  # stored in the surface file with the losses' on-disk shape
         assert f["max_eig"].shape == f["train_loss"].shape == f["eig_done"].shape
         assert "straight-through" in f["eig_done"].attrs["surrogate"]
-    with pytest.raises(SettingsMismatchError, match="iterations"):
-        compute_eig_map(a, model, data, iterations=9, seed=1, progress=False)
+    with pytest.raises(SettingsMismatchError, match="max_iter"):
+        compute_eig_map(a, model, data, max_iter=9, tol=1e-5, seed=1, progress=False)
     png = plot_eig_ratio(a)
     assert png.stat().st_size > 1000
     r = eig_ratio(ma["max_eig"], ma["min_eig"])
@@ -126,7 +127,7 @@ def test_eigenvalue_map_on_a_square_grid_follows_the_store_orientation(tmp_path)
     data = {"train": make_data(16, seed=1)}
     dirs = random_directions(model, seed=3)
     path = compute_surface(tmp_path / "sq.h5", model, dirs, data, "-0.5:0.5:3", "-0.5:0.5:3", progress=False)
-    compute_eig_map(path, model, data, iterations=6, seed=2, progress=False)
+    compute_eig_map(path, model, data, max_iter=6, seed=2, progress=False)
     m = read_eig_map(path)
     surface = read_surface(path)
     with h5py.File(path) as f:  # on disk like the losses (the store's version decides the layout)
@@ -137,5 +138,5 @@ def test_eigenvalue_map_on_a_square_grid_follows_the_store_orientation(tmp_path)
     step = {n: surface.xcoordinates[i] * dirs.x[n].double() + surface.ycoordinates[j] * dirs.y[n].double()
             for n in dirs.x}
     with shifted(model, step):
-        top, _ = Hessian(model, data).extreme_eigenvalues(6, seed=2)
+        top = Hessian(model, data).extremes(max_iter=6, seed=2).max
     assert m["max_eig"][i, j] == top and m["max_eig"][j, i] != top
