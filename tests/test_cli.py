@@ -235,3 +235,13 @@ def test_first_landscape_compute_says_it_compiles(tiny_checkpoint, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         said.append("compiling kernels (first run only" in proc.stdout)
     assert said == [True, False]
+
+
+def test_every_landscape_option_has_help_text():
+    import argparse
+
+    from landscape.__main__ import build_parser
+
+    missing = [(name, b.option_strings) for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+               for name, sp in a.choices.items() for b in sp._actions if b.option_strings and b.help is None]
+    assert not missing, f"options without help text: {missing}"
