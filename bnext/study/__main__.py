@@ -26,7 +26,9 @@ from typing import Any  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from bnext.ablate import slurm
 
-    p = argparse.ArgumentParser(prog="python -m bnext.study", description=__doc__.split("\n\n")[1],
+    from ..cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m bnext.study", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="study YAML, e.g. configs/studies/fig2_digits.yaml")
     p.add_argument("--executor", choices=["local", "slurm", "inline"], default="local",
