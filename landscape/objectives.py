@@ -56,6 +56,12 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED = ("loss", "acc")
 
 
+def is_user_spec(spec: str) -> bool:
+    """Whether a loss/metric spec names a user callable (``package.module:callable``), not a built-in;
+    built-in losses take class-index targets, a user's may take any."""
+    return ":" in spec and not spec.lower().startswith("label_smoothing")
+
+
 class ObjectiveError(ValueError):
     """A loss or metric spec is malformed, or a user's callable failed (one line, naming it)."""
 
@@ -233,7 +239,7 @@ def parse_loss(spec: str | Objective | Callable[[Tensor, Tensor], Tensor] | None
     found = _builtin(body, as_metric=False)
     if found is not None:
         return found
-    if ":" in body and not body.lower().startswith("label_smoothing"):
+    if is_user_spec(body):
         return _user(body, None, "--loss")
     raise ObjectiveError(f"unknown loss {spec!r}; expected one of {', '.join(BUILTIN_LOSSES)} "
                          "or 'package.module:callable'")
@@ -247,7 +253,7 @@ def parse_metric(spec: str | Objective | Callable[[Tensor, Tensor], Tensor]) -> 
         return _from_callable(spec, getattr(spec, "__name__", type(spec).__name__), "--metric")
     name, body = _split_name(str(spec))
     found = _builtin(body, as_metric=True)
-    if found is None and ":" in body and not body.lower().startswith("label_smoothing"):
+    if found is None and is_user_spec(body):
         found = _user(body, name, "--metric")
     if found is None:
         raise ObjectiveError(f"unknown metric {spec!r}; expected one of {', '.join(BUILTIN_METRICS)}, a loss "
@@ -356,13 +362,13 @@ def value_label(key: str, settings: dict[str, Any] | None = None) -> str | None:
     settings = settings or {}
     if name == "loss":
         spec = str(settings.get("loss") or "ce")
-        found = _builtin(spec, as_metric=False) if ":" not in spec or spec.startswith("label_smoothing") else None
+        found = None if is_user_spec(spec) else _builtin(spec, as_metric=False)
         if spec == "ce":
             return None
         return f"{split} {found.label if found else spec.rpartition(':')[2] + ' loss'}"
     for spec in settings.get("metrics") or []:
         given, body = _split_name(str(spec))
-        found = _builtin(body, as_metric=True) if ":" not in body or body.startswith("label_smoothing") else None
+        found = None if is_user_spec(body) else _builtin(body, as_metric=True)
         stored = given or (found.name if found else body.rpartition(":")[2])
         if stored == name:
             return f"{split} {found.label if found else stored}"

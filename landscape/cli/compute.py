@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         args.x = args.y = "auto"  # fit the grid to the projected trajectory
     if args.directions == "plane" and args.x is None and args.y is None:
         args.x = args.y = PLANE_GRID  # A, B and C with a margin
-    from ..objectives import make_objectives
+    from ..objectives import is_user_spec, make_objectives
 
     objectives = make_objectives(args.loss, args.metric)  # a bad spec fails before any work
     if args.x is None:
@@ -247,10 +247,8 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         input_size = meta["model"].get("input_size", args.input_size)
     data, data_spec = load_data(args, input_size)
-    # before any file exists; the built-in losses (ce, mse, label smoothing) need class-index targets,
-    # a user loss (module:callable) may take any
-    loss = str(getattr(args, "loss", None) or "ce")
-    check_one_batch(model, data, class_targets=":" not in loss or loss.startswith("label_smoothing"))
+    # before any file exists; built-in losses need class-index targets, a user loss may take any
+    check_one_batch(model, data, class_targets=not is_user_spec(str(getattr(args, "loss", None) or "ce")))
     ndim = 1 if args.y is None else 2
     if args.directions == "random":
         d = dirs.random_directions(
