@@ -15,18 +15,17 @@ for the stated bound); the engine uses it only within :data:`landscape.engine.TO
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor, nn
+
+from ..threads import cpu_workers, worker_pool
 
 # numba's OpenMP pool spin-waits next to torch's (see bnext/packed/kernels.py); the workqueue layer sleeps.
 if "NUMBA_THREADING_LAYER" not in os.environ:
@@ -240,7 +239,7 @@ def winograd_conv2d(
     u = u.contiguous()
     rows = n * th
     tiles = max(MIN_CHUNK_TILES, chunk_bytes // (36 * max(c_in, c_out) * 4))
-    threads = torch.get_num_threads() if _omp_set_num_threads() is not None else 1
+    threads = cpu_workers()
     # chunks of cache size, but at least one per thread (e.g. 512 channels at 4x4, batch 128: one tile row each)
     step = max(1, min(rows, -(-tiles // tw), -(-rows // threads)))
     chunks = [(q0, min(rows, q0 + step)) for q0 in range(0, rows, step)]
@@ -261,7 +260,7 @@ def winograd_conv2d(
         run(iter(chunks))
     else:  # each worker takes the next chunk (single-threaded kernels and products, no barrier per chunk)
         todo = _Shared(chunks)
-        for f in [_pool(workers).submit(run, todo) for _ in range(workers)]:
+        for f in [worker_pool(workers).submit(run, todo) for _ in range(workers)]:
             f.result()
     return out
 
@@ -283,39 +282,6 @@ class _Shared:
                 raise StopIteration
             self._next += 1
             return self._items[self._next - 1]
-
-
-_POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-@functools.cache
-def _omp_set_num_threads() -> Callable[[int], None] | None:
-    """``omp_set_num_threads`` of the OpenMP runtime torch loaded (it sets the CALLING thread's team size;
-    ``torch.set_num_threads`` would change the whole process), or None when there is none to find."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line}
-        for path in sorted(paths):
-            fn = ctypes.CDLL(path).omp_set_num_threads
-            fn.argtypes, fn.restype = [ctypes.c_int], None
-            return fn
-    except (OSError, AttributeError):
-        pass
-    return None
-
-
-def _single_threaded() -> None:
-    fn = _omp_set_num_threads()
-    if fn is not None:
-        fn(1)  # this worker's products run on its own core, without an OpenMP team of its own
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A pool of ``workers`` threads whose torch calls are single-threaded (one per process and size)."""
-    key = (os.getpid(), workers)
-    if key not in _POOL:
-        _POOL[key] = ThreadPoolExecutor(workers, thread_name_prefix="winograd", initializer=_single_threaded)
-    return _POOL[key]
 
 
 # ----------------------------------------------------------------------------- the rule and the module
