@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from ..bn import RECALIBRATION_METHOD, recalibrate_bn
 from ..directions import Directions
+from ..threads import cpu_workers
 from . import batching
 from .audit import (
     AUDIT_SHARE,
@@ -71,6 +72,8 @@ EvalData = Mapping[str, tuple[Tensor, Tensor]]
 #: a fast torch forward (folded BN, channels-last) must match the model's logits on the probe to this
 #: fraction of the largest logit, else the engine runs the model as it is
 PROBE_RTOL = 1e-5
+#: fuse ReLU / residual epilogues into plain float convs as oneDNN post-ops (winograd_epilogue.OneDNNConv2d)
+ONEDNN_EPILOGUES = True
 #: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.engine.winograd)
 WINOGRAD_PROBE_RTOL = 1e-3
 PRECISIONS = ("fp32", "bf16")
@@ -198,6 +201,8 @@ class SurfaceEngine(PointEvaluation):
         self._audit_option = bool(audit)
         self._said: set[str] = set()
         self._reference_only = False
+        self._workers = 1
+        self._wino: list[Any] = []
         self._forward_name = "torch"
         self._audit_on = False
         #: what happened at the points evaluated so far (stored per run in surface files)
@@ -234,6 +239,7 @@ class SurfaceEngine(PointEvaluation):
 
     def _setup(self, work: nn.Module) -> None:
         work.eval()
+        self._wino = []
         params = dict(work.named_parameters())
         buffers = dict(work.named_buffers())
         dirs = self.directions.axes()
@@ -350,6 +356,10 @@ class SurfaceEngine(PointEvaluation):
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
         per_split = self._conv_algorithms_per_split()
         self._forward_name = forward_name
+        # a float torch forward on the CPU: batches on single-threaded workers (landscape.threads), which
+        # scale where one OpenMP team per small op does not; per batch the same arithmetic as at 1 thread
+        self._workers = (cpu_workers() if self.device.type == "cpu" and self.forward_factory is None
+                         and not self.exact and not self._reference_only and self.points_per_forward == 1 else 1)
         self._audit_on = (self._audit_option and not self.exact and not self._reference_only
                           and forward_name != "custom")
         if self._audit_on and self.sign_sensitive and self.device.type == "cpu":
@@ -386,6 +396,7 @@ class SurfaceEngine(PointEvaluation):
             "fallbacks": list(self._notes),
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
+            "batch_workers": self._workers,
             # bf16 is outside the contract: its measured deviation is stored instead
             "tolerance": None if self.exact or self.precision != "fp32" or not self._audit_option
             else dict(TOLERANCE),
@@ -491,7 +502,7 @@ class SurfaceEngine(PointEvaluation):
         wmodel, names = winograd_model(fused)
         if not names:
             return diff
-        forward, self.winograd_epilogues = fuse_epilogues(wmodel, probe)
+        forward, self.winograd_epilogues = fuse_epilogues(wmodel, probe, onednn=ONEDNN_EPILOGUES)
         with torch.inference_mode():
             got = forward(probe).float()
         wdiff = float((ref - got).abs().max())
@@ -507,6 +518,7 @@ class SurfaceEngine(PointEvaluation):
                               stacklevel=5)
             return diff
         self._forward = forward
+        self._wino = [m for m in wmodel.modules() if isinstance(m, WinogradConv2d)]
         inner = {id(m.conv) for m in wmodel.modules() if isinstance(m, WinogradConv2d)}
         self.conv_algorithms = {
             n: (algos[n] or "torch") if n in algos else "torch"
@@ -534,6 +546,7 @@ class SurfaceEngine(PointEvaluation):
             "_data",
             "_forward",
             "_pairs",
+            "_wino",
             "_entries",
             "_calib",
         ):
@@ -571,6 +584,8 @@ class SurfaceEngine(PointEvaluation):
                 self._recalibrate()
             for pair in self._pairs:
                 pair.refresh()
+            for conv in self._wino:  # transformed here, once, not by the first of several batch workers
+                conv.transformed_weights()
 
     def _recalibrate(self) -> None:
         """BN statistics of the current point: the calibration set's population statistics, computed by the

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..threads import run_ordered
 from .audit import AUDIT_SHARE, MarginRecorder, audit_indices, audit_share, logit_margins, sign_modules
 
 
@@ -34,6 +35,7 @@ class PointEvaluation:
     _reference_only: bool
     _audit_on: bool
     _forward_name: str
+    _workers: int
     _opened: bool
 
     def set_point(self, x: float, y: float = 0.0) -> None:  # provided by the engine
@@ -74,11 +76,18 @@ class PointEvaluation:
             parts = []
             # the loss and metrics asked for (landscape.objectives), else cross-entropy and top-1
             acc = self.objectives.accumulator(split) if self.objectives is not None else None
+            starts = range(0, xs.shape[0], batch)
+            workers = self._workers if not margins and not nchw else 1
+            if workers > 1:  # every batch on a single-threaded worker; combined below in batch order
+                batches = run_ordered(self._forward_batch, [(forward, xs[s : s + batch]) for s in starts], workers)
             with MarginRecorder(margins or [], xs.shape[0]) as rec:
-                for s in range(0, xs.shape[0], batch):
+                for k, s in enumerate(starts):
                     rec.start = s
-                    xb = xs[s : s + batch]
-                    logits = _as_float(forward(xb.contiguous() if nchw else xb))
+                    if workers > 1:
+                        logits = batches[k]
+                    else:
+                        xb = xs[s : s + batch]
+                        logits = _as_float(forward(xb.contiguous() if nchw else xb))
                     yb = ys[s : s + batch]
                     if acc is not None:
                         acc.update(logits, yb)
@@ -98,6 +107,12 @@ class PointEvaluation:
                 if margins:
                     kept[f"{split}/margin"] = rec.margins
         return out, kept
+
+    def _forward_batch(self, job: tuple[Callable[[Tensor], Tensor], Tensor]) -> Tensor:
+        """``forward(batch)`` on a worker thread (inference mode and autocast are per thread: entered here)."""
+        forward, xb = job
+        with torch.inference_mode(), self._autocast():
+            return _as_float(forward(xb))
 
     def _reference_values(self) -> dict[str, float]:
         """The point on the reference path: the model's own forward, fp32, NCHW, the reference batch size."""

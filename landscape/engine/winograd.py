@@ -320,6 +320,10 @@ def choose_algorithm(conv: nn.Module, input_shape: tuple[int, ...] | None = None
     return WINOGRAD if ok else TORCH
 
 
+#: serializes the weight transforms (several workers may run one module's forward at the same time)
+_TRANSFORM_LOCK = threading.RLock()
+
+
 class WinogradConv2d(nn.Module):
     """Runs ``conv`` (a plain 3x3 ``nn.Conv2d``) as a Winograd F(4x4, 3x3) convolution where the rule allows.
 
@@ -345,6 +349,10 @@ class WinogradConv2d(nn.Module):
 
     def transformed_weights(self) -> Tensor:
         """``G g G^T`` of the conv's current weight (recomputed when the weight changed)."""
+        with _TRANSFORM_LOCK:  # batches on several workers: one of them transforms, the others reuse
+            return self._transformed_weights()
+
+    def _transformed_weights(self) -> Tensor:
         w = self.conv.weight.detach()
         if self._src is None or self._src.shape != w.shape or not torch.equal(self._src, w):
             if self._src is None or self._src.shape != w.shape:
