@@ -21,6 +21,7 @@ where a one-off probe looked. The engine therefore (see :class:`landscape.engine
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,13 +98,23 @@ def _shift(m: nn.Module, like: Tensor) -> Tensor | None:
 
 class MarginRecorder:
     """Per image, the smallest ``|input + shift|`` that the given binarizing modules see during the
-    forwards run inside ``with`` (set :attr:`start` to the batch's first row before each forward)."""
+    forwards run inside ``with`` (set :attr:`start` to the batch's first row before each forward, on the
+    thread that runs it: batches on different threads write disjoint rows)."""
 
     def __init__(self, modules: Sequence[nn.Module], n: int):
         self.modules = list(modules)
         self.margins = torch.full((n,), float("inf"))
-        self.start = 0
+        self._local = threading.local()  # batches may run side by side on worker threads (landscape.threads)
         self._handles: list = []
+
+    @property
+    def start(self) -> int:
+        """First row of the batch the calling thread is running (set before each forward)."""
+        return getattr(self._local, "start", 0)
+
+    @start.setter
+    def start(self, value: int) -> None:
+        self._local.start = value
 
     def _hook(self, m: nn.Module, args: tuple) -> None:
         x = args[0] if args else None

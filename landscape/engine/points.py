@@ -77,10 +77,11 @@ class PointEvaluation:
             # the loss and metrics asked for (landscape.objectives), else cross-entropy and top-1
             acc = self.objectives.accumulator(split) if self.objectives is not None else None
             starts = range(0, xs.shape[0], batch)
-            workers = self._workers if not margins and not nchw else 1
-            if workers > 1:  # every batch on a single-threaded worker; combined below in batch order
-                batches = run_ordered(self._forward_batch, [(forward, xs[s : s + batch]) for s in starts], workers)
+            workers = self._workers if not nchw else 1
             with MarginRecorder(margins or [], xs.shape[0]) as rec:
+                if workers > 1:  # every batch on a single-threaded worker; combined below in batch order
+                    batches = run_ordered(self._forward_batch, [(forward, xs, s, batch, rec) for s in starts],
+                                          workers)
                 for k, s in enumerate(starts):
                     rec.start = s
                     if workers > 1:
@@ -108,11 +109,13 @@ class PointEvaluation:
                     kept[f"{split}/margin"] = rec.margins
         return out, kept
 
-    def _forward_batch(self, job: tuple[Callable[[Tensor], Tensor], Tensor]) -> Tensor:
-        """``forward(batch)`` on a worker thread (inference mode and autocast are per thread: entered here)."""
-        forward, xb = job
+    def _forward_batch(self, job: tuple[Callable[[Tensor], Tensor], Tensor, int, int, MarginRecorder]) -> Tensor:
+        """The logits of rows ``start : start + batch`` on a worker thread (inference mode, autocast and the
+        margin recorder's row offset are per thread: set here)."""
+        forward, xs, start, batch, rec = job
+        rec.start = start
         with torch.inference_mode(), self._autocast():
-            return _as_float(forward(xb))
+            return _as_float(forward(xs[start : start + batch]))
 
     def _reference_values(self) -> dict[str, float]:
         """The point on the reference path: the model's own forward, fp32, NCHW, the reference batch size."""

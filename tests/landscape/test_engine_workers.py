@@ -105,3 +105,27 @@ def test_a_worker_failure_falls_back_to_the_reference_path():
         assert e.counters["fallback_points"] == 1
     for k in good:
         assert again[k] == pytest.approx(good[k], rel=1e-5, abs=1e-5)
+
+
+def test_binary_model_margins_recorded_on_workers_equal_one_thread():
+    """A binarizing model run as itself: its per-image binary margins (which pick the audited images) are
+    recorded on the workers into the right rows, as on one thread."""
+    from ._models import TinyBinaryNet, randomize_bn
+
+    torch.manual_seed(3)
+    model = randomize_bn(TinyBinaryNet(classes=5, c=8).eval(), seed=3)
+    x, y = torch.randn(150, 3, 10, 10), torch.randint(0, 5, (150,))
+    dirs = random_directions(model, seed=1)
+    out = {}
+    for n in (2, 1):
+        with threads(n), SurfaceEngine(copy.deepcopy(model), dirs, {"train": (x, y)}, batch_size=16) as e:
+            assert e.sign_sensitive and e.settings["batch_workers"] == n
+            e.set_point(0.3, -0.2)
+            with torch.inference_mode():
+                vals, kept = e._measure(e._forward, keep=True)
+            out[n] = (vals, kept["train"], kept["train/margin"], e.evaluate(0.3, -0.2))
+    assert out[2][0] == out[1][0] and out[2][3] == out[1][3]
+    assert torch.equal(out[2][1], out[1][1])
+    margins = out[2][2]
+    assert torch.isfinite(margins).all()  # every row was written (by whichever worker ran its batch)
+    assert torch.equal(margins, out[1][2])
