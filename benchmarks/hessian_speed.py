@@ -112,9 +112,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--batches", type=int, default=1, help="batches of data (PyHessian's data loader when > 1)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--part-size", type=int, default=None, help="samples per part of our products (default 32)")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
     print(f"load average before: {os.getloadavg()}; {args.threads} thread(s), {args.batches} batch(es) of "
           f"{args.batch}, {args.input_size}x{args.input_size}, width {args.width}, {args.repeats} interleaved repeats")
     head = ("model", "params", "grad min/med (s)", "cold HVP min/med", "warm HVP min/med", "PyHessian min/med",

@@ -404,6 +404,7 @@ def top_eigenpairs(
         before = [f[0] for f in found]
         found.extend((float(v), float(r), float(c), float(e), u.to(basis_dtype))
                      for v, r, c, e, u in zip(values, residuals, recurrence, bounds, vectors))
+        del vectors  # float64 (k x dim): only the basis-dtype copies in found are kept across starts
         found.sort(key=lambda f: -sign * f[0])
         del found[k:]  # only the answer's vectors are kept (and deflated against)
         after = [f[0] for f in found]
