@@ -103,3 +103,17 @@ def test_full_resnet18_top5_memory_plan_fits_8_gib():
     vectors = 5 * h.dim * (4 + 4 + 8)  # the answer, its deflation copy and one start's float64 Ritz vectors
     assert basis <= h.max_basis_bytes
     assert min(graphs, h.products.max_graph_bytes) + basis + vectors < 7 * 2**30
+
+
+def test_a_basis_above_the_limit_goes_to_disk_only_where_it_fits(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from landscape.curvature import lanczos
+
+    assert lanczos.check_basis(1000, 10, torch.float32, 1000, tmp_path) == 40_000  # on disk: enough free space
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(lanczos.shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(lanczos.BasisTooLargeError, match="100 B free in"):
+        lanczos.check_basis(1000, 10, torch.float32, 1000, tmp_path)
+    with pytest.raises(lanczos.BasisTooLargeError, match="keep it on disk"):
+        lanczos.check_basis(1000, 10, torch.float32, 1000, None)
