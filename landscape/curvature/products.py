@@ -135,20 +135,26 @@ class PartProducts:
         if self._kept is not None and self._kept[0] == versions:
             return
         self.release()
-        built = self._ordered(lambda i: self._graph(self.parts[i], measure=True), range(len(self.parts)),
-                              keep_all=True)
-        self.part_bytes = [b for _, b in built]
-        limit = self.max_graph_bytes
-        if limit is not None and sum(self.part_bytes) > limit:
-            # not all fit: leave room for the parts rebuilt per product (one per worker at a time)
-            limit -= self._workers(len(self.parts)) * max(self.part_bytes)
-        kept: list[Grads | None] = []
-        total = 0
-        for grads, size in built:
-            fits = limit is None or total + size <= limit
-            kept.append(grads if fits else None)
-            total += size if fits else 0
-        del built
+        # built a round of one part per worker at a time, so that graphs beyond the budget never coexist
+        workers = self._workers(len(self.parts))
+        kept: list[Grads | None] = [None] * len(self.parts)
+        self.part_bytes = []
+        total, room = 0, True
+        for first in range(0, len(self.parts), workers):
+            built = self._ordered(lambda i: self._graph(self.parts[i], measure=True),
+                                  range(first, min(first + workers, len(self.parts))), keep_all=True)
+            for i, (grads, size) in enumerate(built, start=first):
+                self.part_bytes.append(size)
+                # leave room for the parts rebuilt per product (one per worker at a time)
+                reserve = workers * max(self.part_bytes) if i + 1 < len(self.parts) else 0
+                room = room and (self.max_graph_bytes is None
+                                 or total + size + reserve <= self.max_graph_bytes)
+                if room:
+                    kept[i] = grads
+                    total += size
+            del built
+            if not room:
+                break
         self.graph_bytes = total
         self._kept = (versions, kept)
 
