@@ -6,10 +6,11 @@ evaluation set (model in eval mode: BatchNorm uses its running statistics) with 
 selection of the parameters, used as an operator:
 
 * :meth:`Hessian.hvp`: ``H v`` by double backward (``torch.autograd``: the gradient with
-  ``create_graph``, then the gradient of ``<grad, v>``), summed over batches of the data, so any
-  subset size fits in memory; deterministic for fixed data, vectors and seeds. When the data fit in
-  one batch the forward/first-backward graph is kept between products at the same weights (each
-  further product is one second backward); BatchNorm is evaluated as its eval-mode affine map;
+  ``create_graph``, then the gradient of ``<grad, v>``), summed over fixed parts of the data
+  (:mod:`.products`) that run in parallel on single-threaded workers, so any subset size fits in memory;
+  deterministic for fixed data, vectors and seeds, and the same for any number of workers. Each part's
+  forward/first-backward graph is kept between products at the same weights (each further product is
+  one second backward) within a memory budget; BatchNorm is evaluated as its eval-mode affine map;
 * :meth:`Hessian.top_eigenvalues` / :meth:`Hessian.extremes`: Lanczos (:mod:`.lanczos`) with full
   reorthogonalization and a basis in the parameters' dtype (its size is checked against
   ``max_basis_bytes`` before the first product), stopped when the wanted Ritz values' recurrence residuals
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .lanczos import Eigenvalues, Extremes, basis_bytes, extreme_pairs, format_bytes, lanczos, top_eigenpairs
+from .products import DEFAULT_MAX_GRAPH_BYTES, DEFAULT_PART_SIZE, PartProducts, make_parts
 
 __all__ = ["Density", "Eigenvalues", "Extremes", "Hessian", "TraceEstimate", "lanczos", "mean_cross_entropy",
            "plot_density", "select_parameters", "shifted"]
@@ -193,8 +195,14 @@ class Hessian:
         params: ``"all"``, a predicate ``(name, parameter) -> bool`` or a list of names.
         batch_size: samples per forward (the loss and every product are summed over batches).
         device: where the data go (default: the model's device).
+        part_size: products are summed over parts of at most this many samples (each batch cut evenly),
+            run in parallel on single-threaded workers (:mod:`.products`; the parts, hence the result,
+            do not depend on the number of workers).
+        workers: workers for the parts (default :func:`landscape.threads.cpu_workers`: torch's threads).
+        max_graph_bytes: kept graphs (saved tensors) above this are not kept: later parts are rebuilt for each
+            product (default 3 GiB; None: keep all).
         cache_graph: keep the forward and first-backward graph between products (saves a forward and a
-            backward per product; default: when the data fit in one batch); rebuilt when weights change.
+            backward per product; default True, within ``max_graph_bytes``); rebuilt when weights change.
         basis_dtype: dtype of the Lanczos basis (default the parameters' dtype: float32 halves the memory
             of float64; projections are computed in float64 either way).
         max_basis_bytes: refuse (:class:`~.lanczos.BasisTooLargeError`) a Lanczos basis above this size
@@ -213,6 +221,9 @@ class Hessian:
         batch_size: int = 256,
         device: str | torch.device | None = None,
         cache_graph: bool | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        workers: int | None = None,
+        max_graph_bytes: int | None = DEFAULT_MAX_GRAPH_BYTES,
         basis_dtype: torch.dtype | None = None,
         max_basis_bytes: int | None = DEFAULT_MAX_BASIS_BYTES,
         basis_dir: str | os.PathLike[str] | None = None,
@@ -240,11 +251,12 @@ class Hessian:
         self.n = int(inputs.shape[0])
         self.batch_size = int(batch_size)
         self.hvp_count = 0
-        # the forward and first backward do not depend on v: keep their graph between products (one
-        # batch by default; True keeps every batch's, memory permitting) and rebuild it when any
-        # parameter changed in place (its version counter moved)
-        self.cache_graph = (self.n <= self.batch_size) if cache_graph is None else bool(cache_graph)
-        self._cache: tuple[tuple[int, ...], list[tuple[Tensor | None, ...]]] | None = None
+        # the forward and first backward do not depend on v: each part's graph is kept between products
+        # (within max_graph_bytes) and rebuilt when a parameter or buffer changed in place
+        self.cache_graph = True if cache_graph is None else bool(cache_graph)
+        self.parts = make_parts(self.n, self.batch_size, int(part_size))
+        self.products = PartProducts(model, self.params, self.inputs, self.targets, self.loss_fn, self.parts,
+                                     keep=self.cache_graph, max_graph_bytes=max_graph_bytes, workers=workers)
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
@@ -316,46 +328,24 @@ class Hessian:
         return acc.to("cpu", torch.float64)
 
     def hvp(self, v: Tensor) -> Tensor:
-        """``H v`` for a flat vector ``v`` of length :attr:`dim` (returned flat, float64, on the CPU)."""
+        """``H v`` for a flat vector ``v`` of length :attr:`dim` (returned flat, float64, on the CPU): the
+        ordered sum of the parts' double backwards, run on the workers (:mod:`.products`)."""
         if v.numel() != self.dim:
             raise ValueError(f"vector has {v.numel()} entries, the selected parameters have {self.dim}")
         vs = self._split(v.reshape(-1))
-        acc = None
-        cached = self._cached_graph()
-        with self._prepared(), torch.enable_grad():
-            for grads in cached if cached is not None else self._graphs():
-                pairs = [(g, u) for g, u in zip(grads, vs) if g is not None and g.requires_grad]
-                if not pairs:  # the loss is linear (or constant) in every selected parameter
-                    continue
-                # d<grad, v>/d theta, with v fed as the output gradient (no explicit dot product)
-                hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
-                                         allow_unused=True, retain_graph=cached is not None)
-                flat = self._flat(hv, self.params).detach()
-                acc = flat if acc is None else acc + flat
+        with self._prepared():
+            acc = self.products.hvp(vs)
         self.hvp_count += 1
         return self._result(acc)
 
-    def _graphs(self) -> Iterator[tuple[Tensor | None, ...]]:
-        """Per batch: the weighted gradient with its graph (``create_graph``), ready for a second backward."""
-        for xb, yb, w in self._batches():
-            loss = self.loss_fn(self.model(xb), yb) * w
-            yield torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-
-    def _cached_graph(self) -> list[tuple[Tensor | None, ...]] | None:
-        """The gradient graphs kept across products (``cache_graph``), rebuilt when a parameter or buffer
-        changed in place (version counters; ``.data`` assignments go unnoticed: call :meth:`release`)."""
-        if not self.cache_graph:
-            return None
-        versions = tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
-        if self._cache is None or self._cache[0] != versions:
-            self._cache = None  # free the old graph first
-            with self._prepared(), torch.enable_grad():
-                self._cache = (versions, list(self._graphs()))
-        return self._cache[1]
+    @property
+    def kept_parts(self) -> int:
+        """How many parts' gradient graphs are kept between products (0 before the first product)."""
+        return self.products.kept_parts
 
     def release(self) -> None:
-        """Drop the cached gradient graph (its activations) now."""
-        self._cache = None
+        """Drop the kept gradient graphs (their activations) now."""
+        self.products.release()
 
     def dense(self) -> Tensor:
         """The full ``dim x dim`` matrix from ``dim`` products (small models and tests only)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -116,17 +117,25 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def check_basis(dim: int, iterations: int, dtype: torch.dtype, limit: int | None, on_disk: bool = False) -> int:
+def check_basis(dim: int, iterations: int, dtype: torch.dtype, limit: int | None,
+                basis_dir: str | os.PathLike[str] | None = None) -> int:
     """The basis size in bytes, or :class:`BasisTooLargeError` when it exceeds ``limit`` (None: no limit) and
-    cannot go to disk."""
+    cannot go to disk (no ``basis_dir``, or less free space there than the basis needs)."""
     need = basis_bytes(dim, iterations, dtype)
-    if limit is not None and need > limit and not on_disk:
+    if limit is None or need <= limit:
+        return need
+    shape = f"{iterations} vectors x {dim:,} parameters, {str(dtype).replace('torch.', '')}"
+    ways = ("lower max_iter (--max-iter), select fewer parameters (--params real) or raise the limit "
+            "(--max-basis-gb)")
+    if basis_dir is None:
         raise BasisTooLargeError(
-            f"the Lanczos basis would take {format_bytes(need)} ({iterations} vectors x {dim:,} parameters, "
-            f"{str(dtype).replace('torch.', '')}), above the limit of {format_bytes(limit)}; keep it on disk "
-            "(basis_dir=, CLI --basis-dir), lower max_iter (--max-iter), select fewer parameters (--params real) "
-            "or raise the limit (--max-basis-gb)"
-        )
+            f"the Lanczos basis would take {format_bytes(need)} ({shape}), above the limit of "
+            f"{format_bytes(limit)}; keep it on disk (basis_dir=, CLI --basis-dir), {ways}")
+    free = shutil.disk_usage(basis_dir).free
+    if need > free:
+        raise BasisTooLargeError(
+            f"the Lanczos basis would take {format_bytes(need)} ({shape}), above the limit of "
+            f"{format_bytes(limit)} in memory and the {format_bytes(free)} free in {basis_dir} (--basis-dir); {ways}")
     return need
 
 
@@ -236,7 +245,7 @@ def lanczos(
     """
     dim = v0.numel()
     m = max(1, min(int(max_iter), dim - (0 if locked is None else locked.shape[0])))
-    check_basis(dim, m, basis_dtype, max_bytes, on_disk=basis_dir is not None)
+    check_basis(dim, m, basis_dtype, max_bytes, basis_dir)
     if basis_dir is not None and max_bytes is not None and basis_bytes(dim, m, basis_dtype) > max_bytes:
         basis: Tensor | DiskBasis = DiskBasis(m, dim, basis_dtype, basis_dir)
     else:
@@ -363,7 +372,7 @@ def top_eigenpairs(
     max_iter = min(dim, max(50, 10 * k)) if max_iter is None else min(int(max_iter), dim)
     max_iter = max(max_iter, k)
     max_starts = max(int(starts), k + int(starts) if max_starts is None else int(max_starts))
-    check_basis(dim, max_iter, basis_dtype, max_bytes, on_disk=basis_dir is not None)
+    check_basis(dim, max_iter, basis_dtype, max_bytes, basis_dir)
     t0 = time.perf_counter()
     op = _Counted(matvec, progress)
     sign = 1.0 if which == "largest" else -1.0
@@ -404,6 +413,7 @@ def top_eigenpairs(
         before = [f[0] for f in found]
         found.extend((float(v), float(r), float(c), float(e), u.to(basis_dtype))
                      for v, r, c, e, u in zip(values, residuals, recurrence, bounds, vectors))
+        del vectors  # float64 (k x dim): only the basis-dtype copies in found are kept across starts
         found.sort(key=lambda f: -sign * f[0])
         del found[k:]  # only the answer's vectors are kept (and deflated against)
         after = [f[0] for f in found]

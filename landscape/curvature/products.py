@@ -1,0 +1,206 @@
+"""Hessian-vector products over fixed parts of the data, run in parallel on single-threaded workers.
+
+The mean loss over ``n`` samples is the sum over parts ``P`` of ``(|P| / n) * mean loss over P`` (exact for
+a loss that is a per-sample mean, which is what :class:`~.hessian.Hessian` assumes for its batches; the
+model is in eval mode, so samples do not interact), hence ``H v = sum_P (|P| / n) H_P v``. Each part's
+product is a double backward (the gradient with ``create_graph``, then the gradient of ``<grad, v>``)
+that needs nothing from the other parts, so the parts run on the workers of :mod:`landscape.threads`
+(each torch call single-threaded: on small convolutions two single-threaded graphs on two cores beat one
+graph on two threads). The parts depend only on the data and ``part_size``, never on the number of
+workers, and their products are added in part order in float64, so a product is bit-identical for any
+number of workers (each worker, and a single-threaded caller, computes the same part the same way).
+
+Memory: a part's forward and first-backward graph does not depend on ``v``, so it is kept between
+products at the same weights (one double backward per further product) while the kept graphs fit in
+``max_graph_bytes`` (their saved tensors, measured when built; when not all fit, room for one rebuilt part
+per worker is left in the budget); the other parts are rebuilt for each product, one per worker at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..threads import cpu_workers, worker_pool
+
+#: samples per part (a batch is cut into parts of at most this many samples)
+DEFAULT_PART_SIZE = 32
+#: bytes of kept gradient graphs (saved tensors, parameters not counted) before parts are rebuilt per product
+DEFAULT_MAX_GRAPH_BYTES = 3 * 2**30
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Grads = tuple[Tensor | None, ...]
+
+
+@dataclass
+class Part:
+    """Samples ``start:stop`` of the data, weighted ``(stop - start) / n`` in the mean loss."""
+
+    start: int
+    stop: int
+    weight: float
+
+
+def make_parts(n: int, batch_size: int, part_size: int) -> list[Part]:
+    """The data ``0:n`` cut into batches of ``batch_size``, each cut into near-equal parts of at most
+    ``part_size`` samples (a function of these three numbers only)."""
+    if part_size < 1:
+        raise ValueError(f"part_size must be >= 1, got {part_size}")
+    parts = []
+    for s in range(0, n, batch_size):
+        e = min(n, s + batch_size)
+        pieces = -(-(e - s) // part_size)
+        bounds = [s + (e - s) * i // pieces for i in range(pieces + 1)]
+        parts.extend(Part(a, b, (b - a) / n) for a, b in zip(bounds[:-1], bounds[1:]))
+    return parts
+
+
+def _saved_bytes(skip: set[int]) -> tuple[dict[int, int], Callable[[Tensor], Tensor]]:
+    """A ``saved_tensors_hooks`` pack hook that records each saved storage's size once (not those in ``skip``)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in skip:
+            seen[ptr] = storage.nbytes()
+        return t
+
+    return seen, pack
+
+
+class PartProducts:
+    """``H v`` as the ordered float64 sum of the parts' double backwards (see the module docstring).
+
+    ``model`` must already be prepared by the caller (eval mode, ``requires_grad`` only on ``params``)
+    whenever :meth:`graphs` or :meth:`hvp` run; the workers inherit that state.
+    """
+
+    def __init__(self, model: nn.Module, params: Sequence[nn.Parameter], inputs: Tensor, targets: Tensor,
+                 loss_fn: LossFn, parts: list[Part], *, keep: bool = True,
+                 max_graph_bytes: int | None = DEFAULT_MAX_GRAPH_BYTES, workers: int | None = None) -> None:
+        self.model, self.params, self.loss_fn = model, list(params), loss_fn
+        self.inputs, self.targets, self.parts = inputs, targets, parts
+        self.keep, self.max_graph_bytes, self.workers = keep, max_graph_bytes, workers
+        self._kept: tuple[tuple[int, ...], list[Grads | None]] | None = None
+        self.graph_bytes = 0  # bytes of the kept graphs
+        self.part_bytes: list[int] = []  # saved bytes of each part's graph when last built (kept or not)
+
+    # -- one part ----------------------------------------------------------------------
+    def _graph(self, part: Part, measure: bool = False) -> tuple[Grads, int]:
+        """The part's weighted gradient with its graph (``create_graph``) and the graph's saved bytes."""
+        xb, yb = self.inputs[part.start : part.stop], self.targets[part.start : part.stop]
+        with torch.enable_grad():  # grad mode is per thread
+            if not measure:
+                loss = self.loss_fn(self.model(xb), yb) * part.weight
+                return torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True), 0
+            seen, pack = _saved_bytes({p.untyped_storage().data_ptr() for p in self.params})
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = self.loss_fn(self.model(xb), yb) * part.weight
+                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            return grads, sum(seen.values())
+
+    def _product(self, grads: Grads, vs: Sequence[Tensor], retain: bool) -> Tensor | None:
+        """``d<grads, v>/d params`` for one part, flat in float64 (None: the loss is linear in every parameter)."""
+        pairs = [(g, u) for g, u in zip(grads, vs) if g is not None and g.requires_grad]
+        if not pairs:
+            return None
+        with torch.enable_grad():
+            hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
+                                     allow_unused=True, retain_graph=retain)
+        return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
+                          for t, p in zip(hv, self.params)])
+
+    def _run(self, i: int, vs: Sequence[Tensor]) -> Tensor | None:
+        kept = self._kept[1][i] if self._kept is not None else None
+        if kept is not None:
+            return self._product(kept, vs, retain=True)
+        grads, _ = self._graph(self.parts[i])
+        return self._product(grads, vs, retain=False)
+
+    # -- the kept graphs -----------------------------------------------------------------
+    def versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
+
+    def refresh(self) -> None:
+        """Build the kept graphs (parts in order, while they fit in ``max_graph_bytes``) unless those kept are
+        still at the current weights (version counters; ``.data`` assignments go unnoticed: :meth:`release`)."""
+        if not self.keep:
+            return
+        versions = self.versions()
+        if self._kept is not None and self._kept[0] == versions:
+            return
+        self.release()
+        # built a round of one part per worker at a time, so that graphs beyond the budget never coexist
+        workers = self._workers(len(self.parts))
+        kept: list[Grads | None] = [None] * len(self.parts)
+        self.part_bytes = []
+        total, room = 0, True
+        for first in range(0, len(self.parts), workers):
+            built = self._ordered(lambda i: self._graph(self.parts[i], measure=True),
+                                  range(first, min(first + workers, len(self.parts))), keep_all=True)
+            for i, (grads, size) in enumerate(built, start=first):
+                self.part_bytes.append(size)
+                # leave room for the parts rebuilt per product (one per worker at a time)
+                reserve = workers * max(self.part_bytes) if i + 1 < len(self.parts) else 0
+                room = room and (self.max_graph_bytes is None
+                                 or total + size + reserve <= self.max_graph_bytes)
+                if room:
+                    kept[i] = grads
+                    total += size
+            del built
+            if not room:
+                break
+        self.graph_bytes = total
+        self._kept = (versions, kept)
+
+    def release(self) -> None:
+        """Drop the kept graphs (their activations) now."""
+        self._kept = None
+        self.graph_bytes = 0
+
+    @property
+    def kept_parts(self) -> int:
+        return 0 if self._kept is None else sum(g is not None for g in self._kept[1])
+
+    # -- products ----------------------------------------------------------------------
+    def _workers(self, items: int) -> int:
+        workers = cpu_workers() if self.workers is None else max(1, int(self.workers))
+        return min(workers, items)
+
+    def _ordered(self, fn: Callable[[int], object], items: range, keep_all: bool = False) -> list:
+        """``fn(i)`` for the items on the workers; results in item order (all of them, or handed out in order)."""
+        workers = self._workers(len(items))
+        if workers <= 1:
+            return [fn(i) for i in items]
+        pool = worker_pool(workers)
+        futures: list[Future] = [pool.submit(fn, i) for i in items]
+        errors = [f.exception() for f in futures] if keep_all else []
+        for e in errors:
+            if e is not None:
+                raise e
+        return futures if not keep_all else [f.result() for f in futures]
+
+    def hvp(self, vs: Sequence[Tensor]) -> Tensor | None:
+        """``sum_P H_P v`` (each part weighted), float64, added in part order; ``vs`` split like the parameters."""
+        self.refresh()
+        n = len(self.parts)
+        results = self._ordered(lambda i: self._run(i, vs), range(n))
+        acc: Tensor | None = None
+        for i in range(n):
+            r = results[i]
+            if isinstance(r, Future):
+                try:
+                    r = r.result()
+                except BaseException:
+                    for f in results[i + 1 :]:  # let the started parts finish before raising
+                        f.exception()
+                    raise
+            results[i] = None  # free each part's product once added
+            if r is not None:
+                acc = r if acc is None else acc.add_(r)
+        return acc
