@@ -3,57 +3,57 @@
 The engine's audit (:mod:`landscape.engine.audit`) asks, at every grid point, which images came closest
 to a flipped activation in the fast forward. Done with torch ops that costs an add, an abs and a
 reduction over every binarized activation (written and read again); this kernel reads each activation
-once, in parallel over images, and adds in float32 exactly as the binarizing layers do.
+once, vectorized, and adds in float32 exactly as the binarizing layers do.
 """
 
 from __future__ import annotations
 
-import os
-
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-# numba's OpenMP pool spin-waits next to torch's (see bnext/packed/kernels.py); the workqueue layer sleeps.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-
-@njit(parallel=True, cache=True)
-def _min_abs_shift(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    n, c, k = x.shape
-    for i in prange(n):
-        m = out[i]
-        for j in range(c):
-            s = shift[j]
-            for t in range(k):
-                v = abs(x[i, j, t] + s)
-                if v < m:
-                    m = v
-        out[i] = m
+#: lanes of the running minimum (one AVX-512 register of float32; LLVM keeps the lanes in a vector)
+_LANES = 16
 
 
-@njit(cache=True, nogil=True)
-def _min_abs_shift_serial(x: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    n, c, k = x.shape
+@njit(cache=True, nogil=True, fastmath=True)
+def _min_abs_add(x: np.ndarray, s: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[i] = min(out[i], min_t |x[i, t] + s[t]|)`` for a flat ``(N, F)`` ``x`` and an ``(F,)`` ``s``.
+
+    A running minimum per lane over blocks of :data:`_LANES` elements (no reduction dependency between
+    lanes, so the loop vectorizes), then the lanes and the tail. Each ``x + s`` is one float32 add, as the
+    binarizing layers do it; ``abs`` and ``min`` are exact, so the result does not depend on the order."""
+    n, f = x.shape
+    acc = np.empty(_LANES, np.float32)
+    body = f - f % _LANES
     for i in range(n):
         m = out[i]
-        for j in range(c):
-            s = shift[j]
-            for t in range(k):
-                v = abs(x[i, j, t] + s)
-                if v < m:
-                    m = v
+        for lane in range(_LANES):
+            acc[lane] = m
+        for t in range(0, body, _LANES):
+            for lane in range(_LANES):
+                v = abs(x[i, t + lane] + s[t + lane])
+                acc[lane] = v if v < acc[lane] else acc[lane]
+        for t in range(body, f):
+            v = abs(x[i, t] + s[t])
+            if v < m:
+                m = v
+        for lane in range(_LANES):
+            if acc[lane] < m:
+                m = acc[lane]
         out[i] = m
 
 
 def min_abs_shift_(x: np.ndarray, shift: np.ndarray | None, out: np.ndarray) -> None:
     """``out[i] = min(out[i], min |x[i] + shift|)`` for a float32 ``(N, C, ...)`` array (shift per channel).
 
-    On a worker of :mod:`landscape.threads` (batches evaluated side by side) the kernel runs serially on
-    that worker: numba's workqueue pool must not be entered from two threads at once."""
-    from ..threads import in_worker
-
-    x3 = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[0], x.shape[1], -1)
-    s = np.zeros(x.shape[1], np.float32) if shift is None else np.ascontiguousarray(shift, np.float32).reshape(-1)
-    (_min_abs_shift_serial if in_worker() else _min_abs_shift)(x3, s, out)
+    One serial pass on the calling thread: a parallel launch costs more than a batch's activation takes to
+    read (measured: 0.2-0.4 ms for 32 images of 64x16x16 on two threads, 0.19 ms on one), and batches
+    may run side by side on the workers of :mod:`landscape.threads`."""
+    n, c = x.shape[0], x.shape[1]
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(n, -1)
+    k = x2.shape[1] // max(1, c)
+    if shift is None:
+        s = np.zeros(x2.shape[1], np.float32)
+    else:
+        s = np.repeat(np.ascontiguousarray(shift, np.float32).reshape(-1), k)  # the shift of every element
+    _min_abs_add(x2, s, out)
