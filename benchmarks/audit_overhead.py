@@ -9,7 +9,8 @@ times both engines on the same models, data and grid as ``benchmarks/landscape_s
 seconds per point of each, the overhead of the audit (median of on/off, and min/min), the points the
 audit recomputed, and the load average (a warning above the core count). Set-up is not counted.
 
-Target: overhead <= 10% per point on resnet18, bnext18 (width 1.0) and bireal18 (width 1.0).
+Target: overhead <= 10% per point on resnet18, bnext18 (width 1.0) and bireal18 (width 1.0); ``resnet20``
+(Li et al.'s CIFAR ResNet-20 on all 1,797 digits, see ``benchmarks/landscape_speed.py``) can be added.
 
     python benchmarks/audit_overhead.py                  # 3 models, 3x3 grid, 512 samples (~3-5 min)
     python benchmarks/audit_overhead.py --quick          # 2x2 grid, 128 samples
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from landscape_speed import load_info  # the sibling script: benchmarks/ is on sys.path when run
+from landscape_speed import load_info, model_and_data  # the sibling script: benchmarks/ is on sys.path
 from tqdm.auto import tqdm
 
 from bnext.io import atomic_open
@@ -36,15 +37,10 @@ from landscape.grid import parse_grid
 
 
 def bench(name: str, args: argparse.Namespace) -> dict:
-    import bnext.models
-    from bnext.data import load_tensors
-
-    opts = {"width": args.width} if name != "resnet18" else {}
-    torch.manual_seed(0)
-    model = bnext.models.create(name, num_classes=10, input_size=32, **opts).eval()
-    x, y = load_tensors("digits", "train", input_size=32)
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[: args.samples].sort().values
-    x, y = x[idx].contiguous(), y[idx]
+    args.default_samples = args.samples
+    samples, args.samples = args.samples, (None if name == "resnet20" else args.samples)
+    model, x, y, opts = model_and_data(name, args)  # the speed benchmark's models and data (resnet20: 1,797 digits)
+    args.samples = samples
     recalibrate_bn(model, x)  # statistics as after training (see benchmarks/landscape_speed.py)
     dirs = random_directions(model, seed=0, normalization="filter", bias_bn="ignore")
     xs = parse_grid(f"-1:1:{args.grid}")

@@ -32,3 +32,21 @@ def test_exact_zero_and_a_value_in_the_tail_are_found():
     out = np.full(2, np.inf, np.float32)
     min_abs_shift_(x, shift, out)
     assert out.tolist() == [0.25, 0.0]
+
+
+def test_large_activation_shared_over_workers_equals_torch():
+    from landscape.engine.margins import SPLIT_BYTES
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)  # two workers share the images out
+    try:
+        g = torch.Generator().manual_seed(5)
+        x = torch.randn(9, 64, 24, 24, generator=g)  # 1.3 MB: above SPLIT_BYTES
+        assert x.numel() * 4 >= SPLIT_BYTES
+        shift = torch.randn(64, generator=g)
+        out = np.full(9, np.inf, np.float32)
+        min_abs_shift_(x.numpy(), shift.numpy(), out)
+    finally:
+        torch.set_num_threads(old)
+    want = (x + shift.view(1, -1, 1, 1)).abs().flatten(1).amin(1)
+    assert np.array_equal(out, want.numpy())
