@@ -329,6 +329,11 @@ class _Counted:
 
     def __call__(self, v: Tensor) -> Tensor:
         out = self.matvec(v)
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(
+                f"Hessian-vector product {self.calls + 1} is not finite (inf or NaN): the loss's curvature "
+                "overflows at these weights (e.g. a freshly initialized model whose BatchNorm statistics were "
+                "never estimated); expected a finite loss: use a trained checkpoint or recalibrate BatchNorm")
         self.calls += 1
         if self.progress is not None:
             self.progress(self.calls)

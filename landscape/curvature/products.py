@@ -105,15 +105,16 @@ class PartProducts:
             return grads, sum(seen.values())
 
     def _product(self, grads: Grads, vs: Sequence[Tensor], retain: bool) -> Tensor | None:
-        """``d<grads, v>/d params`` for one part, flat in float64 (None: the loss is linear in every parameter)."""
+        """``d<grads, v>/d params`` for one part, flat (None: the loss is linear in every parameter)."""
         pairs = [(g, u) for g, u in zip(grads, vs) if g is not None and g.requires_grad]
         if not pairs:
             return None
         with torch.enable_grad():
             hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[u for _, u in pairs],
                                      allow_unused=True, retain_graph=retain)
-        return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
-                          for t, p in zip(hv, self.params)])
+        # flat in the parameters' dtype (half the bytes of float64 while waiting to be added; the float64
+        # sum of hvp() promotes each element exactly, so the total is the same)
+        return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1) for t, p in zip(hv, self.params)])
 
     def _run(self, i: int, vs: Sequence[Tensor]) -> Tensor | None:
         kept = self._kept[1][i] if self._kept is not None else None
@@ -186,21 +187,16 @@ class PartProducts:
         return futures if not keep_all else [f.result() for f in futures]
 
     def hvp(self, vs: Sequence[Tensor]) -> Tensor | None:
-        """``sum_P H_P v`` (each part weighted), float64, added in part order; ``vs`` split like the parameters."""
+        """``sum_P H_P v`` (each part weighted), float64, added in part order; ``vs`` split like the parameters.
+
+        The parts run a round of one per worker at a time, so that at most that many products (and double
+        backwards) are alive besides the sum: memory does not grow with the number of parts."""
         self.refresh()
         n = len(self.parts)
-        results = self._ordered(lambda i: self._run(i, vs), range(n))
+        step = self._workers(n)
         acc: Tensor | None = None
-        for i in range(n):
-            r = results[i]
-            if isinstance(r, Future):
-                try:
-                    r = r.result()
-                except BaseException:
-                    for f in results[i + 1 :]:  # let the started parts finish before raising
-                        f.exception()
-                    raise
-            results[i] = None  # free each part's product once added
-            if r is not None:
-                acc = r if acc is None else acc.add_(r)
+        for first in range(0, n, step):
+            for r in self._ordered(lambda i: self._run(i, vs), range(first, min(n, first + step)), keep_all=True):
+                if r is not None:
+                    acc = r.to(torch.float64) if acc is None else acc.add_(r)
         return acc
