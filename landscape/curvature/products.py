@@ -13,7 +13,7 @@ number of workers (each worker, and a single-threaded caller, computes the same 
 Memory: a part's forward and first-backward graph does not depend on ``v``, so it is kept between
 products at the same weights (one double backward per further product) while the kept graphs fit in
 ``max_graph_bytes`` (their saved tensors, measured when built; when not all fit, room for one rebuilt part
-per worker is left in the budget); the other parts are rebuilt for each product, one per worker at a time.
+is left in the budget); the other parts are rebuilt for each product, one at a time.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ class PartProducts:
                                   range(first, min(first + workers, len(self.parts))), keep_all=True)
             for i, (grads, size) in enumerate(built, start=first):
                 self.part_bytes.append(size)
-                # leave room for the parts rebuilt per product (one per worker at a time)
-                reserve = workers * max(self.part_bytes) if i + 1 < len(self.parts) else 0
+                # leave room for the part rebuilt per product (one at a time, see hvp)
+                reserve = max(self.part_bytes) if i + 1 < len(self.parts) else 0
                 room = room and (self.max_graph_bytes is None
                                  or total + size + reserve <= self.max_graph_bytes)
                 if room:
@@ -189,14 +189,29 @@ class PartProducts:
     def hvp(self, vs: Sequence[Tensor]) -> Tensor | None:
         """``sum_P H_P v`` (each part weighted), float64, added in part order; ``vs`` split like the parameters.
 
-        The parts run a round of one per worker at a time, so that at most that many products (and double
-        backwards) are alive besides the sum: memory does not grow with the number of parts."""
+        Kept parts run a round of one per worker at a time; parts whose graph did not fit the budget are
+        rebuilt one at a time, on one single-threaded worker (a rebuilt part holds its whole graph and its
+        double backward at once: two side by side took BNext-T to 8.9 GiB). Besides the sum, at most one
+        round's products are alive, so memory does not grow with the number of parts; every part is computed
+        single-threaded in any case, so the product does not depend on the number of workers."""
         self.refresh()
         n = len(self.parts)
+        kept = self._kept[1] if self._kept is not None else [None] * n
         step = self._workers(n)
         acc: Tensor | None = None
-        for first in range(0, n, step):
-            for r in self._ordered(lambda i: self._run(i, vs), range(first, min(n, first + step)), keep_all=True):
+        first = 0
+        while first < n:
+            # a round: up to `step` consecutive kept parts, or one part to rebuild
+            last = first + 1
+            if kept[first] is not None:
+                while last < min(n, first + step) and kept[last] is not None:
+                    last += 1
+            if kept[first] is not None or step == 1:
+                round_ = self._ordered(lambda i: self._run(i, vs), range(first, last), keep_all=True)
+            else:  # on a worker all the same: single-threaded, as every other part
+                round_ = [worker_pool(1).submit(self._run, first, vs).result()]
+            for r in round_:
                 if r is not None:
                     acc = r.to(torch.float64) if acc is None else acc.add_(r)
+            first = last
         return acc

@@ -69,9 +69,12 @@ def test_graph_budget_keeps_what_fits_and_rebuilds_the_rest():
     none = Hessian(model, data, part_size=5, workers=2, max_graph_bytes=0)
     torch.testing.assert_close(some.hvp(v), ref, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(none.hvp(v), ref, rtol=1e-12, atol=1e-14)
-    # 4 parts do not fit in 3.5: room for 2 rebuilt parts (one per worker) leaves 1.5, so 1 part is kept
-    assert some.kept_parts == 1 and none.kept_parts == 0
+    # 4 parts do not fit in 3.5: room for the one part rebuilt at a time leaves 2.5, so 2 parts are kept
+    assert some.kept_parts == 2 and none.kept_parts == 0
     assert some.products.graph_bytes <= 3 * one + one // 2
+    # rebuilt parts run one at a time on a single-threaded worker: the same bits as with one worker
+    alone = Hessian(model, data, part_size=5, workers=1, max_graph_bytes=3 * one + one // 2)
+    assert torch.equal(alone.hvp(v), some.hvp(v))
 
 
 def test_workers_raise_the_error_of_a_part():
