@@ -27,8 +27,12 @@ from torch import Tensor, nn
 
 from ..threads import cpu_workers, worker_pool
 
-#: samples per part (a batch is cut into parts of at most this many samples)
+#: samples per part at most (a batch is cut into parts of at most this many samples)
 DEFAULT_PART_SIZE = 32
+#: ``part_size="auto"``: the largest power of two <= DEFAULT_PART_SIZE whose graph (saved tensors, per sample)
+#: fits this; a part's double backward holds several times its graph (BNext-T: 0.92 GiB per 32 samples, 7-8 GB
+#: resident while one such part was rebuilt), so wide models get smaller parts
+PART_GRAPH_BYTES = 256 * 2**20
 #: bytes of kept gradient graphs (saved tensors, parameters not counted) before parts are rebuilt per product
 DEFAULT_MAX_GRAPH_BYTES = 3 * 2**30
 
@@ -43,6 +47,31 @@ class Part:
     start: int
     stop: int
     weight: float
+
+
+def graph_bytes_per_sample(model: nn.Module, params: Sequence[nn.Parameter], inputs: Tensor, targets: Tensor,
+                           loss_fn: LossFn) -> float:
+    """Saved-tensor bytes of the gradient graph per added sample: the difference between graphs of 4 and 2
+    samples, halved (tensors saved once per graph, e.g. a binary layer's ``sign(W)``, cancel; a model need not
+    take a batch of one). The model must be prepared as for :class:`PartProducts`."""
+    sizes = []
+    for k in (2, 4):
+        k = min(k, inputs.shape[0])
+        probe = PartProducts(model, params, inputs[:k], targets[:k], loss_fn, [Part(0, k, 1.0)], keep=False,
+                             workers=1)
+        grads, size = probe._graph(probe.parts[0], measure=True)
+        del grads
+        sizes.append((k, size))
+    (k2, s2), (k4, s4) = sizes
+    return (s4 - s2) / (k4 - k2) if k4 > k2 else s4 / max(1, k4)
+
+
+def auto_part_size(per_sample: float, limit: int = PART_GRAPH_BYTES, cap: int = DEFAULT_PART_SIZE) -> int:
+    """The largest power of two <= ``cap`` whose graph (``per_sample`` bytes a sample) fits ``limit``, at least 1."""
+    size = cap
+    while size > 1 and size * per_sample > limit:
+        size //= 2
+    return size
 
 
 def make_parts(n: int, batch_size: int, part_size: int) -> list[Part]:

@@ -120,3 +120,18 @@ def test_a_basis_above_the_limit_goes_to_disk_only_where_it_fits(tmp_path, monke
         lanczos.check_basis(1000, 10, torch.float32, 1000, tmp_path)
     with pytest.raises(lanczos.BasisTooLargeError, match="keep it on disk"):
         lanczos.check_basis(1000, 10, torch.float32, 1000, None)
+
+
+def test_auto_part_size_follows_the_graph_per_sample():
+    from landscape.curvature.products import PART_GRAPH_BYTES, auto_part_size
+
+    assert auto_part_size(1.0) == 32
+    assert auto_part_size(PART_GRAPH_BYTES / 20) == 16  # 32 samples would not fit, 16 do
+    assert auto_part_size(PART_GRAPH_BYTES * 3.0) == 1
+    model, data = _conv()
+    h = Hessian(model, data)  # a small conv net: 32 (capped by nothing else)
+    assert h.part_size == 32
+    wide = Hessian(model, data, part_size="auto")
+    assert wide.part_size == h.part_size  # a function of the model and input shape only
+    with pytest.raises(ValueError, match="part_size"):
+        Hessian(model, data, part_size=0)
