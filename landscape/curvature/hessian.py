@@ -208,7 +208,7 @@ class Hessian:
             8 for BNext-T at 32x32); :attr:`part_size` says which.
         workers: workers for the parts (default :func:`landscape.threads.cpu_workers`: torch's threads).
         max_graph_bytes: kept graphs (saved tensors) above this are not kept: later parts are rebuilt for each
-            product (default 3 GiB; None: keep all).
+            product (default 1 GiB of saved tensors, about twice that resident; None: keep all).
         cache_graph: keep the forward and first-backward graph between products (saves a forward and a
             backward per product; default True, within ``max_graph_bytes``); rebuilt when weights change.
         basis_dtype: dtype of the Lanczos basis (default the parameters' dtype: float32 halves the memory
