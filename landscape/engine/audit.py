@@ -120,8 +120,14 @@ class MarginRecorder:
         x = args[0] if args else None
         if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
             return
-        shift = _shift(m, x)
         s = self.start
+        offered = getattr(m, "input_margins", None)  # a layer that computed them while binarizing x (packed)
+        mins = offered(x) if callable(offered) else None
+        if mins is not None:
+            rows = self.margins[s : s + x.shape[0]]
+            torch.minimum(rows, torch.as_tensor(mins, dtype=rows.dtype), out=rows)
+            return
+        shift = _shift(m, x)
         if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
             from .margins import min_abs_shift_  # numba: one read-only pass
 
