@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ..nn import BinaryConv2d
 from . import kernels
 from .bits import n_words, pack_signs, unpack_signs
+from .packing import pack_input_margins
 
 
 class PackingError(ValueError):
@@ -248,8 +249,27 @@ class PackedBinaryConv2d(nn.Module):
             xn = x.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
         n, _, h, w = xn.shape
         out = np.empty(self.output_shape(n, h, w), np.float32)
-        self.conv_packed(self.pack_input(xn), h, w, out)
+        pre = self.__dict__.pop("_prepacked", None)  # packed by input_margins (the audit's hook) for this x
+        self.conv_packed(pre[1] if pre is not None and pre[0] is x else self.pack_input(xn), h, w, out)
         return torch.from_numpy(out)
+
+    def input_margins(self, x: Tensor) -> np.ndarray | None:
+        """Per image, the smallest ``|x + shift|`` of this layer's input ``x``, computed while packing ``x``
+        (kept for the forward that follows with the same tensor): the binary margin the landscape engine's
+        audit records (:class:`landscape.engine.audit.MarginRecorder`) without a second pass. None for an
+        input the fast path does not take."""
+        if not (x.dim() == 4 and x.shape[1] == self.in_channels and x.dtype == torch.float32
+                and x.device.type == "cpu" and not x.requires_grad and x.is_contiguous()):
+            return None
+        xn = x.numpy()
+        n, c, h, w = xn.shape
+        p = self.padding
+        xp = np.zeros((n, h + 2 * p, w + 2 * p, n_words(c)), np.uint64)
+        margins = np.full(n, np.inf, np.float32)
+        shift = self.shift if self.shift is not None else np.zeros(1, np.float32)
+        pack_input_margins(xn, shift, self.shift is not None, p, xp, margins)
+        self.__dict__["_prepacked"] = (x, xp)
+        return margins
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

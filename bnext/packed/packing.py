@@ -80,3 +80,54 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
     """
     parallel = x.size >= PARALLEL_PACK_MIN and _threads.numba_get_threads() > 1
     (_pack_input_parallel if parallel else _pack_input_serial)(x, shift, use_shift, pad, xp)
+
+
+@njit(cache=True)
+def _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins):  # pragma: no cover - compiled
+    """Image ``n`` packed as :func:`_pack_input_serial` packs it, and ``margins[n]`` lowered to its smallest
+    ``|x + shift|`` (the float32 sum the bits are taken of)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    plane = height * width
+    zero = np.float32(0.0)
+    xf = x[n].reshape(channels * plane)
+    m = margins[n]
+    for wd in range(xp.shape[3]):
+        for q in range(plane):
+            tmp[q] = 0
+        c0 = wd * 64
+        for cc in range(min(64, channels - c0)):
+            c = c0 + cc
+            bit = np.uint64(cc)
+            base = c * plane
+            sh = shift[c] if use_shift else zero
+            for q in range(plane):
+                v = xf[base + q] + sh
+                tmp[q] |= np.uint64(not (v >= zero)) << bit
+                a = abs(v)
+                if a < m:
+                    m = a
+        for h in range(height):
+            for w in range(width):
+                xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
+    margins[n] = m
+
+
+@njit(parallel=True, cache=True)
+def _pack_margins_parallel(x, shift, use_shift, pad, xp, margins):  # pragma: no cover - compiled
+    for n in prange(x.shape[0]):
+        _pack_image_margin(x, shift, use_shift, pad, xp, n, np.empty(x.shape[2] * x.shape[3], np.uint64), margins)
+
+
+@njit(cache=True)
+def _pack_margins_serial(x, shift, use_shift, pad, xp, margins):  # pragma: no cover - compiled
+    tmp = np.empty(x.shape[2] * x.shape[3], np.uint64)
+    for n in range(x.shape[0]):
+        _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins)
+
+
+def pack_input_margins(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: np.ndarray,
+                       margins: np.ndarray) -> None:
+    """:func:`pack_input` (the same bits) and, per image, ``margins[n] = min(margins[n], min |x[n] + shift|)``:
+    the binary margin the landscape engine's audit records, from the same pass (parallel over images)."""
+    parallel = x.size >= PARALLEL_PACK_MIN and _threads.numba_get_threads() > 1 and x.shape[0] > 1
+    (_pack_margins_parallel if parallel else _pack_margins_serial)(x, shift, use_shift, pad, xp, margins)

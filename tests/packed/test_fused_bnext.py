@@ -123,3 +123,49 @@ def test_handed_margins_equal_a_separate_pass(name, width, options):
     assert all(m.input_margins.__func__ is originals[m].__func__ for m in fused)
     assert torch.isfinite(fast.margins).all()
     assert torch.equal(fast.margins, slow.margins)
+
+
+def test_packed_conv_margins_from_the_packing_pass():
+    """bireal18's packed convs: margins computed while packing equal the audit's own pass, and the forward
+    that reuses the packed input gives the same logits."""
+    from bnext.packed.layers import PackedBinaryConv2d
+    from landscape.engine.audit import MarginRecorder
+
+    packed = pack(zoo_model("bireal18", 0.25))
+    convs = [m for m in packed.model.modules() if isinstance(m, PackedBinaryConv2d)]
+    x = torch.randn(9, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    with MarginRecorder(convs, 9) as fast, torch.inference_mode():
+        got = packed(x)
+    assert not any("_prepacked" in m.__dict__ for m in convs)  # each forward took its packed input
+    for m in convs:
+        m.input_margins = lambda u: None
+    try:
+        with MarginRecorder(convs, 9) as slow, torch.inference_mode():
+            want = packed(x)
+    finally:
+        for m in convs:
+            del m.input_margins
+    assert torch.isfinite(fast.margins).all()
+    assert torch.equal(fast.margins, slow.margins)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(3, 70, 5, 7), (8, 64, 32, 32)])  # serial; parallel (>= PARALLEL_PACK_MIN)
+def test_pack_input_margins_packs_the_same_bits(shape):
+    import numpy as np
+
+    from bnext.packed.bits import n_words
+    from bnext.packed.packing import pack_input, pack_input_margins
+
+    g = np.random.default_rng(1)
+    x = g.standard_normal(shape).astype(np.float32)
+    shift = g.standard_normal(shape[1]).astype(np.float32)
+    n, c, h, w = shape
+    a = np.zeros((n, h + 2, w + 2, n_words(c)), np.uint64)
+    b = np.zeros_like(a)
+    pack_input(x, shift, True, 1, a)
+    margins = np.full(n, np.inf, np.float32)
+    pack_input_margins(x, shift, True, 1, b, margins)
+    assert np.array_equal(a, b)
+    want = np.abs(x + shift[None, :, None, None]).reshape(n, -1).min(1)
+    assert np.array_equal(margins, want)
