@@ -26,7 +26,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _LOCAL = threading.local()
-_POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOL: dict[tuple[int, int, str], ThreadPoolExecutor] = {}
 
 
 @functools.cache
@@ -65,12 +65,12 @@ def cpu_workers() -> int:
     return max(1, torch.get_num_threads())
 
 
-def worker_pool(workers: int) -> ThreadPoolExecutor:
-    """A pool of ``workers`` threads whose torch calls are single-threaded (one per process and size)."""
-    key = (os.getpid(), workers)
+def worker_pool(workers: int, name: str = "landscape-worker") -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads whose torch calls are single-threaded (one per process, size and name:
+    a job that promises bit-identical results, e.g. Hessian products, keeps threads of its own)."""
+    key = (os.getpid(), workers, name)
     if key not in _POOL:
-        _POOL[key] = ThreadPoolExecutor(workers, thread_name_prefix="landscape-worker",
-                                        initializer=_single_threaded)
+        _POOL[key] = ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=_single_threaded)
     return _POOL[key]
 
 

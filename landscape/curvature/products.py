@@ -38,6 +38,9 @@ PART_GRAPH_BYTES = 256 * 2**20
 #: budget, 8.5-9 GB at 3 GiB)
 DEFAULT_MAX_GRAPH_BYTES = 2**30
 
+#: the products' own worker threads (see landscape.threads.worker_pool)
+POOL = "hessian-worker"
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Grads = tuple[Tensor | None, ...]
 
@@ -209,7 +212,7 @@ class PartProducts:
         workers = self._workers(len(items))
         if workers <= 1:
             return [fn(i) for i in items]
-        pool = worker_pool(workers)
+        pool = worker_pool(workers, POOL)
         futures: list[Future] = [pool.submit(fn, i) for i in items]
         errors = [f.exception() for f in futures] if keep_all else []
         for e in errors:
@@ -240,7 +243,7 @@ class PartProducts:
             if kept[first] is not None or step == 1:
                 round_ = self._ordered(lambda i: self._run(i, vs), range(first, last), keep_all=True)
             else:  # on a worker all the same: single-threaded, as every other part
-                round_ = [worker_pool(1).submit(self._run, first, vs).result()]
+                round_ = [worker_pool(1, POOL).submit(self._run, first, vs).result()]
             for r in round_:
                 if r is not None:
                     acc = r.to(torch.float64) if acc is None else acc.add_(r)
