@@ -166,19 +166,12 @@ class FusedInfoRCPModule(InfoRCPModule):
             self._chooser = kernels.ThreadChooser()  # one thread or all, whichever ran faster lately
         return True
 
-    def input_margins(self, u: Tensor) -> np.ndarray | None:
-        """Per image, the smallest ``|u + shift|`` of this module's binarized input ``u``, when the previous
-        fused module computed it while packing ``u`` for this one (else None): what the landscape engine's
-        audit records (:class:`landscape.engine.audit.MarginRecorder`) without reading ``u`` again."""
-        handed = self.__dict__.get("_handed")
-        return handed[3] if handed is not None and handed[0] is u else None
-
     def _take_packed_input(self, u: Tensor) -> np.ndarray | None:
         """The bits the previous fused module packed for this conv, if ``u`` is the tensor it produced."""
         handed = self.__dict__.pop("_handed", None)
         if handed is None:
             return None
-        out, xp, producer, _ = handed
+        out, xp, producer = handed
         if out is u:
             return xp
         producer._next = None  # its output reaches this module some other way: stop packing for it
@@ -221,13 +214,12 @@ class FusedInfoRCPModule(InfoRCPModule):
                                        buffers.get("v", pool_shape(un.shape)))).reshape(planes)
         out = torch.from_numpy(buffers.get("out", (n, c, h, w)))
         nxt = self.__dict__.get("_next")
-        bits, margins = None, None
+        bits = None
         if nxt is not None:
             nconv = nxt[0].conv
             pad = nconv.padding
             shift = nconv.shift if nconv.shift is not None else np.zeros(c, np.float32)
             bits = (shift, buffers.get("bits", (n, h + 2 * pad, w + 2 * pad, n_words(c)), np.uint64), pad)
-            margins = np.full(n, np.inf, np.float32)
         yn = y.reshape(planes)
         msum = np.zeros((n, c), np.float64)
         gate = np.ones((n, c), np.float32)
@@ -237,15 +229,15 @@ class FusedInfoRCPModule(InfoRCPModule):
                 out.numpy().reshape(planes), bits, w)
         chooser: kernels.ThreadChooser = self._chooser
         if not mix or p["se_numba"]:
-            chooser.run((0, planes), threads, lambda t: module_float(0, *args, t, margins))
+            chooser.run((0, planes), threads, lambda t: module_float(0, *args, t))
         else:  # a non-standard SE (e.g. quantized convs): its torch modules between pass A and pass B
-            chooser.run((1, planes), threads, lambda t: module_float(1, *args, t, margins))
+            chooser.run((1, planes), threads, lambda t: module_float(1, *args, t))
             se = self.se
             pooled = torch.from_numpy((msum / (h * w)).astype(np.float32)).view(n, c, 1, 1)
             gate[:] = se.gate(se.expand(se.act(se.squeeze(pooled)))).reshape(n, c).numpy()
-            chooser.run((2, planes), threads, lambda t: module_float(2, *args, t, margins))
+            chooser.run((2, planes), threads, lambda t: module_float(2, *args, t))
         if bits is not None:
-            nxt[0]._handed = (out, bits[1], self, margins)
+            nxt[0]._handed = (out, bits[1], self)
         return out
 
 

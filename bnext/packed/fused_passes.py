@@ -86,14 +86,11 @@ def _se_gate(msum, plane, w1t, b1, w2t, b2, gate):
 
 
 @njit(cache=True)
-def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_bn, emit, shift, xp, pad, width, tmp,
-            mrg):
+def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_bn, emit, shift, xp, pad, width, tmp):
     """Pass B on image ``n``: ``out = bn_out((x * gate) [* r]) + r``; with ``emit`` also the bits
-    ``sign(out + shift) = -1`` (as ``pack_input`` decides them) into the interior of ``xp`` and the image's
-    binary margin ``mrg[n] = min(mrg[n], min |out + shift|)`` (the same float32 sum the bits are taken of)."""
+    ``sign(out + shift) = -1`` (as ``pack_input`` decides them) into the interior of ``xp``."""
     zero = np.float32(0.0)
     c_n, p_n = x.shape[1], x.shape[2]
-    m = mrg[n] if emit else zero
     for c in range(c_n):
         gc, rwc, rac, rbc, ac, bc = gate[n, c], rw[c], ra[c], rb[c], a2[c], b2[c]
         bit = np.uint64(c % 64)
@@ -110,11 +107,7 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
             o = z + rv
             out[n, c, p] = o
             if emit:
-                q = o + sh
-                tmp[p] |= np.uint64(not (q >= zero)) << bit
-                q = abs(q)
-                if q < m:
-                    m = q
+                tmp[p] |= np.uint64(not (o + sh >= zero)) << bit
         if emit:
             if c % 64 == 63 or c == c_n - 1:
                 wd = c // 64
@@ -122,37 +115,35 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
                     for j in range(width):
                         xp[n, i + pad, j + pad, wd] = tmp[i * width + j]
                 tmp[:] = 0
-    if emit:
-        mrg[n] = m
 
 
 @njit(cache=True)
 def _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
-           w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp, mrg):
+           w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp):
     if phase != 2:
         _pass_a(n, y, v, v_is_r, src, r_mode, rw, ra, rb, a, b, pw, s, s1, mix, msum)
         if phase == 0 and use_g:
             _se_gate(msum[n], y.shape[2], w1, b1, w2, b2, gate[n])
     if phase != 1:
         _pass_b(n, y, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2o, use_bn, emit, shift, xp, pad, width,
-                tmp, mrg)
+                tmp)
 
 
 @njit(parallel=True, cache=True)
 def _module_parallel(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
-                     w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, mrg):
+                     w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width):
     for n in prange(y.shape[0]):
         _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2, gate, msum,
-               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, np.zeros(y.shape[2], np.uint64), mrg)
+               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, np.zeros(y.shape[2], np.uint64))
 
 
 @njit(cache=True)
 def _module_serial(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
-                   w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, mrg):
+                   w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width):
     tmp = np.zeros(y.shape[2], np.uint64)
     for n in range(y.shape[0]):
         _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2, gate, msum,
-               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp, mrg)
+               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp)
 
 
 def module_float(phase: int, y: np.ndarray, src: np.ndarray, r_mode: int, rw: np.ndarray, ra: np.ndarray,
@@ -160,24 +151,20 @@ def module_float(phase: int, y: np.ndarray, src: np.ndarray, r_mode: int, rw: np
                  s: np.ndarray, s1: np.ndarray, mix: bool, se: tuple[np.ndarray, ...], gate: np.ndarray,
                  msum: np.ndarray, use_g: bool, mul_r: bool, a2: np.ndarray, b2: np.ndarray, use_bn: bool,
                  out: np.ndarray, bits: tuple[np.ndarray, np.ndarray, int] | None, width: int,
-                 threads: int, margins: np.ndarray | None = None) -> None:
+                 threads: int) -> None:
     """The float work of one module (module docstring) on ``(N, C, P)`` float32 planes.
 
     ``phase``: 0 all of it (SE gate computed from ``se = (w1, b1, w2, b2)``), 1 pass A only (``msum``
     filled), 2 pass B only (``gate`` given).  ``y`` is overwritten with ``x``.  ``bits`` =
     ``(shift_next, xp_next, pad_next)`` packs ``out`` for the next binary conv into the zero-initialised
-    ``xp_next`` (``width`` = the image width, ``P = H * width``) and, given ``margins`` (N float32, e.g. +inf),
-    lowers each image's entry to its smallest ``|out + shift_next|``, the binary margin the landscape engine's
-    audit records (no second pass over ``out``).  ``threads`` <= 1 runs on the calling thread.
+    ``xp_next`` (``width`` = the image width, ``P = H * width``).  ``threads`` <= 1 runs on the calling thread.
     """
     w1, b1, w2, b2s = se
     emit = bits is not None
     shift, xp, pad = bits if emit else (a, np.zeros((1, 1, 1, 1), np.uint64), 0)
     fn = _module_parallel if threads > 1 and y.shape[0] > 1 else _module_serial
-    if margins is None or not emit:
-        margins = np.full(y.shape[0] if emit else 1, np.inf, np.float32)  # computed and dropped (emit) / unused
     fn(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2s, gate, msum,
-       use_g, mul_r, a2, b2, use_bn, out, emit, shift, xp, pad, width, margins)
+       use_g, mul_r, a2, b2, use_bn, out, emit, shift, xp, pad, width)
 
 
 @njit(cache=True)

@@ -93,38 +93,6 @@ def test_factory_fuses_unless_exact():
         assert torch.equal(exact(model)(probe), model(probe))
 
 
-@pytest.mark.parametrize("name,width,options", VARIANTS[:4])
-def test_handed_margins_equal_a_separate_pass(name, width, options):
-    """The margins a fused module computes while packing the next one's input bits are the ones the
-    landscape audit would read from that input (``min |u + shift|`` per image, float32, bit for bit)."""
-    from landscape.engine.audit import MarginRecorder
-
-    model = variant(name, width, options)
-    packed = pack(model, fuse_float=True)
-    fused = [m for m in packed.model.modules() if isinstance(m, FusedInfoRCPModule)]
-    x = torch.randn(10, 3, 16, 16, generator=torch.Generator().manual_seed(7))
-    handed = []
-    probe = [m.register_forward_pre_hook(lambda mod, args: handed.append(mod.input_margins(args[0]) is not None))
-             for m in fused]
-    with MarginRecorder(fused, 10) as fast, torch.inference_mode():
-        packed(x)
-    for h in probe:
-        h.remove()
-    assert any(handed)  # linked modules handed their margins over
-    originals = {m: m.input_margins for m in fused}
-    for m in fused:
-        m.input_margins = lambda u: None  # the recorder reads every input itself
-    try:
-        with MarginRecorder(fused, 10) as slow, torch.inference_mode():
-            packed(x)
-    finally:
-        for m in fused:
-            del m.input_margins
-    assert all(m.input_margins.__func__ is originals[m].__func__ for m in fused)
-    assert torch.isfinite(fast.margins).all()
-    assert torch.equal(fast.margins, slow.margins)
-
-
 def test_packed_conv_margins_from_the_packing_pass():
     """bireal18's packed convs: margins computed while packing equal the audit's own pass, and the forward
     that reuses the packed input gives the same logits."""
