@@ -37,10 +37,10 @@ from landscape.grid import parse_grid
 
 
 def bench(name: str, args: argparse.Namespace) -> dict:
-    args.default_samples = args.samples
-    samples, args.samples = args.samples, (None if name == "resnet20" else args.samples)
-    model, x, y, opts = model_and_data(name, args)  # the speed benchmark's models and data (resnet20: 1,797 digits)
-    args.samples = samples
+    # the speed benchmark's models and data (resnet20: all 1,797 digits, else --samples training digits)
+    own = argparse.Namespace(**{**vars(args), "samples": None if name == "resnet20" else args.samples,
+                                "default_samples": args.samples})
+    model, x, y, opts = model_and_data(name, own)
     recalibrate_bn(model, x)  # statistics as after training (see benchmarks/landscape_speed.py)
     dirs = random_directions(model, seed=0, normalization="filter", bias_bn="ignore")
     xs = parse_grid(f"-1:1:{args.grid}")

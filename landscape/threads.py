@@ -74,16 +74,17 @@ def worker_pool(workers: int, name: str = "landscape-worker") -> ThreadPoolExecu
     return _POOL[key]
 
 
-def run_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> list[R]:
-    """``[fn(item) for item in items]``, the items shared out over ``workers`` single-threaded workers
-    (default :func:`cpu_workers`; 1 runs them here, in order). The first exception is raised after
-    every started item has finished."""
+def run_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None,
+                name: str = "landscape-worker") -> list[R]:
+    """``[fn(item) for item in items]``, the items shared out over ``workers`` single-threaded workers of the
+    pool ``name`` (:func:`worker_pool`; default :func:`cpu_workers`; 1 runs them here, in order). The first
+    exception is raised after every started item has finished."""
     items = list(items) if not isinstance(items, Sequence) else items
     workers = cpu_workers() if workers is None else workers
     workers = min(workers, len(items))
     if workers <= 1:
         return [fn(item) for item in items]
-    futures = [worker_pool(workers).submit(fn, item) for item in items]
+    futures = [worker_pool(workers, name).submit(fn, item) for item in items]
     errors = [f.exception() for f in futures]
     for e in errors:
         if e is not None:

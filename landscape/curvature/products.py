@@ -19,13 +19,12 @@ is left in the budget); the other parts are rebuilt for each product, one at a t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..threads import cpu_workers, worker_pool
+from ..threads import cpu_workers, run_ordered, worker_pool
 
 #: samples per part at most (a batch is cut into parts of at most this many samples)
 DEFAULT_PART_SIZE = 32
@@ -177,7 +176,7 @@ class PartProducts:
         total, room = 0, True
         for first in range(0, len(self.parts), workers):
             built = self._ordered(lambda i: self._graph(self.parts[i], measure=True),
-                                  range(first, min(first + workers, len(self.parts))), keep_all=True)
+                                  range(first, min(first + workers, len(self.parts))))
             for i, (grads, size) in enumerate(built, start=first):
                 self.part_bytes.append(size)
                 # leave room for the part rebuilt per product (one at a time, see hvp)
@@ -207,18 +206,9 @@ class PartProducts:
         workers = cpu_workers() if self.workers is None else max(1, int(self.workers))
         return min(workers, items)
 
-    def _ordered(self, fn: Callable[[int], object], items: range, keep_all: bool = False) -> list:
-        """``fn(i)`` for the items on the workers; results in item order (all of them, or handed out in order)."""
-        workers = self._workers(len(items))
-        if workers <= 1:
-            return [fn(i) for i in items]
-        pool = worker_pool(workers, POOL)
-        futures: list[Future] = [pool.submit(fn, i) for i in items]
-        errors = [f.exception() for f in futures] if keep_all else []
-        for e in errors:
-            if e is not None:
-                raise e
-        return futures if not keep_all else [f.result() for f in futures]
+    def _ordered(self, fn: Callable[[int], object], items: range) -> list:
+        """``fn(i)`` for the items on this product's workers, results in item order."""
+        return run_ordered(fn, items, self._workers(len(items)), POOL)
 
     def hvp(self, vs: Sequence[Tensor]) -> Tensor | None:
         """``sum_P H_P v`` (each part weighted), float64, added in part order; ``vs`` split like the parameters.
@@ -241,7 +231,7 @@ class PartProducts:
                 while last < min(n, first + step) and kept[last] is not None:
                     last += 1
             if kept[first] is not None or step == 1:
-                round_ = self._ordered(lambda i: self._run(i, vs), range(first, last), keep_all=True)
+                round_ = self._ordered(lambda i: self._run(i, vs), range(first, last))
             else:  # on a worker all the same: single-threaded, as every other part
                 round_ = [worker_pool(1, POOL).submit(self._run, first, vs).result()]
             for r in round_:

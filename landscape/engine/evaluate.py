@@ -72,8 +72,6 @@ EvalData = Mapping[str, tuple[Tensor, Tensor]]
 #: a fast torch forward (folded BN, channels-last) must match the model's logits on the probe to this
 #: fraction of the largest logit, else the engine runs the model as it is
 PROBE_RTOL = 1e-5
-#: fuse ReLU / residual epilogues into plain float convs as oneDNN post-ops (winograd_epilogue.OneDNNConv2d)
-ONEDNN_EPILOGUES = True
 #: the same for the Winograd convolutions (fp32 rounding ~1e-5 relative per layer, see landscape.engine.winograd)
 WINOGRAD_PROBE_RTOL = 1e-3
 PRECISIONS = ("fp32", "bf16")
@@ -502,7 +500,7 @@ class SurfaceEngine(PointEvaluation):
         wmodel, names = winograd_model(fused)
         if not names:
             return diff
-        forward, self.winograd_epilogues = fuse_epilogues(wmodel, probe, onednn=ONEDNN_EPILOGUES)
+        forward, self.winograd_epilogues = fuse_epilogues(wmodel, probe)
         with torch.inference_mode():
             got = forward(probe).float()
         wdiff = float((ref - got).abs().max())
