@@ -166,17 +166,32 @@ class FusedInfoRCPModule(InfoRCPModule):
             self._chooser = kernels.ThreadChooser()  # one thread or all, whichever ran faster lately
         return True
 
+    def want_input_margins(self, on: bool) -> None:
+        """Ask for :meth:`input_margins` (``landscape.engine.audit.MarginRecorder`` does while it records): the
+        previous fused module then computes them in the pass that packs this module's input."""
+        self.__dict__["_want_margins"] = bool(on)
+
+    def input_margins(self, u: Tensor) -> np.ndarray | None:
+        """Per image, the smallest ``|u + shift|`` of this module's binary conv input: from the previous fused
+        module when it packed ``u`` (:meth:`want_input_margins`), else from packing ``u`` here (kept for the
+        forward that follows). The audit's binary margins without a second pass over ``u``."""
+        handed = self.__dict__.get("_handed")
+        if handed is not None and handed[0] is u and handed[3] is not None:
+            return handed[3]
+        return self.conv.input_margins(u)
+
     def _take_packed_input(self, u: Tensor) -> np.ndarray | None:
-        """The bits the previous fused module packed for this conv, if ``u`` is the tensor it produced."""
+        """The bits for this conv packed ahead: by the previous fused module if ``u`` is the tensor it produced,
+        or by :meth:`input_margins` for ``u``."""
         handed = self.__dict__.pop("_handed", None)
-        if handed is None:
-            return None
-        out, xp, producer = handed
-        if out is u:
-            return xp
-        producer._next = None  # its output reaches this module some other way: stop packing for it
-        producer._unlinked = True  # (for good: relinking after a repack keeps it off)
-        return None
+        pre = self.conv.__dict__.pop("_prepacked", None)
+        if handed is not None:
+            out, xp, producer, _ = handed
+            if out is u:
+                return xp
+            producer._next = None  # its output reaches this module some other way: stop packing for it
+            producer._unlinked = True  # (for good: relinking after a repack keeps it off)
+        return pre[1] if pre is not None and pre[0] is u else None
 
     def forward(self, u: Tensor) -> Tensor:
         p = self.__dict__.get("_consts")
@@ -214,12 +229,14 @@ class FusedInfoRCPModule(InfoRCPModule):
                                        buffers.get("v", pool_shape(un.shape)))).reshape(planes)
         out = torch.from_numpy(buffers.get("out", (n, c, h, w)))
         nxt = self.__dict__.get("_next")
-        bits = None
+        bits = margins = None
         if nxt is not None:
             nconv = nxt[0].conv
             pad = nconv.padding
             shift = nconv.shift if nconv.shift is not None else np.zeros(c, np.float32)
             bits = (shift, buffers.get("bits", (n, h + 2 * pad, w + 2 * pad, n_words(c)), np.uint64), pad)
+            if nxt[0].__dict__.get("_want_margins", False):
+                margins = np.full(n, np.inf, np.float32)
         yn = y.reshape(planes)
         msum = np.zeros((n, c), np.float64)
         gate = np.ones((n, c), np.float32)
@@ -229,15 +246,15 @@ class FusedInfoRCPModule(InfoRCPModule):
                 out.numpy().reshape(planes), bits, w)
         chooser: kernels.ThreadChooser = self._chooser
         if not mix or p["se_numba"]:
-            chooser.run((0, planes), threads, lambda t: module_float(0, *args, t))
+            chooser.run((0, planes), threads, lambda t: module_float(0, *args, t, margins))
         else:  # a non-standard SE (e.g. quantized convs): its torch modules between pass A and pass B
             chooser.run((1, planes), threads, lambda t: module_float(1, *args, t))
             se = self.se
             pooled = torch.from_numpy((msum / (h * w)).astype(np.float32)).view(n, c, 1, 1)
             gate[:] = se.gate(se.expand(se.act(se.squeeze(pooled)))).reshape(n, c).numpy()
-            chooser.run((2, planes), threads, lambda t: module_float(2, *args, t))
+            chooser.run((2, planes), threads, lambda t: module_float(2, *args, t, margins))
         if bits is not None:
-            nxt[0]._handed = (out, bits[1], self)
+            nxt[0]._handed = (out, bits[1], self, margins)
         return out
 
 

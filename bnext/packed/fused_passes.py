@@ -27,6 +27,8 @@ import weakref
 import numpy as np
 from numba import njit, prange
 
+from .packing import abs_bits
+
 #: ``r_mode``: r = src; r = PReLU(src) with per-channel slopes; r = src * ra + rb (projection BN)
 R_SRC, R_PRELU, R_AFFINE = 0, 1, 2
 
@@ -86,11 +88,15 @@ def _se_gate(msum, plane, w1t, b1, w2t, b2, gate):
 
 
 @njit(cache=True)
-def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_bn, emit, shift, xp, pad, width, tmp):
+def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_bn, emit, shift, xp, pad, width, tmp,
+            want_m, marg):
     """Pass B on image ``n``: ``out = bn_out((x * gate) [* r]) + r``; with ``emit`` also the bits
-    ``sign(out + shift) = -1`` (as ``pack_input`` decides them) into the interior of ``xp``."""
+    ``sign(out + shift) = -1`` (as ``pack_input`` decides them) into the interior of ``xp``, and with
+    ``want_m`` (and ``emit``) ``marg[n]`` (int32 bits, :func:`~bnext.packed.packing.abs_bits`) lowered to the
+    smallest ``|out + shift|`` (the audit's margin)."""
     zero = np.float32(0.0)
     c_n, p_n = x.shape[1], x.shape[2]
+    m = marg[n]
     for c in range(c_n):
         gc, rwc, rac, rbc, ac, bc = gate[n, c], rw[c], ra[c], rb[c], a2[c], b2[c]
         bit = np.uint64(c % 64)
@@ -108,6 +114,8 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
             out[n, c, p] = o
             if emit:
                 tmp[p] |= np.uint64(not (o + sh >= zero)) << bit
+                if want_m:  # an integer minimum (abs_bits): the loop still vectorizes
+                    m = min(m, abs_bits(o + sh))
         if emit:
             if c % 64 == 63 or c == c_n - 1:
                 wd = c // 64
@@ -115,35 +123,40 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
                     for j in range(width):
                         xp[n, i + pad, j + pad, wd] = tmp[i * width + j]
                 tmp[:] = 0
+    marg[n] = m
 
 
 @njit(cache=True)
 def _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
-           w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp):
+           w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp, want_m,
+           marg):
     if phase != 2:
         _pass_a(n, y, v, v_is_r, src, r_mode, rw, ra, rb, a, b, pw, s, s1, mix, msum)
         if phase == 0 and use_g:
             _se_gate(msum[n], y.shape[2], w1, b1, w2, b2, gate[n])
     if phase != 1:
         _pass_b(n, y, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2o, use_bn, emit, shift, xp, pad, width,
-                tmp)
+                tmp, want_m, marg)
 
 
 @njit(parallel=True, cache=True)
 def _module_parallel(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
-                     w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width):
+                     w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width,
+                     want_m, marg):
     for n in prange(y.shape[0]):
         _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2, gate, msum,
-               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, np.zeros(y.shape[2], np.uint64))
+               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, np.zeros(y.shape[2], np.uint64), want_m,
+               marg)
 
 
 @njit(cache=True)
 def _module_serial(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
-                   w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width):
+                   w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, want_m,
+                   marg):
     tmp = np.zeros(y.shape[2], np.uint64)
     for n in range(y.shape[0]):
         _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2, gate, msum,
-               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp)
+               use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp, want_m, marg)
 
 
 def module_float(phase: int, y: np.ndarray, src: np.ndarray, r_mode: int, rw: np.ndarray, ra: np.ndarray,
@@ -151,20 +164,24 @@ def module_float(phase: int, y: np.ndarray, src: np.ndarray, r_mode: int, rw: np
                  s: np.ndarray, s1: np.ndarray, mix: bool, se: tuple[np.ndarray, ...], gate: np.ndarray,
                  msum: np.ndarray, use_g: bool, mul_r: bool, a2: np.ndarray, b2: np.ndarray, use_bn: bool,
                  out: np.ndarray, bits: tuple[np.ndarray, np.ndarray, int] | None, width: int,
-                 threads: int) -> None:
+                 threads: int, margins: np.ndarray | None = None) -> None:
     """The float work of one module (module docstring) on ``(N, C, P)`` float32 planes.
 
     ``phase``: 0 all of it (SE gate computed from ``se = (w1, b1, w2, b2)``), 1 pass A only (``msum``
     filled), 2 pass B only (``gate`` given).  ``y`` is overwritten with ``x``.  ``bits`` =
     ``(shift_next, xp_next, pad_next)`` packs ``out`` for the next binary conv into the zero-initialised
     ``xp_next`` (``width`` = the image width, ``P = H * width``).  ``threads`` <= 1 runs on the calling thread.
+    ``margins`` (with ``bits``): ``margins[n]`` is lowered to the smallest ``|out[n] + shift_next|``, the
+    binary margin of the next conv's input that ``landscape.engine.audit.MarginRecorder`` records.
     """
     w1, b1, w2, b2s = se
     emit = bits is not None
     shift, xp, pad = bits if emit else (a, np.zeros((1, 1, 1, 1), np.uint64), 0)
+    want_m = emit and margins is not None
+    marg = (margins if want_m else np.zeros(y.shape[0], np.float32)).view(np.int32)  # abs_bits patterns
     fn = _module_parallel if threads > 1 and y.shape[0] > 1 else _module_serial
     fn(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix, w1, b1, w2, b2s, gate, msum,
-       use_g, mul_r, a2, b2, use_bn, out, emit, shift, xp, pad, width)
+       use_g, mul_r, a2, b2, use_bn, out, emit, shift, xp, pad, width, want_m, marg)
 
 
 @njit(cache=True)

@@ -8,9 +8,29 @@ for the layout.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import threads as _threads  # also chooses numba's threading layer before any parallel call
+
+
+@intrinsic
+def abs_bits(typingctx, x):
+    """``|x|`` of a float32 as the int32 bit pattern of the result (the sign bit cleared).
+
+    For non-negative floats the integer order is the float order (a NaN sorts above ``+inf``), so a
+    running minimum of margins is an *integer* min reduction, which LLVM vectorizes; a float one it
+    leaves scalar (numba's ``fastmath`` sets no function-wide no-NaN attribute). Read the minimum back
+    through an int32 view of the float32 array (:func:`pack_input_margins`)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        return builder.and_(bits, ir.Constant(ir.IntType(32), 0x7FFFFFFF))
+
+    return types.int32(x), codegen
 
 
 @njit(cache=True)
@@ -84,8 +104,8 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
 
 @njit(cache=True)
 def _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins):  # pragma: no cover - compiled
-    """Image ``n`` packed as :func:`_pack_input_serial` packs it, and ``margins[n]`` lowered to its smallest
-    ``|x + shift|`` (the float32 sum the bits are taken of)."""
+    """Image ``n`` packed as :func:`_pack_input_serial` packs it, and ``margins[n]`` (int32 bits,
+    :func:`abs_bits`) lowered to its smallest ``|x + shift|`` (the float32 sum the bits are taken of)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     plane = height * width
     zero = np.float32(0.0)
@@ -103,9 +123,7 @@ def _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins):  # pragma
             for q in range(plane):
                 v = xf[base + q] + sh
                 tmp[q] |= np.uint64(not (v >= zero)) << bit
-                a = abs(v)
-                if a < m:
-                    m = a
+                m = min(m, abs_bits(v))
         for h in range(height):
             for w in range(width):
                 xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
@@ -130,4 +148,5 @@ def pack_input_margins(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: i
     """:func:`pack_input` (the same bits) and, per image, ``margins[n] = min(margins[n], min |x[n] + shift|)``:
     the binary margin the landscape engine's audit records, from the same pass (parallel over images)."""
     parallel = x.size >= PARALLEL_PACK_MIN and _threads.numba_get_threads() > 1 and x.shape[0] > 1
-    (_pack_margins_parallel if parallel else _pack_margins_serial)(x, shift, use_shift, pad, xp, margins)
+    bits = margins.view(np.int32)  # the minimum as abs_bits patterns: an integer reduction, vectorized
+    (_pack_margins_parallel if parallel else _pack_margins_serial)(x, shift, use_shift, pad, xp, bits)

@@ -121,7 +121,7 @@ class MarginRecorder:
         if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
             return
         s = self.start
-        offered = getattr(m, "input_margins", None)  # a layer that computed them while binarizing x (packed)
+        offered = getattr(m, "input_margins", None)  # a layer that computes them while binarizing x (packed)
         mins = offered(x) if callable(offered) else None
         if mins is not None:
             rows = self.margins[s : s + x.shape[0]]
@@ -138,11 +138,21 @@ class MarginRecorder:
         mins = v.flatten(1).amin(1).float().cpu()
         self.margins[s : s + mins.shape[0]] = torch.minimum(self.margins[s : s + mins.shape[0]], mins)
 
+    def _ask(self, on: bool) -> None:
+        """Tell the modules that compute their input margins ahead (``want_input_margins``, e.g. a packed
+        layer whose input bits another layer packs) whether they are being recorded."""
+        for m in self.modules:
+            want = getattr(m, "want_input_margins", None)
+            if callable(want):
+                want(on)
+
     def __enter__(self) -> MarginRecorder:
         self._handles = [m.register_forward_pre_hook(self._hook) for m in self.modules]
+        self._ask(True)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._ask(False)
         for h in self._handles:
             h.remove()
 

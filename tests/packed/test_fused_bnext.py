@@ -118,6 +118,49 @@ def test_packed_conv_margins_from_the_packing_pass():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("name,width,options", [VARIANTS[0], VARIANTS[2], VARIANTS[3]])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_module_margins_from_the_packing_pass(name, width, options, threads):
+    """Fused BNext modules: the audit's margins computed in the pass that packs the next module's input
+    (or while packing the first module's input) equal the recorder's own pass over every module input,
+    serial and parallel, and the forward gives the same logits with and without them."""
+    from bnext.packed.layers import PackedBinaryConv2d
+    from bnext.packed.threads import numba_get_threads, set_threads
+    from landscape.engine.audit import MarginRecorder
+
+    packed = pack(variant(name, width, options), fuse_float=True)
+    mods = [m for m in packed.model.modules() if isinstance(m, FusedInfoRCPModule | PackedBinaryConv2d)]
+    fused = [m for m in mods if isinstance(m, FusedInfoRCPModule)]
+    x = torch.randn(9, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    before = numba_get_threads()
+    set_threads(threads)
+    packing = []  # fused modules that packed their input themselves (the first of a chain)
+    for m in fused:
+        m.conv.input_margins = lambda u, conv=m.conv: packing.append(conv) or PackedBinaryConv2d.input_margins(conv, u)
+    try:
+        with MarginRecorder(mods, 9) as fast, torch.inference_mode():
+            got = packed(x)
+        for m in fused:
+            del m.conv.input_margins
+        assert 1 <= len(packing) < len(fused) / 2  # the others' margins came from the previous module's pass B
+        assert not any("_handed" in m.__dict__ for m in fused)  # every handed-over packing was taken
+        assert not any("_prepacked" in m.conv.__dict__ for m in fused)
+        assert not any(m.__dict__.get("_want_margins") for m in fused)  # asked only while recording
+        for m in mods:
+            m.input_margins = lambda u: None
+        try:
+            with MarginRecorder(mods, 9) as slow, torch.inference_mode():
+                want = packed(x)
+        finally:
+            for m in mods:
+                del m.input_margins
+    finally:
+        set_threads(before)
+    assert torch.isfinite(fast.margins).all()
+    assert torch.equal(fast.margins, slow.margins)
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("shape", [(3, 70, 5, 7), (8, 64, 32, 32)])  # serial; parallel (>= PARALLEL_PACK_MIN)
 def test_pack_input_margins_packs_the_same_bits(shape):
     import numpy as np
