@@ -31,18 +31,30 @@ _POOL: dict[tuple[int, int, str], ThreadPoolExecutor] = {}
 
 @functools.cache
 def omp_set_num_threads() -> Callable[[int], None] | None:
-    """``omp_set_num_threads`` of the OpenMP runtime torch loaded (it sets the CALLING thread's team size;
-    ``torch.set_num_threads`` would change the whole process), or None when there is none to find."""
+    """``omp_set_num_threads`` of every OpenMP runtime loaded (it sets the CALLING thread's team size;
+    ``torch.set_num_threads`` would change the whole process), or None when torch's cannot be found.
+
+    All of them, torch's among them: a process often holds several copies (scikit-learn ships its own
+    libgomp; picking one by name once picked that one, and torch's workers kept teams of two)."""
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     try:
         with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line}
-        for path in sorted(paths):
+            paths = sorted({line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line})
+        fns = []
+        for path in paths:
             fn = ctypes.CDLL(path).omp_set_num_threads
             fn.argtypes, fn.restype = [ctypes.c_int], None
-            return fn
+            fns.append((path, fn))
     except (OSError, AttributeError):
-        pass
-    return None
+        return None
+    if not fns or not any(path.startswith(torch_lib) for path, _ in fns) and len(fns) > 1:
+        return None  # several runtimes, none of them torch's: setting them would not reach torch
+
+    def set_all(n: int) -> None:
+        for _, fn in fns:
+            fn(n)
+
+    return set_all
 
 
 def in_worker() -> bool:
@@ -52,6 +64,9 @@ def in_worker() -> bool:
 
 def _single_threaded() -> None:
     _LOCAL.worker = True
+    # ATen sets a thread's OpenMP team size once, at the thread's first torch call, to the process-wide
+    # setting (torch.set_num_threads): make that call first, or it would undo the 1 set below
+    torch.get_num_threads()
     fn = omp_set_num_threads()
     if fn is not None:
         fn(1)  # this worker's torch calls run on its own core, without an OpenMP team of its own

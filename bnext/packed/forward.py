@@ -32,6 +32,11 @@ PACKED_BATCH_RANGE = (32, 256)
 class PackedForward:
     """Forward factory over :func:`pack`: packs once, then ``repack_`` per call."""
 
+    #: its forward may run batches side by side on threads (what one layer hands the next is kept per
+    #: thread, the kernels release the GIL and run single-threaded where torch does): the landscape
+    #: engine then runs them on its single-threaded workers (``batch_workers``), ~2x a numba-parallel batch
+    concurrent_batches = True
+
     def __init__(self, threads: int | None = None, fuse_float: bool = False) -> None:
         """``threads``: numba threads of the packed kernels; None = torch's thread count (what
         ``--threads`` sets), at most :data:`DEFAULT_THREADS`, so one setting governs every engine."""

@@ -41,6 +41,7 @@ from .bits import n_words
 from .fused_passes import R_AFFINE, R_PRELU, R_SRC, BufferPool, module_float, pool_shape, prelu_avgpool2x2
 from .fusion import retype_modules
 from .layers import PackedBinaryConv2d
+from .threads import thread_slot, tid
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -175,7 +176,7 @@ class FusedInfoRCPModule(InfoRCPModule):
         """Per image, the smallest ``|u + shift|`` of this module's binary conv input: from the previous fused
         module when it packed ``u`` (:meth:`want_input_margins`), else from packing ``u`` here (kept for the
         forward that follows). The audit's binary margins without a second pass over ``u``."""
-        handed = self.__dict__.get("_handed")
+        handed = thread_slot(self, "_handed").get(tid())
         if handed is not None and handed[0] is u and handed[3] is not None:
             return handed[3]
         return self.conv.input_margins(u)
@@ -183,21 +184,21 @@ class FusedInfoRCPModule(InfoRCPModule):
     def _take_packed_input(self, u: Tensor) -> np.ndarray | None:
         """The bits for this conv packed ahead: by the previous fused module if ``u`` is the tensor it produced,
         or by :meth:`input_margins` for ``u``."""
-        handed = self.__dict__.pop("_handed", None)
-        pre = self.conv.__dict__.pop("_prepacked", None)
+        handed = thread_slot(self, "_handed").pop(tid(), None)
+        pre = self.conv.take_prepacked(u)
         if handed is not None:
             out, xp, producer, _ = handed
             if out is u:
                 return xp
             producer._next = None  # its output reaches this module some other way: stop packing for it
             producer._unlinked = True  # (for good: relinking after a repack keeps it off)
-        return pre[1] if pre is not None and pre[0] is u else None
+        return pre
 
     def forward(self, u: Tensor) -> Tensor:
         p = self.__dict__.get("_consts")
         if (p is None or self.training or u.dtype != torch.float32 or u.device.type != "cpu" or u.dim() != 4
                 or u.requires_grad):
-            self.__dict__.pop("_handed", None)
+            thread_slot(self, "_handed").pop(tid(), None)
             return super().forward(u)
         conv = self.conv
         xp = self._take_packed_input(u)
@@ -254,7 +255,7 @@ class FusedInfoRCPModule(InfoRCPModule):
             gate[:] = se.gate(se.expand(se.act(se.squeeze(pooled)))).reshape(n, c).numpy()
             chooser.run((2, planes), threads, lambda t: module_float(2, *args, t, margins))
         if bits is not None:
-            nxt[0]._handed = (out, bits[1], self, margins)
+            thread_slot(nxt[0], "_handed")[tid()] = (out, bits[1], self, margins)
         return out
 
 

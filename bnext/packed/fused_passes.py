@@ -22,6 +22,7 @@ agree with torch to a few ulp (the tolerance contract of ``landscape.engine.TOLE
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import numpy as np
@@ -42,7 +43,7 @@ def _r(src, r_mode, rw, ra, rb):
     return src
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath={"reassoc"}, cache=True, nogil=True)
 def _pass_a(n, y, v, v_is_r, src, r_mode, rw, ra, rb, a, b, pw, s, s1, mix, msum):
     """Pass A on image ``n``: ``y <- prelu(y*a + b)``; ``msum[n, c] = sum(s*v + s1*y)`` per plane (float64 sums in
     any order: ``reassoc``, so that they vectorize)."""
@@ -60,7 +61,7 @@ def _pass_a(n, y, v, v_is_r, src, r_mode, rw, ra, rb, a, b, pw, s, s1, mix, msum
         msum[n, c] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _se_gate(msum, plane, w1t, b1, w2t, b2, gate):
     """SqueezeExpand on the plane means ``msum / plane``: ``gate = sigmoid(w2 @ relu(w1 @ m + b1) + b2)``.
 
@@ -87,7 +88,7 @@ def _se_gate(msum, plane, w1t, b1, w2t, b2, gate):
         gate[c] = one / (one + np.exp(-(g[c] + b2[c])))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_bn, emit, shift, xp, pad, width, tmp,
             want_m, marg):
     """Pass B on image ``n``: ``out = bn_out((x * gate) [* r]) + r``; with ``emit`` also the bits
@@ -126,7 +127,7 @@ def _pass_b(n, x, src, out, gate, r_mode, rw, ra, rb, use_g, mul_r, a2, b2, use_
     marg[n] = m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
            w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, tmp, want_m,
            marg):
@@ -139,7 +140,7 @@ def _image(n, phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix
                 tmp, want_m, marg)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _module_parallel(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
                      w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width,
                      want_m, marg):
@@ -149,7 +150,7 @@ def _module_parallel(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, 
                marg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _module_serial(phase, y, src, r_mode, rw, ra, rb, v, v_is_r, a, b, pw, s, s1, mix,
                    w1, b1, w2, b2, gate, msum, use_g, mul_r, a2, b2o, use_bn, out, emit, shift, xp, pad, width, want_m,
                    marg):
@@ -184,7 +185,7 @@ def module_float(phase: int, y: np.ndarray, src: np.ndarray, r_mode: int, rw: np
        use_g, mul_r, a2, b2, use_bn, out, emit, shift, xp, pad, width, want_m, marg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pool_plane(u, sw, out, t):
     h_in, w_in = u.shape[2], u.shape[3]
     c_n = u.shape[1]
@@ -217,13 +218,13 @@ def _pool_plane(u, sw, out, t):
             out[n, c, oh, ow] = acc / np.float32(cnt)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _pool_parallel(u, sw, out):
     for t in prange(u.shape[0] * u.shape[1]):
         _pool_plane(u, sw, out, t)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pool_serial(u, sw, out):
     for t in range(u.shape[0] * u.shape[1]):
         _pool_plane(u, sw, out, t)
@@ -250,19 +251,20 @@ class BufferPool:
     freed blocks of that size to the OS); at batch 32 that was a third of a BNext-18 module's float time.
     Each buffer is handed out as a new view object (a torch tensor made from it keeps that view alive,
     and so do all tensors and arrays derived from it); the buffer is reused only after the view is gone.
-    Per key only the latest shape is kept (at most :attr:`per_key` buffers), so memory stays about one
-    batch's activations.
+    Per key and thread only the latest shape is kept (at most :attr:`per_key` buffers), so memory stays
+    about one batch's activations per thread that runs batches.
     """
 
     per_key = 2
 
     def __init__(self) -> None:
-        self._slots: dict[str, tuple[tuple, list[list]]] = {}
+        self._slots: dict[tuple[int, str], tuple[tuple, list[list]]] = {}
 
     def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         """A ``shape`` array of ``dtype`` for ``key``: zero-filled when new, else what was last written to it
         (callers that rely on zeros, e.g. a border, write only where they wrote before)."""
         spec = (tuple(shape), np.dtype(dtype).str)
+        key = (threading.get_ident(), key)  # batches side by side on worker threads: buffers of their own
         kept = self._slots.get(key)
         if kept is None or kept[0] != spec:
             kept = self._slots[key] = (spec, [])

@@ -348,7 +348,7 @@ def _tile_bits(typingctx, a, a_offs, n_seg, seg_len, seg_stride, b, b_off, k_tot
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _block_start(b, plane):
     """First flat pixel of block ``b``: blocks of ``PB`` pixels over the output plane, the last one shifted back
     to end at the plane's end (a few pixels computed twice) so that every block is full."""
@@ -358,7 +358,7 @@ def _block_start(b, plane):
     return q0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, aoffs, coffs):
     """Per pixel ``j`` of the block at flat pixel ``q0`` of image ``n``: its receptive field's first word in the
     packed input (``aoffs``) and its border-correction row (``coffs``); a partial block repeats its last pixel."""
@@ -374,7 +374,7 @@ def _block_offsets(n, q0, nb, stride, hp, wp, n_words, w_out, row_off, col_off, 
                 oh += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conv_task(task, xf, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, of,
                hp, wp, n_words, n_out, h_out, w_out, res, aoffs, coffs):
     """One task of :func:`binary_conv`: image ``n``, pixel-block group ``g`` and output-channel chunk of
@@ -414,7 +414,7 @@ def _conv_task(task, xf, wt, k, stride, k_total, alpha, corr, row_off, col_off, 
                     of[(n * n_out + o) * plane + q0 + j] = v * alpha[o]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _binary_conv_parallel(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
     _, hp, wp, n_words = xp.shape
     n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
@@ -426,7 +426,7 @@ def _binary_conv_parallel(xp, wt, k, stride, k_total, alpha, corr, row_off, col_
                    np.zeros(PB, np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _binary_conv_serial(xp, wt, k, stride, k_total, alpha, corr, row_off, col_off, n_groups, n_chunks, out):
     _, hp, wp, n_words = xp.shape
     n_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
@@ -440,7 +440,7 @@ def _binary_conv_serial(xp, wt, k, stride, k_total, alpha, corr, row_off, col_of
                    hp, wp, n_words, n_out, h_out, w_out, res, aoffs, coffs)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conv_bits_task(task, xf, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, yf, n_groups,
                     hp, wp, n_words, n_out, h_out, w_out, y_hp, y_wp, y_words, y_pad, masks, aoffs, coffs, words):
     """One task of :func:`binary_conv_bits` (image ``task // n_groups``, pixel-block group ``task % n_groups``):
@@ -474,7 +474,7 @@ def _conv_bits_task(task, xf, wt, k, stride, k_total, corr, row_off, col_off, lo
                 yf[((n * y_hp + oh + y_pad) * y_wp + ow + y_pad) * y_words + gw] = words[j]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _binary_conv_bits_parallel(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
                                y_pad, n_groups):
     _, hp, wp, n_words = xp.shape
@@ -487,7 +487,7 @@ def _binary_conv_bits_parallel(xp, wt, k, stride, k_total, corr, row_off, col_of
                         np.zeros(PB, np.uint64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _binary_conv_bits_serial(xp, wt, k, stride, k_total, corr, row_off, col_off, lo, hi, h_out, w_out, yp,
                              y_pad, n_groups):
     _, hp, wp, n_words = xp.shape

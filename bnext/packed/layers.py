@@ -10,6 +10,7 @@ from ..nn import BinaryConv2d
 from . import kernels
 from .bits import n_words, pack_signs, unpack_signs
 from .packing import pack_input_margins
+from .threads import thread_slot, tid
 
 
 class PackingError(ValueError):
@@ -249,9 +250,14 @@ class PackedBinaryConv2d(nn.Module):
             xn = x.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
         n, _, h, w = xn.shape
         out = np.empty(self.output_shape(n, h, w), np.float32)
-        pre = self.__dict__.pop("_prepacked", None)  # packed by input_margins (the audit's hook) for this x
-        self.conv_packed(pre[1] if pre is not None and pre[0] is x else self.pack_input(xn), h, w, out)
+        pre = self.take_prepacked(x)  # packed by input_margins (the audit's hook) for this x
+        self.conv_packed(pre if pre is not None else self.pack_input(xn), h, w, out)
         return torch.from_numpy(out)
+
+    def take_prepacked(self, x: Tensor) -> np.ndarray | None:
+        """The words :meth:`input_margins` packed for ``x`` on this thread (then forgotten), or None."""
+        pre = thread_slot(self, "_prepacked").pop(tid(), None)
+        return pre[1] if pre is not None and pre[0] is x else None
 
     def input_margins(self, x: Tensor) -> np.ndarray | None:
         """Per image, the smallest ``|x + shift|`` of this layer's input ``x``, computed while packing ``x``
@@ -268,7 +274,7 @@ class PackedBinaryConv2d(nn.Module):
         margins = np.full(n, np.inf, np.float32)
         shift = self.shift if self.shift is not None else np.zeros(1, np.float32)
         pack_input_margins(xn, shift, self.shift is not None, p, xp, margins)
-        self.__dict__["_prepacked"] = (x, xp)
+        thread_slot(self, "_prepacked")[tid()] = (x, xp)
         return margins
 
     def extra_repr(self) -> str:

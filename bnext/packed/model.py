@@ -57,7 +57,9 @@ class PackedModel(nn.Module):
             raise ValueError(f"expected an NCHW batch, got shape {tuple(x.shape)}")
         check_input_size(x, self.spec)
         previous = kernels.numba_get_threads()
-        kernels.set_threads(self.threads)
+        # never more than the calling thread's torch threads: a caller that runs batches side by side on
+        # single-threaded workers (landscape.threads) gets single-threaded kernels, not nested launches
+        kernels.set_threads(min(self.threads, torch.get_num_threads()))
         try:
             with torch.inference_mode():
                 return self.model(x.float().cpu())

@@ -33,7 +33,7 @@ def abs_bits(typingctx, x):
     return types.int32(x), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
     """Pack input row ``r`` (image ``r // H``, row ``r % H``) of ``x`` into ``xp`` (branch-free inner loop)."""
     height = x.shape[2]
@@ -56,13 +56,13 @@ def _pack_row(x, shift, use_shift, pad, xp, r, tmp):
             xp[n, h + pad, w + pad, wd] = tmp[w]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _pack_input_parallel(x, shift, use_shift, pad, xp):
     for r in prange(x.shape[0] * x.shape[2]):
         _pack_row(x, shift, use_shift, pad, xp, r, np.empty(x.shape[3], np.uint64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_input_serial(x, shift, use_shift, pad, xp):
     """One thread: each 64-channel word is built over a whole plane at once (long vectorized inner loops; by
     rows, a 7x7 or 14x14 input ran 2-5x slower), then copied into the bordered NHWC buffer."""
@@ -102,7 +102,7 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
     (_pack_input_parallel if parallel else _pack_input_serial)(x, shift, use_shift, pad, xp)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins):  # pragma: no cover - compiled
     """Image ``n`` packed as :func:`_pack_input_serial` packs it, and ``margins[n]`` (int32 bits,
     :func:`abs_bits`) lowered to its smallest ``|x + shift|`` (the float32 sum the bits are taken of)."""
@@ -130,13 +130,13 @@ def _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins):  # pragma
     margins[n] = m
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _pack_margins_parallel(x, shift, use_shift, pad, xp, margins):  # pragma: no cover - compiled
     for n in prange(x.shape[0]):
         _pack_image_margin(x, shift, use_shift, pad, xp, n, np.empty(x.shape[2] * x.shape[3], np.uint64), margins)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_margins_serial(x, shift, use_shift, pad, xp, margins):  # pragma: no cover - compiled
     tmp = np.empty(x.shape[2] * x.shape[3], np.uint64)
     for n in range(x.shape[0]):

@@ -8,7 +8,7 @@ from numba import njit, prange
 from . import threads as _threads  # noqa: F401  (chooses numba's threading layer before any parallel call)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _maxpool_plane(x, out, p, k, stride, pad, m, ph):
     """Max-pool plane ``p`` of NCHW ``x`` (flattened to ``(N*C, H, W)``) with -inf padding, NaN-propagating.
 
@@ -46,14 +46,14 @@ def _maxpool_plane(x, out, p, k, stride, pad, m, ph):
             out[p, oh, ow] = m[ow]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _maxpool_parallel(x, out, k, stride, pad):
     for p in prange(x.shape[0]):
         _maxpool_plane(x, out, p, k, stride, pad, np.empty(out.shape[2], np.float32),
                        np.empty((stride, (x.shape[2] + stride - 1) // stride), np.float32))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _maxpool_serial(x, out, k, stride, pad):
     m = np.empty(out.shape[2], np.float32)
     ph = np.empty((stride, (x.shape[2] + stride - 1) // stride), np.float32)

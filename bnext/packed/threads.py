@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from typing import Any
 
 import numba
 from numba.np.ufunc import parallel as _numba_parallel
@@ -81,3 +83,15 @@ def chunks_for(rows: int, n_tiles: int, threads: int) -> int:
     if rows >= 8 * threads:
         return 1
     return max(1, min(n_tiles, (8 * threads + rows - 1) // rows))
+
+
+def thread_slot(obj: Any, name: str) -> dict[int, Any]:
+    """``obj.__dict__[name]``, a dict keyed by thread ident: what one layer's forward hands to the next (packed
+    input words, margins) stays with the thread running that batch, so batches may run side by side on
+    worker threads (the landscape engine's ``batch_workers``). Read and write ``[threading.get_ident()]``."""
+    return obj.__dict__.setdefault(name, {})
+
+
+def tid() -> int:
+    """The calling thread's ident (the key of :func:`thread_slot`)."""
+    return threading.get_ident()

@@ -354,9 +354,12 @@ class SurfaceEngine(PointEvaluation):
             self.conv_algorithms = {n: "torch" for n, m in work.named_modules() if isinstance(m, nn.Conv2d)}
         per_split = self._conv_algorithms_per_split()
         self._forward_name = forward_name
-        # a float torch forward on the CPU: batches on single-threaded workers (landscape.threads), which
-        # scale where one OpenMP team per small op does not; per batch the same arithmetic as at 1 thread
-        self._workers = (cpu_workers() if self.device.type == "cpu" and self.forward_factory is None
+        # a float torch forward on the CPU, or a provider whose forward may run batches side by side
+        # (``concurrent_batches``, e.g. the packed engine): batches on single-threaded workers
+        # (landscape.threads), which scale where one OpenMP team (or numba launch) per small op does not;
+        # per batch the same arithmetic as at 1 thread
+        concurrent = self.forward_factory is None or bool(getattr(self.forward_factory, "concurrent_batches", False))
+        self._workers = (cpu_workers() if self.device.type == "cpu" and concurrent
                          and not self.exact and not self._reference_only and self.points_per_forward == 1 else 1)
         self._audit_on = (self._audit_option and not self.exact and not self._reference_only
                           and forward_name != "custom")

@@ -11,8 +11,11 @@ factory (``model -> callable``, called after each grid point's weights are set) 
 it cannot serve this model (the engine then runs the model's own forward). A provider must
 check itself against the model on ``probe``: bit for bit when ``exact`` is true, within the
 engine's tolerance contract (:data:`landscape.engine.TOLERANCE`) otherwise. A factory may carry
-``batch_size(sample_shape) -> int`` (its preferred evaluation batch) and ``info() -> dict`` (what
-it runs, stored in the surface file).
+``batch_size(sample_shape) -> int`` (its preferred evaluation batch), ``info() -> dict`` (what
+it runs, stored in the surface file), ``margin_modules()`` and ``reference_forward()`` (the audit:
+:mod:`landscape.engine.audit`) and ``concurrent_batches = True`` when its forward may run several
+batches at once on threads whose torch calls are single-threaded (:mod:`landscape.threads`; the
+engine then shares a point's batches out over such workers).
 """
 
 from __future__ import annotations

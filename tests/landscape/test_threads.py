@@ -35,3 +35,27 @@ def test_the_first_error_is_raised_after_every_item_finished():
     with pytest.raises(ValueError, match="item 1"):
         run_ordered(fn, range(5), workers=2)
     assert sorted(done) == [0, 2, 3, 4]
+
+
+def test_worker_torch_calls_are_single_threaded_after_set_num_threads_with_another_openmp_loaded():
+    """Two regressions that left every worker with a team of two: scikit-learn's own libgomp (loaded by the
+    digits data set) was the runtime told to use one thread, and ATen's once-per-thread set-up reset the
+    team size to ``torch.set_num_threads``'s at the worker's first torch call."""
+    import sklearn.datasets  # noqa: F401  (its libgomp in the process, as in every digits run)
+
+    from landscape.threads import omp_set_num_threads
+
+    omp_set_num_threads.cache_clear()
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, w = torch.randn(8, 16, 16, 16), torch.randn(16, 16, 3, 3)
+
+        def team(_):
+            torch.conv2d(x, w)
+            return torch.get_num_threads()
+
+        assert run_ordered(team, range(4), workers=2, name="test-team-size") == [1] * 4
+        assert torch.get_num_threads() == 2  # the calling thread keeps its own
+    finally:
+        torch.set_num_threads(old)

@@ -104,7 +104,7 @@ def test_packed_conv_margins_from_the_packing_pass():
     x = torch.randn(9, 3, 16, 16, generator=torch.Generator().manual_seed(8))
     with MarginRecorder(convs, 9) as fast, torch.inference_mode():
         got = packed(x)
-    assert not any("_prepacked" in m.__dict__ for m in convs)  # each forward took its packed input
+    assert not any(m.__dict__.get("_prepacked") for m in convs)  # each forward took its packed input
     for m in convs:
         m.input_margins = lambda u: None
     try:
@@ -143,8 +143,8 @@ def test_fused_module_margins_from_the_packing_pass(name, width, options, thread
         for m in fused:
             del m.conv.input_margins
         assert 1 <= len(packing) < len(fused) / 2  # the others' margins came from the previous module's pass B
-        assert not any("_handed" in m.__dict__ for m in fused)  # every handed-over packing was taken
-        assert not any("_prepacked" in m.conv.__dict__ for m in fused)
+        assert not any(m.__dict__.get("_handed") for m in fused)  # every handed-over packing was taken
+        assert not any(m.conv.__dict__.get("_prepacked") for m in fused)
         assert not any(m.__dict__.get("_want_margins") for m in fused)  # asked only while recording
         for m in mods:
             m.input_margins = lambda u: None

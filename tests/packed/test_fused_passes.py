@@ -6,6 +6,9 @@ The module-level and end-to-end tolerance tests are in ``test_fused_bnext.py``.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +36,17 @@ def test_prelu_avgpool_equals_torch_bit_for_bit(shape, threads):
     assert np.array_equal(got, ref.numpy())
 
 
+def test_buffer_pool_gives_each_thread_its_own_buffers():
+    """Batches side by side on worker threads never write into each other's buffers."""
+    pool = BufferPool()
+    here = pool.get("out", (2, 3))
+    del here  # released: this thread would get it back
+    with ThreadPoolExecutor(1) as ex:
+        there = ex.submit(pool.get, "out", (2, 3)).result()
+    again = pool.get("out", (2, 3))
+    assert not np.shares_memory(again, there)
+
+
 def test_buffer_pool_reuses_only_released_buffers():
     pool = BufferPool()
     first = pool.get("out", (2, 3))
@@ -49,7 +63,7 @@ def test_buffer_pool_reuses_only_released_buffers():
     again = pool.get("out", (2, 3))  # the first buffer is free again (what was written stays)
     assert (again == 1.0).all() and not np.shares_memory(again, second)
     assert pool.get("out", (4, 3)).shape == (4, 3)  # a new shape replaces the key's buffers
-    assert len(pool._slots["out"][1]) == 1
+    assert len(pool._slots[(threading.get_ident(), "out")][1]) == 1
 
 
 def _forward_with_links(packed, x: torch.Tensor, linked: bool) -> torch.Tensor:
@@ -71,7 +85,7 @@ def test_handed_bits_equal_packing_the_output(name, width, size):
     packed = pack(model, fuse_float=True)
     x = torch.randn(6, 3, size, size, generator=torch.Generator().manual_seed(4))
     used = []
-    handles = [m.register_forward_pre_hook(lambda mod, args: used.append("_handed" in mod.__dict__))
+    handles = [m.register_forward_pre_hook(lambda mod, args: used.append(bool(mod.__dict__.get("_handed"))))
                for m in packed.model.modules() if isinstance(m, FusedInfoRCPModule)]
     linked = _forward_with_links(packed, x, linked=True)
     for h in handles:
