@@ -13,6 +13,7 @@ this module, which the engine imports on demand).
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -66,15 +67,22 @@ class PackedForward:
 
         fused = [m for m in self._packed.model.modules() if isinstance(m, FusedInfoRCPModule)]
         packed = self._packed
+        lock, running = threading.Lock(), [0]  # calls may overlap on worker threads: switch once for all
 
         def forward(x: Tensor) -> Tensor:
-            for m in fused:  # a fused module in training mode runs its unfused (InfoRCPModule) forward
-                m.training = True
+            with lock:
+                if not running[0]:
+                    for m in fused:  # a fused module in training mode runs its unfused (InfoRCPModule) forward
+                        m.training = True
+                running[0] += 1
             try:
                 return packed(x)
             finally:
-                for m in fused:
-                    m.training = False
+                with lock:
+                    running[0] -= 1
+                    if not running[0]:
+                        for m in fused:
+                            m.training = False
 
         return forward
 

@@ -34,6 +34,9 @@ from torch import Tensor, nn
 TOLERANCE = {"loss_rel": 5e-3, "acc_points": 0.5}
 #: images per split whose fast logits are checked against the reference forward at every point
 AUDIT_SIZE = 16
+#: the audited images go through the reference forward in batches of this many (side by side on the
+#: engine's batch workers; fixed, so that the reference logits do not depend on the thread count)
+AUDIT_CHUNK = 8
 #: a point fails its audit when the audited images alone use more than this share of the tolerance
 #: (the rest is left for images the audit did not look at)
 AUDIT_SHARE = 0.5

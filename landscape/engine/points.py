@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..threads import run_ordered
-from .audit import AUDIT_SHARE, MarginRecorder, audit_indices, audit_share, logit_margins, sign_modules
+from .audit import AUDIT_CHUNK, AUDIT_SHARE, MarginRecorder, audit_indices, audit_share, logit_margins, sign_modules
 
 
 class PointEvaluation:
@@ -129,6 +129,17 @@ class PointEvaluation:
         forward = offered() if callable(offered) else None
         return forward if forward is not None else self.work
 
+    def _audit_logits(self, reference: Callable[[Tensor], Tensor], xs: Tensor) -> Tensor:
+        """The reference logits of the audited images ``xs``: in fixed chunks of :data:`AUDIT_CHUNK` (the same
+        batches whatever the thread count), side by side on the batch workers when there are (fp32, no
+        autocast: the reference path)."""
+        def chunk(start: int) -> Tensor:
+            with torch.inference_mode():
+                return _as_float(reference(xs[start : start + AUDIT_CHUNK].contiguous()))
+
+        starts = list(range(0, xs.shape[0], AUDIT_CHUNK))
+        return torch.cat(run_ordered(chunk, starts, min(self._workers, len(starts))))
+
     def _audit(self, vals: Mapping[str, float], logits: Mapping[str, Tensor]) -> float:
         """The share of the tolerance budget that the audited images of every split use up at the current
         point (:func:`landscape.engine.audit.audit_share`; the largest over the splits)."""
@@ -137,7 +148,7 @@ class PointEvaluation:
         for split, (xs, ys) in self._data.items():
             lg = logits[split]
             idx = audit_indices(xs.shape[0], logits.get(f"{split}/margin"), logit_margins(lg)).to(self.device)
-            ref = _as_float(reference(xs[idx].contiguous()))
+            ref = self._audit_logits(reference, xs[idx])
             worst = max(worst, audit_share(lg[idx], ref, ys[idx], xs.shape[0], vals[f"{split}_loss"]))
         return worst
 
