@@ -4,7 +4,6 @@ plain packed convs (bireal18)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import threading
 
@@ -14,17 +13,8 @@ import torch
 from landscape.directions import random_directions
 from landscape.engine import SurfaceEngine
 
+from ..landscape.test_engine_workers import threads
 from .test_engine_invariance_packed import digits, zoo
-
-
-@contextlib.contextmanager
-def threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("name", ["bnext18", "bireal18"])

@@ -93,6 +93,21 @@ def test_factory_fuses_unless_exact():
         assert torch.equal(exact(model)(probe), model(probe))
 
 
+def _recorded_without_offered_margins(packed, mods, x):
+    """The recorder's own pass over every module input (the layers' ``input_margins`` switched off) and the
+    logits of that forward."""
+    from landscape.engine.audit import MarginRecorder
+
+    for m in mods:
+        m.input_margins = lambda u: None
+    try:
+        with MarginRecorder(mods, x.shape[0]) as rec, torch.inference_mode():
+            return rec, packed(x)
+    finally:
+        for m in mods:
+            del m.input_margins
+
+
 def test_packed_conv_margins_from_the_packing_pass():
     """bireal18's packed convs: margins computed while packing equal the audit's own pass, and the forward
     that reuses the packed input gives the same logits."""
@@ -105,14 +120,7 @@ def test_packed_conv_margins_from_the_packing_pass():
     with MarginRecorder(convs, 9) as fast, torch.inference_mode():
         got = packed(x)
     assert not any(m.__dict__.get("_prepacked") for m in convs)  # each forward took its packed input
-    for m in convs:
-        m.input_margins = lambda u: None
-    try:
-        with MarginRecorder(convs, 9) as slow, torch.inference_mode():
-            want = packed(x)
-    finally:
-        for m in convs:
-            del m.input_margins
+    slow, want = _recorded_without_offered_margins(packed, convs, x)
     assert torch.isfinite(fast.margins).all()
     assert torch.equal(fast.margins, slow.margins)
     assert torch.equal(got, want)
@@ -146,14 +154,7 @@ def test_fused_module_margins_from_the_packing_pass(name, width, options, thread
         assert not any(m.__dict__.get("_handed") for m in fused)  # every handed-over packing was taken
         assert not any(m.conv.__dict__.get("_prepacked") for m in fused)
         assert not any(m.__dict__.get("_want_margins") for m in fused)  # asked only while recording
-        for m in mods:
-            m.input_margins = lambda u: None
-        try:
-            with MarginRecorder(mods, 9) as slow, torch.inference_mode():
-                want = packed(x)
-        finally:
-            for m in mods:
-                del m.input_margins
+        slow, want = _recorded_without_offered_margins(packed, mods, x)
     finally:
         set_threads(before)
     assert torch.isfinite(fast.margins).all()
