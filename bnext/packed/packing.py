@@ -63,29 +63,56 @@ def _pack_input_parallel(x, shift, use_shift, pad, xp):
 
 
 @njit(cache=True, nogil=True)
-def _pack_input_serial(x, shift, use_shift, pad, xp):
-    """One thread: each 64-channel word is built over a whole plane at once (long vectorized inner loops; by
-    rows, a 7x7 or 14x14 input ran 2-5x slower), then copied into the bordered NHWC buffer."""
-    n_img, channels, height, width = x.shape
+def _pack_image(x, shift, use_shift, pad, xp, n, tmp, want_m, margins):  # pragma: no cover - compiled
+    """Image ``n``: each 64-channel word is built over a whole plane at once (long vectorized inner loops; by
+    rows, a 7x7 or 14x14 input ran 2-5x slower), then copied into the bordered NHWC buffer. With ``want_m``
+    also ``margins[n]`` (int32 bits, :func:`abs_bits`) lowered to the smallest ``|x + shift|`` (the float32
+    sum the bits are taken of): an integer minimum, so the loop stays vectorized."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     plane = height * width
     zero = np.float32(0.0)
-    tmp = np.empty(plane, np.uint64)
-    for n in range(n_img):
-        xf = x[n].reshape(channels * plane)
-        for wd in range(xp.shape[3]):
+    xf = x[n].reshape(channels * plane)
+    m = margins[n] if want_m else np.int32(0)
+    for wd in range(xp.shape[3]):
+        for q in range(plane):
+            tmp[q] = 0
+        c0 = wd * 64
+        for cc in range(min(64, channels - c0)):
+            c = c0 + cc
+            bit = np.uint64(cc)
+            base = c * plane
+            sh = shift[c] if use_shift else zero
             for q in range(plane):
-                tmp[q] = 0
-            c0 = wd * 64
-            for cc in range(min(64, channels - c0)):
-                c = c0 + cc
-                bit = np.uint64(cc)
-                base = c * plane
-                sh = shift[c] if use_shift else zero
-                for q in range(plane):
-                    tmp[q] |= np.uint64(not (xf[base + q] + sh >= zero)) << bit
-            for h in range(height):
-                for w in range(width):
-                    xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
+                v = xf[base + q] + sh
+                tmp[q] |= np.uint64(not (v >= zero)) << bit
+                if want_m:
+                    m = min(m, abs_bits(v))
+        for h in range(height):
+            for w in range(width):
+                xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
+    if want_m:
+        margins[n] = m
+
+
+@njit(cache=True, nogil=True)
+def _pack_images_serial(x, shift, use_shift, pad, xp, want_m, margins):  # pragma: no cover - compiled
+    tmp = np.empty(x.shape[2] * x.shape[3], np.uint64)
+    for n in range(x.shape[0]):
+        _pack_image(x, shift, use_shift, pad, xp, n, tmp, want_m, margins)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _pack_images_parallel(x, shift, use_shift, pad, xp, want_m, margins):  # pragma: no cover - compiled
+    for n in prange(x.shape[0]):
+        _pack_image(x, shift, use_shift, pad, xp, n, np.empty(x.shape[2] * x.shape[3], np.uint64), want_m, margins)
+
+
+_NO_MARGINS = np.zeros(1, np.int32)
+
+
+def _pack_input_serial(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: np.ndarray) -> None:
+    """:func:`pack_input` on the calling thread, image by image."""
+    _pack_images_serial(x, shift, use_shift, pad, xp, False, _NO_MARGINS)
 
 
 #: inputs with fewer elements are packed on one thread (a parallel launch costs more than it saves)
@@ -102,51 +129,10 @@ def pack_input(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: 
     (_pack_input_parallel if parallel else _pack_input_serial)(x, shift, use_shift, pad, xp)
 
 
-@njit(cache=True, nogil=True)
-def _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins):  # pragma: no cover - compiled
-    """Image ``n`` packed as :func:`_pack_input_serial` packs it, and ``margins[n]`` (int32 bits,
-    :func:`abs_bits`) lowered to its smallest ``|x + shift|`` (the float32 sum the bits are taken of)."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    plane = height * width
-    zero = np.float32(0.0)
-    xf = x[n].reshape(channels * plane)
-    m = margins[n]
-    for wd in range(xp.shape[3]):
-        for q in range(plane):
-            tmp[q] = 0
-        c0 = wd * 64
-        for cc in range(min(64, channels - c0)):
-            c = c0 + cc
-            bit = np.uint64(cc)
-            base = c * plane
-            sh = shift[c] if use_shift else zero
-            for q in range(plane):
-                v = xf[base + q] + sh
-                tmp[q] |= np.uint64(not (v >= zero)) << bit
-                m = min(m, abs_bits(v))
-        for h in range(height):
-            for w in range(width):
-                xp[n, h + pad, w + pad, wd] = tmp[h * width + w]
-    margins[n] = m
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _pack_margins_parallel(x, shift, use_shift, pad, xp, margins):  # pragma: no cover - compiled
-    for n in prange(x.shape[0]):
-        _pack_image_margin(x, shift, use_shift, pad, xp, n, np.empty(x.shape[2] * x.shape[3], np.uint64), margins)
-
-
-@njit(cache=True, nogil=True)
-def _pack_margins_serial(x, shift, use_shift, pad, xp, margins):  # pragma: no cover - compiled
-    tmp = np.empty(x.shape[2] * x.shape[3], np.uint64)
-    for n in range(x.shape[0]):
-        _pack_image_margin(x, shift, use_shift, pad, xp, n, tmp, margins)
-
-
 def pack_input_margins(x: np.ndarray, shift: np.ndarray, use_shift: bool, pad: int, xp: np.ndarray,
                        margins: np.ndarray) -> None:
     """:func:`pack_input` (the same bits) and, per image, ``margins[n] = min(margins[n], min |x[n] + shift|)``:
     the binary margin the landscape engine's audit records, from the same pass (parallel over images)."""
     parallel = x.size >= PARALLEL_PACK_MIN and _threads.numba_get_threads() > 1 and x.shape[0] > 1
     bits = margins.view(np.int32)  # the minimum as abs_bits patterns: an integer reduction, vectorized
-    (_pack_margins_parallel if parallel else _pack_margins_serial)(x, shift, use_shift, pad, xp, bits)
+    (_pack_images_parallel if parallel else _pack_images_serial)(x, shift, use_shift, pad, xp, True, bits)
